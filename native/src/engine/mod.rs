@@ -1,0 +1,116 @@
+//! The queue engine: storage plus in-process wake-ups, and the worker that
+//! claims, runs and completes jobs. Knows nothing of Python: task code runs
+//! behind the [`Runner`] trait.
+
+mod hub;
+mod worker;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use hub::{Hub, Watch};
+pub use worker::{Worker, WorkerConfig};
+
+use crate::error::{Error, Result};
+use crate::job::{format_id, ClaimedJob, Finished, JobOptions, Outcome, State};
+use crate::storage::Storage;
+
+/// Runs task code. Implemented by the Python bindings, and by plain Rust
+/// closures in the engine's tests.
+pub trait Runner: Send + Sync + 'static {
+    /// Runs `first`, reports it through `done`, then keeps going with jobs
+    /// from `next` until it returns `None`. Lets an implementation pay a
+    /// fixed cost (taking Python's GIL) once for several short jobs.
+    fn run(
+        &self,
+        first: ClaimedJob,
+        next: &mut dyn FnMut() -> Option<ClaimedJob>,
+        done: &mut dyn FnMut(Outcome),
+    );
+}
+
+/// Things worth telling an operator about. The bindings log them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A late outcome was discarded: the attempt had lost its lease, timed out
+    /// or been cancelled, and the job belongs to someone else now.
+    StaleOutcome { id: i64, attempt: u32 },
+    /// A running job's lease expired; it was retried or dead-lettered.
+    LeaseExpired { id: i64, dead: bool },
+    /// A job ran past its timeout and was failed.
+    TimedOut { id: i64, attempt: u32 },
+    /// Storage failed; the operation will be retried.
+    StorageError { during: &'static str, message: String },
+}
+
+pub trait EventSink: Send + Sync + 'static {
+    fn event(&self, event: Event);
+}
+
+/// The state one `Queue` shares between its producers and its worker.
+pub struct Engine {
+    pub storage: Arc<dyn Storage>,
+    pub hub: Arc<Hub>,
+}
+
+impl Engine {
+    pub fn new(storage: Arc<dyn Storage>) -> Arc<Engine> {
+        Arc::new(Engine {
+            storage,
+            hub: Hub::new(),
+        })
+    }
+
+    pub fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>> {
+        let ids = self.storage.enqueue(options, payloads)?;
+        match options.delay {
+            Some(delay) if !delay.is_zero() => {
+                self.hub.notify_due(crate::job::now_micros() + crate::job::micros(delay))
+            }
+            _ => self.hub.notify_work(),
+        }
+        Ok(ids)
+    }
+
+    /// Cancels a job that has not started; wakes anyone waiting on it.
+    pub fn cancel(&self, id: i64) -> Result<bool> {
+        let cancelled = self.storage.cancel(id)?;
+        if cancelled {
+            self.hub.finished(id, || Finished {
+                state: State::Cancelled,
+                result: None,
+                error: None,
+            });
+        }
+        Ok(cancelled)
+    }
+
+    /// Waits for `id` to reach a final state. A job finished by a worker of
+    /// this process wakes the wait at once; otherwise storage is polled every
+    /// `poll`, the interval doubling up to `max_poll`.
+    pub fn wait(&self, id: i64, timeout: Duration, poll: Duration, max_poll: Duration) -> Result<Finished> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let watch = self.hub.watch(id);
+        let mut interval = poll.max(Duration::from_micros(100));
+        loop {
+            if let Some(finished) = watch.get() {
+                return Ok(finished);
+            }
+            if let Some(finished) = self.storage.finished(id)? {
+                return Ok(finished);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(format_id(id), timeout.as_secs_f64()));
+            }
+            if let Some(finished) = watch.wait(interval.min(deadline - now)) {
+                return Ok(finished);
+            }
+            interval = (interval * 2).min(max_poll.max(interval));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,680 @@
+//! A worker: one dispatcher thread claims jobs in batches and hands them to
+//! executor threads through a channel; executors run them through the
+//! [`Runner`]; one writer thread commits many outcomes per transaction; a
+//! maintenance thread renews leases, enforces timeouts, recovers jobs of dead
+//! workers and purges expired results.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+
+use super::{Engine, Event, EventSink, Runner};
+use crate::error::{Error, Result};
+use crate::job::{
+    micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished,
+    Micros, Outcome, OutcomeKind, State,
+};
+use crate::storage::{ClaimRequest, Storage};
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Executor threads: how many jobs run at once.
+    pub concurrency: usize,
+    /// Serve only these queues; `None` serves all.
+    pub queues: Option<Vec<String>>,
+    /// How long a claim holds a job without renewal. A worker that dies is
+    /// noticed when this runs out.
+    pub lease: Duration,
+    /// How often leases are renewed and expired ones recovered.
+    pub heartbeat: Duration,
+    /// Idle workers look for work written by other processes at this
+    /// interval, doubling up to `idle_poll_max` while nothing changes.
+    pub idle_poll_min: Duration,
+    pub idle_poll_max: Duration,
+    /// Most jobs one runner call may take in a row (one GIL acquisition).
+    pub jobs_per_run: usize,
+    /// Completed and cancelled jobs are deleted this long after finishing.
+    pub result_ttl: Option<Duration>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queues: None,
+            lease: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
+            idle_poll_min: Duration::from_millis(1),
+            idle_poll_max: Duration::from_millis(50),
+            jobs_per_run: 32,
+            result_ttl: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::invalid("a worker needs at least one executor thread"));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
+            return Err(Error::invalid(format!(
+                "heartbeat_interval ({:?}) must be above 0 and at most half the lease_duration ({:?})",
+                self.heartbeat, self.lease
+            )));
+        }
+        if self.jobs_per_run == 0 {
+            return Err(Error::invalid("jobs_per_run must be at least 1"));
+        }
+        if matches!(&self.queues, Some(q) if q.is_empty() || q.iter().any(|n| n.is_empty())) {
+            return Err(Error::invalid("queues must be None or a list of non-empty names"));
+        }
+        Ok(())
+    }
+}
+
+/// Most jobs claimed in one transaction.
+const MAX_CLAIM: usize = 512;
+/// Claimed-but-not-started jobs a worker keeps, as seconds of work at the
+/// recent completion rate: enough to hide the claim round trip, small enough
+/// that other workers and new high-priority jobs are not kept waiting.
+const BUFFER_SECONDS: f64 = 0.005;
+/// Most outcomes committed in one transaction.
+const MAX_COMPLETE: usize = 1024;
+
+enum WriterMsg {
+    Outcome(Outcome),
+    /// Commit what is queued, then exit.
+    Stop,
+}
+
+/// A job this worker holds a lease on (claimed, outcome not yet committed).
+struct Held {
+    job: AttemptRef,
+    started: Option<Instant>,
+    timeout: Option<Duration>,
+    timed_out: bool,
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    runner: Arc<dyn Runner>,
+    events: Arc<dyn EventSink>,
+    config: WorkerConfig,
+    id: String,
+    stopping: AtomicBool,
+    /// Claimed jobs not yet finished by an executor.
+    inflight: AtomicUsize,
+    finished_attempts: AtomicU64,
+    /// The dispatcher wants a wake-up once `inflight` falls to `refill_at`.
+    starved: AtomicBool,
+    refill_at: AtomicUsize,
+    held: Mutex<HashMap<i64, Held>>,
+    /// Jobs drained from the channel after stop began: never started.
+    unstarted: Mutex<Vec<AttemptRef>>,
+    outcomes: Sender<WriterMsg>,
+    live_executors: Mutex<usize>,
+    executor_exited: Condvar,
+    maintenance_stop: Mutex<bool>,
+    maintenance_wake: Condvar,
+    stopped: Mutex<bool>,
+    stopped_changed: Condvar,
+}
+
+impl Shared {
+    fn storage(&self) -> &dyn Storage {
+        &*self.engine.storage
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn report(&self, during: &'static str, error: &Error) {
+        self.events.event(Event::StorageError {
+            during,
+            message: error.to_string(),
+        });
+    }
+
+    fn mark_started(&self, job: &ClaimedJob) {
+        if let Some(held) = self.held.lock().get_mut(&job.id) {
+            if held.job.token == job.token {
+                held.started = Some(Instant::now());
+            }
+        }
+    }
+
+    /// An executor finished an attempt: queue its outcome for the writer and
+    /// free the capacity.
+    fn attempt_finished(&self, outcome: Outcome) {
+        self.finished_attempts.fetch_add(1, Ordering::Relaxed);
+        // The writer outlives every executor that is not abandoned; an
+        // abandoned one's late outcome is fenced out anyway.
+        let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
+        let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= self.refill_at.load(Ordering::Relaxed) && self.starved.swap(false, Ordering::SeqCst) {
+            self.engine.hub.notify_work();
+        }
+    }
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    executors: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Worker {
+    pub fn start(
+        engine: Arc<Engine>,
+        runner: Arc<dyn Runner>,
+        events: Arc<dyn EventSink>,
+        config: WorkerConfig,
+    ) -> Result<Arc<Worker>> {
+        config.validate()?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<ClaimedJob>();
+        let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded::<WriterMsg>();
+        let shared = Arc::new(Shared {
+            engine,
+            runner,
+            events,
+            id: worker_id(),
+            stopping: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            finished_attempts: AtomicU64::new(0),
+            starved: AtomicBool::new(false),
+            refill_at: AtomicUsize::new(config.concurrency),
+            held: Mutex::new(HashMap::new()),
+            unstarted: Mutex::new(Vec::new()),
+            outcomes: outcomes_tx,
+            live_executors: Mutex::new(config.concurrency),
+            executor_exited: Condvar::new(),
+            maintenance_stop: Mutex::new(false),
+            maintenance_wake: Condvar::new(),
+            stopped: Mutex::new(false),
+            stopped_changed: Condvar::new(),
+            config,
+        });
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| Error::io("cannot start a worker thread", e))
+        };
+        let mut executors = Vec::new();
+        for i in 0..shared.config.concurrency {
+            let (s, rx) = (shared.clone(), jobs_rx.clone());
+            executors.push(spawn(format!("taskito-exec-{i}"), Box::new(move || executor(s, rx)))?);
+        }
+        drop(jobs_rx);
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(spawn("taskito-writer".into(), Box::new(move || writer(s, outcomes_rx)))?);
+        let s = shared.clone();
+        threads.push(spawn("taskito-maint".into(), Box::new(move || maintenance(s)))?);
+        // The dispatcher goes last: nothing is claimed before all the threads
+        // that finish claimed jobs exist.
+        let s = shared.clone();
+        threads.push(spawn("taskito-dispatch".into(), Box::new(move || dispatcher(s, jobs_tx)))?);
+        Ok(Arc::new(Worker {
+            shared,
+            threads: Mutex::new(threads),
+            executors: Mutex::new(executors),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping()
+    }
+
+    /// Asks the worker to stop without waiting: nothing new is claimed.
+    pub fn request_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.engine.hub.notify_work();
+    }
+
+    /// Stops the worker: claims nothing new at once, lets running jobs finish
+    /// within `grace`, hands every other held job back to the queue, commits
+    /// the outcomes it has, and joins its threads. An executor still inside a
+    /// task after `grace` is left behind (its job is released, and its late
+    /// outcome will be fenced out). Returns how many executors were left.
+    pub fn stop(&self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        self.request_stop();
+        let mut threads = std::mem::take(&mut *self.threads.lock());
+        if threads.is_empty() {
+            // Another caller is stopping (or has stopped) the worker.
+            self.wait_stopped(None);
+            return 0;
+        }
+        let shared = &self.shared;
+        // The dispatcher is the last thread started.
+        if let Some(dispatcher) = threads.pop() {
+            let _ = dispatcher.join();
+        }
+        let left_behind = {
+            let mut live = shared.live_executors.lock();
+            while *live > 0 {
+                if shared.executor_exited.wait_until(&mut live, deadline).timed_out() {
+                    break;
+                }
+            }
+            *live
+        };
+        let unstarted = std::mem::take(&mut *shared.unstarted.lock());
+        if let Err(e) = shared.storage().release(&unstarted, true) {
+            shared.report("releasing unstarted jobs", &e);
+        }
+        if left_behind > 0 {
+            let abandoned: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
+            if let Err(e) = shared.storage().release(&abandoned, false) {
+                shared.report("releasing abandoned jobs", &e);
+            }
+            shared.engine.hub.notify_work();
+        }
+        let executors = std::mem::take(&mut *self.executors.lock());
+        if left_behind == 0 {
+            for handle in executors {
+                let _ = handle.join();
+            }
+        }
+        let _ = shared.outcomes.send(WriterMsg::Stop);
+        *shared.maintenance_stop.lock() = true;
+        shared.maintenance_wake.notify_all();
+        for handle in threads {
+            let _ = handle.join();
+        }
+        *shared.stopped.lock() = true;
+        shared.stopped_changed.notify_all();
+        left_behind
+    }
+
+    /// Blocks until the worker has stopped, or `timeout` passes. True if stopped.
+    pub fn wait_stopped(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut stopped = self.shared.stopped.lock();
+        while !*stopped {
+            match deadline {
+                Some(d) => {
+                    if self.shared.stopped_changed.wait_until(&mut stopped, d).timed_out() {
+                        break;
+                    }
+                }
+                None => self.shared.stopped_changed.wait(&mut stopped),
+            }
+        }
+        *stopped
+    }
+
+    /// Jobs claimed by this worker and not yet finished.
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.load(Ordering::SeqCst)
+    }
+}
+
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// Tracks the completion rate to size the claim buffer.
+struct RateMeter {
+    last_count: u64,
+    last_at: Instant,
+    rate: f64,
+}
+
+impl RateMeter {
+    fn new() -> Self {
+        RateMeter {
+            last_count: 0,
+            last_at: Instant::now(),
+            rate: 0.0,
+        }
+    }
+
+    fn sample(&mut self, count: u64) {
+        let elapsed = self.last_at.elapsed();
+        if elapsed < Duration::from_millis(20) {
+            return;
+        }
+        let instant = (count - self.last_count) as f64 / elapsed.as_secs_f64();
+        self.rate = 0.6 * self.rate + 0.4 * instant;
+        self.last_count = count;
+        self.last_at = Instant::now();
+    }
+
+    /// Jobs to keep claimed beyond the ones executing.
+    fn buffer(&self, concurrency: usize) -> usize {
+        ((self.rate * BUFFER_SECONDS) as usize).clamp(concurrency, MAX_CLAIM)
+    }
+}
+
+fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
+    let hub = shared.engine.hub.clone();
+    let config = &shared.config;
+    let mut next_due: Micros = i64::MIN;
+    let mut idle = config.idle_poll_min;
+    let mut rate = RateMeter::new();
+    let mut error_pause = Duration::from_millis(10);
+    while !shared.stopping() {
+        let generation = hub.work_generation();
+        next_due = next_due.min(hub.take_due_hint());
+        rate.sample(shared.finished_attempts.load(Ordering::Relaxed));
+        let buffer = rate.buffer(config.concurrency);
+        let target = config.concurrency + buffer;
+        let refill_at = config.concurrency + buffer / 2;
+        shared.refill_at.store(refill_at, Ordering::Relaxed);
+        let inflight = shared.inflight.load(Ordering::SeqCst);
+        if inflight > refill_at {
+            shared.starved.store(true, Ordering::SeqCst);
+            if shared.inflight.load(Ordering::SeqCst) > refill_at {
+                hub.wait_work(generation, config.idle_poll_max);
+                continue;
+            }
+        }
+        let now = now_micros();
+        if next_due <= now {
+            match shared.storage().promote_due(now) {
+                Ok(due) => next_due = due.unwrap_or(i64::MAX),
+                Err(e) => {
+                    shared.report("promoting due jobs", &e);
+                    hub.wait_work(generation, error_pause);
+                    error_pause = (error_pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            }
+        }
+        let want = target.saturating_sub(inflight).min(MAX_CLAIM);
+        let request = ClaimRequest {
+            worker_id: &shared.id,
+            queues: config.queues.as_deref(),
+            limit: want,
+            lease: config.lease,
+        };
+        let claimed = match shared.storage().claim(&request) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                shared.report("claiming jobs", &e);
+                hub.wait_work(generation, error_pause);
+                error_pause = (error_pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        error_pause = Duration::from_millis(10);
+        let got = claimed.len();
+        if got > 0 {
+            shared.inflight.fetch_add(got, Ordering::SeqCst);
+            let mut held = shared.held.lock();
+            for job in &claimed {
+                held.insert(
+                    job.id,
+                    Held {
+                        job: job.attempt_ref(),
+                        started: None,
+                        timeout: job.timeout,
+                        timed_out: false,
+                    },
+                );
+            }
+            drop(held);
+            for job in claimed {
+                // Executors only exit once this sender is gone.
+                let _ = jobs.send(job);
+            }
+            idle = config.idle_poll_min;
+        }
+        if got == want {
+            continue;
+        }
+        // Nothing more to claim now: sleep until woken, due, or time to look
+        // for work from other processes.
+        let until_due = Duration::from_micros((next_due - now_micros()).max(0) as u64);
+        if !hub.wait_work(generation, idle.min(until_due)) {
+            match shared.storage().external_change() {
+                Ok(true) => {
+                    idle = config.idle_poll_min;
+                    next_due = i64::MIN;
+                }
+                Ok(false) => idle = (idle * 2).min(config.idle_poll_max),
+                Err(e) => shared.report("checking for new work", &e),
+            }
+        }
+    }
+}
+
+/// Decrements the live-executor count however the executor exits.
+struct ExecutorExit<'a>(&'a Shared);
+
+impl Drop for ExecutorExit<'_> {
+    fn drop(&mut self) {
+        *self.0.live_executors.lock() -= 1;
+        self.0.executor_exited.notify_all();
+    }
+}
+
+fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
+    let _exit = ExecutorExit(&shared);
+    let limit = shared.config.jobs_per_run;
+    while let Ok(first) = jobs.recv() {
+        if shared.stopping() {
+            shared.unstarted.lock().push(first.attempt_ref());
+            shared.inflight.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        shared.mark_started(&first);
+        let mut taken = 1;
+        let mut next = || {
+            if taken >= limit || shared.stopping() {
+                return None;
+            }
+            match jobs.try_recv() {
+                Ok(job) => {
+                    taken += 1;
+                    shared.mark_started(&job);
+                    Some(job)
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            }
+        };
+        let mut done = |outcome: Outcome| shared.attempt_finished(outcome);
+        let run = catch_unwind(AssertUnwindSafe(|| shared.runner.run(first, &mut next, &mut done)));
+        if run.is_err() {
+            // A bug in the runner. The jobs it held stay leased to this worker
+            // until the lease runs out, then run again elsewhere.
+            shared.events.event(Event::StorageError {
+                during: "running a job (the runner panicked)",
+                message: "executor panic".into(),
+            });
+        }
+    }
+}
+
+fn writer(shared: Arc<Shared>, outcomes: Receiver<WriterMsg>) {
+    let mut batch: Vec<Outcome> = Vec::with_capacity(MAX_COMPLETE);
+    let mut stop = false;
+    while !stop {
+        match outcomes.recv() {
+            Ok(WriterMsg::Outcome(outcome)) => batch.push(outcome),
+            Ok(WriterMsg::Stop) | Err(_) => stop = true,
+        }
+        // Whatever queued up while the last commit ran goes into this one.
+        while batch.len() < MAX_COMPLETE {
+            match outcomes.try_recv() {
+                Ok(WriterMsg::Outcome(outcome)) => batch.push(outcome),
+                Ok(WriterMsg::Stop) => stop = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            commit(&shared, &mut batch, stop);
+        }
+    }
+}
+
+fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) {
+    let mut pause = Duration::from_millis(10);
+    let mut failures = 0;
+    let applied = loop {
+        match shared.storage().complete(batch) {
+            Ok(applied) => break applied,
+            Err(e) => {
+                shared.report("recording job outcomes", &e);
+                failures += 1;
+                if stopping && failures >= 5 {
+                    // The jobs stay leased until their leases run out, then
+                    // run again elsewhere: at-least-once, nothing lost.
+                    batch.clear();
+                    return;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    };
+    let hub = &shared.engine.hub;
+    {
+        let mut held = shared.held.lock();
+        for outcome in batch.iter() {
+            if matches!(held.get(&outcome.job.id), Some(h) if h.job.token == outcome.job.token) {
+                held.remove(&outcome.job.id);
+            }
+        }
+    }
+    for (outcome, applied) in batch.drain(..).zip(applied) {
+        let id = outcome.job.id;
+        match (applied, outcome.kind) {
+            (Applied::Complete, OutcomeKind::Success(result)) => hub.finished(id, || Finished {
+                state: State::Complete,
+                result: Some(result),
+                error: None,
+            }),
+            (Applied::Dead, OutcomeKind::Failure(failure)) => hub.finished(id, || Finished {
+                state: State::Dead,
+                result: None,
+                error: Some(error_record(outcome.job.attempt, failure, outcome.finished_at)),
+            }),
+            (Applied::Retry(at), _) => hub.notify_due(at),
+            (Applied::Stale, _) => shared.events.event(Event::StaleOutcome {
+                id,
+                attempt: outcome.job.attempt,
+            }),
+            (applied, kind) => unreachable!("storage applied {applied:?} to {kind:?}"),
+        }
+    }
+}
+
+fn error_record(attempt: u32, failure: Failure, failed_at: Micros) -> ErrorRecord {
+    ErrorRecord {
+        attempt,
+        error_type: failure.error_type,
+        message: failure.message,
+        traceback: failure.traceback,
+        failed_at,
+    }
+}
+
+fn maintenance(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let tick = config.heartbeat.min(Duration::from_millis(50));
+    let mut last_heartbeat = Instant::now();
+    loop {
+        {
+            let mut stop = shared.maintenance_stop.lock();
+            if !*stop {
+                shared.maintenance_wake.wait_for(&mut stop, tick);
+            }
+            if *stop {
+                return;
+            }
+        }
+        enforce_timeouts(&shared);
+        if last_heartbeat.elapsed() >= config.heartbeat {
+            last_heartbeat = Instant::now();
+            heartbeat(&shared);
+        }
+    }
+}
+
+/// Fails attempts that ran past their timeout. The task's thread cannot be
+/// killed; its eventual outcome is fenced out because the attempt no longer
+/// holds the job.
+fn enforce_timeouts(shared: &Shared) {
+    let mut overdue = Vec::new();
+    {
+        let mut held = shared.held.lock();
+        for h in held.values_mut() {
+            if let (Some(started), Some(timeout), false) = (h.started, h.timeout, h.timed_out) {
+                if started.elapsed() > timeout {
+                    h.timed_out = true;
+                    overdue.push((h.job, timeout));
+                }
+            }
+        }
+    }
+    for (job, timeout) in overdue {
+        shared.events.event(Event::TimedOut {
+            id: job.id,
+            attempt: job.attempt,
+        });
+        let failure = Failure {
+            error_type: "TimeoutError".into(),
+            message: format!("attempt {} ran longer than its timeout of {:?}", job.attempt, timeout),
+            traceback: String::new(),
+            retryable: true,
+        };
+        let _ = shared.outcomes.send(WriterMsg::Outcome(Outcome {
+            job,
+            finished_at: now_micros(),
+            kind: OutcomeKind::Failure(failure),
+        }));
+    }
+}
+
+fn heartbeat(shared: &Shared) {
+    let config = &shared.config;
+    let storage = shared.storage();
+    let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
+    if !held.is_empty() {
+        if let Err(e) = storage.renew_leases(&held, now_micros() + micros(config.lease)) {
+            shared.report("renewing leases", &e);
+        }
+    }
+    match storage.reap_expired(now_micros()) {
+        Ok(reaped) => {
+            for job in reaped {
+                let dead = job.applied == Applied::Dead;
+                shared.events.event(Event::LeaseExpired { id: job.id, dead });
+                if dead {
+                    if let Ok(Some(finished)) = storage.finished(job.id) {
+                        shared.engine.hub.finished(job.id, || finished);
+                    }
+                } else if let Applied::Retry(at) = job.applied {
+                    shared.engine.hub.notify_due(at);
+                }
+            }
+        }
+        Err(e) => shared.report("recovering expired leases", &e),
+    }
+    if let Some(ttl) = config.result_ttl {
+        if let Err(e) = storage.purge_finished(now_micros() - micros(ttl)) {
+            shared.report("purging expired results", &e);
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Where jobs live. The engine talks to storage only through [`Storage`], so a
+//! second backend (PostgreSQL, for workers on many machines) slots in beside
+//! SQLite without touching the dispatcher, the executors or the bindings.
+
+mod foreign;
+mod schema;
+mod sqlite;
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::job::{
+    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
+    Micros, Outcome, Stats,
+};
+
+pub use sqlite::{Durability, SqliteConfig, SqliteStorage};
+
+/// What a worker asks for when it claims jobs.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    pub worker_id: &'a str,
+    /// Serve only these queues; `None` serves every queue.
+    pub queues: Option<&'a [String]>,
+    pub limit: usize,
+    pub lease: Duration,
+}
+
+/// A job whose lease ran out while it was running (its worker died or hung).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReapedJob {
+    pub id: i64,
+    /// `Applied::Retry` (it runs again) or `Applied::Dead` (out of attempts).
+    pub applied: Applied,
+}
+
+pub trait Storage: Send + Sync {
+    /// Inserts one job per payload, all with `options`, in one transaction.
+    /// Returns their ids in payload order.
+    fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>>;
+
+    /// Atomically takes up to `limit` due jobs: highest priority first, then
+    /// earliest due time, then enqueue order. Each is marked running under a
+    /// lease held by `worker_id`, and its attempt counter goes up by one.
+    fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
+
+    /// Records finished attempts in one transaction. Each outcome is fenced:
+    /// it applies only while its job is still running under the same attempt.
+    fn complete(&self, outcomes: &[Outcome]) -> Result<Vec<Applied>>;
+
+    /// Makes delayed jobs and retries whose time has come claimable. Returns
+    /// when the next waiting job falls due, if any does.
+    fn promote_due(&self, now: Micros) -> Result<Option<Micros>>;
+
+    /// Extends the leases of these attempts (those still running).
+    fn renew_leases(&self, jobs: &[AttemptRef], until: Micros) -> Result<usize>;
+
+    /// Hands claimed jobs back so that any worker can take them. With
+    /// `refund_attempt` the attempt is not counted (the job never started).
+    fn release(&self, jobs: &[AttemptRef], refund_attempt: bool) -> Result<usize>;
+
+    /// Recovers running jobs whose lease expired before `now`.
+    fn reap_expired(&self, now: Micros) -> Result<Vec<ReapedJob>>;
+
+    /// Cancels a job that has not started. False if it is running or final.
+    fn cancel(&self, id: i64) -> Result<bool>;
+
+    fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
+
+    /// `Some` once the job is final; `Err(JobNotFound)` if there is no such job.
+    fn finished(&self, id: i64) -> Result<Option<Finished>>;
+
+    fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>>;
+
+    /// Every failed attempt of a job, oldest first.
+    fn errors(&self, id: i64) -> Result<Vec<ErrorRecord>>;
+
+    fn stats(&self) -> Result<Stats>;
+
+    /// Deletes completed and cancelled jobs that finished before `before`.
+    fn purge_finished(&self, before: Micros) -> Result<usize>;
+
+    /// True when another process committed since the last call: the cheap
+    /// check idle workers make before they look for work.
+    fn external_change(&self) -> Result<bool>;
+}

@@ -1,0 +1,80 @@
+//! The SQLite schema, versioned through `PRAGMA user_version`.
+//!
+//! Each entry of [`MIGRATIONS`] moves the database from version `i` to `i + 1`.
+//! Append new entries; never edit one that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+const V1: &str = r#"
+-- One row per job. `id` is the time-ordered job id (see job::IdGenerator) and
+-- the rowid, so enqueue order needs no index of its own.
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY,
+    queue            TEXT    NOT NULL,
+    task_name        TEXT    NOT NULL,
+    status           INTEGER NOT NULL,   -- job::State
+    priority         INTEGER NOT NULL,
+    payload          BLOB    NOT NULL,
+    created_at       INTEGER NOT NULL,   -- microseconds since the epoch
+    scheduled_at     INTEGER NOT NULL,   -- due time
+    attempt          INTEGER NOT NULL DEFAULT 0,  -- runs started (a refunded release gives one back)
+    lease_token      INTEGER NOT NULL DEFAULT 0,  -- claims so far: fences completions
+    max_retries      INTEGER NOT NULL,
+    retry_backoff    REAL    NOT NULL,   -- seconds
+    timeout_ms       INTEGER,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    worker_id        TEXT,               -- lease holder while running
+    lease_expires_at INTEGER,
+    result           BLOB
+);
+
+-- Claimable jobs in claim order. Partial, so the claim never scans delayed,
+-- running or finished rows.
+CREATE INDEX jobs_ready ON jobs (priority DESC, scheduled_at, id) WHERE status = 0;
+
+-- Delayed jobs and retries waiting for their time.
+CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE status IN (1, 4);
+
+-- Everything else by status: stats, listings, lease reaping, result purging.
+CREATE INDEX jobs_status ON jobs (status, finished_at) WHERE status <> 0;
+
+-- Every failed attempt, for job.errors and the dead-letter view.
+CREATE TABLE job_errors (
+    job_id     INTEGER NOT NULL,
+    attempt    INTEGER NOT NULL,
+    error_type TEXT    NOT NULL,
+    message    TEXT    NOT NULL,
+    traceback  TEXT    NOT NULL,
+    failed_at  INTEGER NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`VERSION`]. Safe to race from many processes:
+/// the check and the upgrade run inside one `BEGIN IMMEDIATE` transaction.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current == VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        return Err(Error::invalid(format!(
+            "the database was created by a newer taskito (schema version {current}, this one knows {VERSION})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
