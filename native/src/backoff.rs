@@ -31,7 +31,10 @@ mod tests {
             let nominal = 2f64.powi(attempt as i32 - 1);
             for _ in 0..200 {
                 let d = retry_delay(1.0, attempt).as_secs_f64();
-                assert!(d >= nominal * 0.5 - 1e-9 && d <= nominal + 1e-9, "{attempt}: {d}");
+                assert!(
+                    d >= nominal * 0.5 - 1e-9 && d <= nominal + 1e-9,
+                    "{attempt}: {d}"
+                );
             }
         }
     }

@@ -171,7 +171,8 @@ impl IdGenerator {
     /// Moves the generator past `id`, so a retry after a collision cannot
     /// produce the same id again.
     pub fn skip_past(&self, id: i64) {
-        self.last.fetch_max(id + fastrand::i64(1..1024), Ordering::Relaxed);
+        self.last
+            .fetch_max(id + fastrand::i64(1..1024), Ordering::Relaxed);
     }
 }
 
@@ -427,7 +428,10 @@ mod tests {
     fn every_state_maps_to_a_status() {
         for s in State::ALL {
             assert_eq!(State::from_i64(s as i64), Some(s));
-            assert!(Status::parse(s.status().name()).unwrap().states().contains(&s));
+            assert!(Status::parse(s.status().name())
+                .unwrap()
+                .states()
+                .contains(&s));
         }
         assert!(Status::parse("done").is_err());
     }

@@ -7,3 +7,5 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod storage;
+
+mod python;

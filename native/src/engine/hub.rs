@@ -29,8 +29,25 @@ struct Watched {
 
 #[derive(Default)]
 struct Slot {
-    finished: Mutex<Option<Finished>>,
+    state: Mutex<SlotState>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    finished: Option<Finished>,
+    /// Pipe ends written to on finish, for waiters in an event loop.
+    signal_fds: Vec<i32>,
+}
+
+fn signal(fd: i32) {
+    #[cfg(unix)]
+    // SAFETY: the fd is registered by its owner, who unregisters it (under
+    // the slot lock we hold here) before closing it. A full pipe already
+    // signals readiness, so a failed write loses nothing.
+    unsafe {
+        libc::write(fd, [1u8].as_ptr().cast(), 1);
+    }
 }
 
 impl Hub {
@@ -67,7 +84,11 @@ impl Hub {
         let deadline = Instant::now() + timeout;
         let mut generation = self.work_generation.lock();
         while *generation == seen {
-            if self.work_changed.wait_until(&mut generation, deadline).timed_out() {
+            if self
+                .work_changed
+                .wait_until(&mut generation, deadline)
+                .timed_out()
+            {
                 return *generation != seen;
             }
         }
@@ -109,7 +130,10 @@ impl Hub {
             Some(watched) => watched.slot.clone(),
             None => return,
         };
-        *slot.finished.lock() = Some(make());
+        let mut state = slot.state.lock();
+        state.finished = Some(make());
+        state.signal_fds.iter().copied().for_each(signal);
+        drop(state);
         slot.changed.notify_all();
     }
 }
@@ -123,19 +147,38 @@ pub struct Watch {
 
 impl Watch {
     pub fn get(&self) -> Option<Finished> {
-        self.slot.finished.lock().clone()
+        self.slot.state.lock().finished.clone()
     }
 
     /// Waits up to `timeout` for the job to finish in this process.
     pub fn wait(&self, timeout: Duration) -> Option<Finished> {
         let deadline = Instant::now() + timeout;
-        let mut finished = self.slot.finished.lock();
-        while finished.is_none() {
-            if self.slot.changed.wait_until(&mut finished, deadline).timed_out() {
+        let mut state = self.slot.state.lock();
+        while state.finished.is_none() {
+            if self
+                .slot
+                .changed
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
                 break;
             }
         }
-        finished.clone()
+        state.finished.clone()
+    }
+
+    /// Also writes a byte to `fd` when the job finishes (at once if it has).
+    /// The caller must call [`Watch::remove_signal_fd`] before closing `fd`.
+    pub fn add_signal_fd(&self, fd: i32) {
+        let mut state = self.slot.state.lock();
+        if state.finished.is_some() {
+            signal(fd);
+        }
+        state.signal_fds.push(fd);
+    }
+
+    pub fn remove_signal_fd(&self, fd: i32) {
+        self.slot.state.lock().signal_fds.retain(|f| *f != fd);
     }
 }
 
@@ -148,7 +191,9 @@ impl Drop for Watch {
                 watchers.remove(&self.id);
             }
         }
-        self.hub.watcher_count.store(watchers.len(), Ordering::Release);
+        self.hub
+            .watcher_count
+            .store(watchers.len(), Ordering::Release);
     }
 }
 

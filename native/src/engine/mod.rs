@@ -40,7 +40,10 @@ pub enum Event {
     /// A job ran past its timeout and was failed.
     TimedOut { id: i64, attempt: u32 },
     /// Storage failed; the operation will be retried.
-    StorageError { during: &'static str, message: String },
+    StorageError {
+        during: &'static str,
+        message: String,
+    },
 }
 
 pub trait EventSink: Send + Sync + 'static {
@@ -64,9 +67,9 @@ impl Engine {
     pub fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>> {
         let ids = self.storage.enqueue(options, payloads)?;
         match options.delay {
-            Some(delay) if !delay.is_zero() => {
-                self.hub.notify_due(crate::job::now_micros() + crate::job::micros(delay))
-            }
+            Some(delay) if !delay.is_zero() => self
+                .hub
+                .notify_due(crate::job::now_micros() + crate::job::micros(delay)),
             _ => self.hub.notify_work(),
         }
         Ok(ids)
@@ -88,7 +91,13 @@ impl Engine {
     /// Waits for `id` to reach a final state. A job finished by a worker of
     /// this process wakes the wait at once; otherwise storage is polled every
     /// `poll`, the interval doubling up to `max_poll`.
-    pub fn wait(&self, id: i64, timeout: Duration, poll: Duration, max_poll: Duration) -> Result<Finished> {
+    pub fn wait(
+        &self,
+        id: i64,
+        timeout: Duration,
+        poll: Duration,
+        max_poll: Duration,
+    ) -> Result<Finished> {
         let started = Instant::now();
         let deadline = started + timeout;
         let watch = self.hub.watch(id);

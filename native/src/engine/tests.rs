@@ -50,7 +50,9 @@ impl Events {
 }
 
 fn engine() -> Arc<Engine> {
-    Engine::new(Arc::new(SqliteStorage::open(SqliteConfig::new(":memory:")).unwrap()))
+    Engine::new(Arc::new(
+        SqliteStorage::open(SqliteConfig::new(":memory:")).unwrap(),
+    ))
 }
 
 fn config(concurrency: usize) -> WorkerConfig {
@@ -67,7 +69,13 @@ where
     F: Fn(&ClaimedJob) -> OutcomeKind + Send + Sync + 'static,
 {
     let events = Arc::new(Events::default());
-    let worker = Worker::start(engine.clone(), Arc::new(FnRunner(f)), events.clone(), config).unwrap();
+    let worker = Worker::start(
+        engine.clone(),
+        Arc::new(FnRunner(f)),
+        events.clone(),
+        config,
+    )
+    .unwrap();
     (worker, events)
 }
 
@@ -128,7 +136,9 @@ fn executors_run_jobs_in_parallel() {
         b.wait();
         echo(job)
     });
-    let ids = engine.enqueue(&options("t"), &[vec![1], vec![2], vec![3]]).unwrap();
+    let ids = engine
+        .enqueue(&options("t"), &[vec![1], vec![2], vec![3]])
+        .unwrap();
     for id in ids {
         assert_eq!(wait(&engine, id).state, State::Complete);
     }
@@ -186,7 +196,10 @@ fn delayed_jobs_run_once_due() {
     let enqueued = now_micros();
     assert_eq!(wait(&engine, id).state, State::Complete);
     let job = engine.storage.get_job(id).unwrap().unwrap();
-    assert!(job.started_at.unwrap() - enqueued >= 140_000, "ran before it was due");
+    assert!(
+        job.started_at.unwrap() - enqueued >= 140_000,
+        "ran before it was due"
+    );
     worker.stop(WAIT);
 }
 
@@ -212,11 +225,26 @@ fn an_overrunning_job_is_failed_and_its_late_result_discarded() {
     assert_eq!(f.result.as_deref(), Some(&b"retried"[..]));
     release.wait();
     worker.stop(WAIT);
-    assert_eq!(events.count(|e| matches!(e, Event::TimedOut { id: i, attempt: 1 } if *i == id)), 1);
-    assert_eq!(events.count(|e| matches!(e, Event::StaleOutcome { attempt: 1, .. })), 1);
+    assert_eq!(
+        events.count(|e| matches!(e, Event::TimedOut { id: i, attempt: 1 } if *i == id)),
+        1
+    );
+    assert_eq!(
+        events.count(|e| matches!(e, Event::StaleOutcome { attempt: 1, .. })),
+        1
+    );
     let errors = engine.storage.errors(id).unwrap();
     assert_eq!(errors[0].error_type, "TimeoutError");
-    assert_eq!(engine.storage.finished(id).unwrap().unwrap().result.as_deref(), Some(&b"retried"[..]));
+    assert_eq!(
+        engine
+            .storage
+            .finished(id)
+            .unwrap()
+            .unwrap()
+            .result
+            .as_deref(),
+        Some(&b"retried"[..])
+    );
 }
 
 #[test]
@@ -241,10 +269,16 @@ fn jobs_of_a_dead_worker_are_recovered_after_its_lease() {
         assert_eq!(wait(&engine, *id).state, State::Complete);
     }
     worker.stop(WAIT);
-    assert_eq!(events.count(|e| matches!(e, Event::LeaseExpired { dead: false, .. })), 2);
+    assert_eq!(
+        events.count(|e| matches!(e, Event::LeaseExpired { dead: false, .. })),
+        2
+    );
     let job = engine.storage.get_job(ids[0]).unwrap().unwrap();
     assert_eq!(job.attempt, 2);
-    assert_eq!(engine.storage.errors(ids[0]).unwrap()[0].error_type, "WorkerLost");
+    assert_eq!(
+        engine.storage.errors(ids[0]).unwrap()[0].error_type,
+        "WorkerLost"
+    );
 }
 
 #[test]
@@ -263,8 +297,23 @@ fn leases_of_long_jobs_are_renewed() {
     let id = engine.enqueue(&options("t"), &[vec![1]]).unwrap()[0];
     gate.wait();
     // Outlive several leases while running, then let the job finish.
-    let first_lease = engine.storage.get_job(id).unwrap().unwrap().lease_expires_at.unwrap();
-    let renewed = || engine.storage.get_job(id).unwrap().unwrap().lease_expires_at.unwrap() > first_lease + 300_000;
+    let first_lease = engine
+        .storage
+        .get_job(id)
+        .unwrap()
+        .unwrap()
+        .lease_expires_at
+        .unwrap();
+    let renewed = || {
+        engine
+            .storage
+            .get_job(id)
+            .unwrap()
+            .unwrap()
+            .lease_expires_at
+            .unwrap()
+            > first_lease + 300_000
+    };
     let deadline = std::time::Instant::now() + WAIT;
     while !renewed() {
         assert!(std::time::Instant::now() < deadline, "lease never renewed");
@@ -290,13 +339,21 @@ fn stop_finishes_running_jobs_and_releases_unstarted_ones() {
         }
         echo(job)
     });
-    let ids = engine.enqueue(&options("t"), &(0..5u8).map(|i| vec![i]).collect::<Vec<_>>()).unwrap();
+    let ids = engine
+        .enqueue(
+            &options("t"),
+            &(0..5u8).map(|i| vec![i]).collect::<Vec<_>>(),
+        )
+        .unwrap();
     gate.wait();
     // Stop is asked for while job 0 runs; only then may it finish.
     worker.request_stop();
     gate.wait();
     assert_eq!(worker.stop(WAIT), 0);
-    assert_eq!(engine.storage.finished(ids[0]).unwrap().unwrap().state, State::Complete);
+    assert_eq!(
+        engine.storage.finished(ids[0]).unwrap().unwrap().state,
+        State::Complete
+    );
     let stats = engine.storage.stats().unwrap();
     assert_eq!(stats.get(Status::Running), 0, "nothing stranded");
     assert_eq!(stats.get(Status::Complete) + stats.get(Status::Pending), 5);
@@ -320,7 +377,11 @@ fn stop_gives_up_on_a_stuck_job_after_the_grace_period() {
     });
     let id = engine.enqueue(&options("t"), &[vec![1]]).unwrap()[0];
     gate.wait();
-    assert_eq!(worker.stop(Duration::from_millis(50)), 1, "one executor left behind");
+    assert_eq!(
+        worker.stop(Duration::from_millis(50)),
+        1,
+        "one executor left behind"
+    );
     let job = engine.storage.get_job(id).unwrap().unwrap();
     assert_eq!(job.state, State::Ready, "released for another worker");
     gate.wait();
@@ -330,9 +391,14 @@ fn stop_gives_up_on_a_stuck_job_after_the_grace_period() {
 fn wait_times_out_and_reports_unknown_jobs() {
     let engine = engine();
     let id = engine.enqueue(&options("t"), &[vec![1]]).unwrap()[0];
-    let err = engine.wait(id, Duration::from_millis(30), POLL, POLL).unwrap_err();
+    let err = engine
+        .wait(id, Duration::from_millis(30), POLL, POLL)
+        .unwrap_err();
     assert!(matches!(err, Error::Timeout(..)), "{err}");
-    assert!(matches!(engine.wait(42, WAIT, POLL, POLL), Err(Error::JobNotFound(_))));
+    assert!(matches!(
+        engine.wait(42, WAIT, POLL, POLL),
+        Err(Error::JobNotFound(_))
+    ));
 }
 
 #[test]
@@ -342,7 +408,9 @@ fn cancelling_wakes_the_waiter() {
     o.delay = Some(Duration::from_secs(60));
     let id = engine.enqueue(&o, &[vec![1]]).unwrap()[0];
     let e = engine.clone();
-    let waiter = std::thread::spawn(move || e.wait(id, WAIT, Duration::from_secs(5), Duration::from_secs(5)));
+    let waiter = std::thread::spawn(move || {
+        e.wait(id, WAIT, Duration::from_secs(5), Duration::from_secs(5))
+    });
     // The waiter polls storage every 5 s: only the hub can wake it sooner.
     while !engine.hub.has_watchers() {
         std::thread::yield_now();
@@ -363,7 +431,10 @@ fn a_worker_serves_only_its_queues() {
     let m = engine.enqueue(&mail, &[vec![1]]).unwrap()[0];
     assert_eq!(wait(&engine, m).state, State::Complete);
     worker.stop(WAIT);
-    assert_eq!(engine.storage.get_job(other).unwrap().unwrap().state, State::Ready);
+    assert_eq!(
+        engine.storage.get_job(other).unwrap().unwrap().state,
+        State::Ready
+    );
 }
 
 #[test]
@@ -372,11 +443,23 @@ fn bad_worker_settings_are_refused() {
     let events: Arc<dyn EventSink> = Arc::new(Events::default());
     let runner: Arc<dyn Runner> = Arc::new(FnRunner(echo));
     for cfg in [
-        WorkerConfig { concurrency: 0, ..config(1) },
-        WorkerConfig { heartbeat: Duration::from_secs(5), lease: Duration::from_secs(5), ..config(1) },
-        WorkerConfig { queues: Some(vec![]), ..config(1) },
+        WorkerConfig {
+            concurrency: 0,
+            ..config(1)
+        },
+        WorkerConfig {
+            heartbeat: Duration::from_secs(5),
+            lease: Duration::from_secs(5),
+            ..config(1)
+        },
+        WorkerConfig {
+            queues: Some(vec![]),
+            ..config(1)
+        },
     ] {
-        let err = Worker::start(engine.clone(), runner.clone(), events.clone(), cfg).err().unwrap();
+        let err = Worker::start(engine.clone(), runner.clone(), events.clone(), cfg)
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::InvalidArgument(_)));
     }
 }
@@ -385,7 +468,11 @@ fn bad_worker_settings_are_refused() {
 fn two_workers_on_one_file_share_the_work_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let open = || Engine::new(Arc::new(SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap()));
+    let open = || {
+        Engine::new(Arc::new(
+            SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
+        ))
+    };
     let (a, b, producer) = (open(), open(), open());
     let ran = Arc::new(Mutex::new(Vec::new()));
     let (r1, r2) = (ran.clone(), ran.clone());

@@ -17,8 +17,8 @@ use parking_lot::{Condvar, Mutex};
 use super::{Engine, Event, EventSink, Runner};
 use crate::error::{Error, Result};
 use crate::job::{
-    micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished,
-    Micros, Outcome, OutcomeKind, State,
+    micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished, Micros,
+    Outcome, OutcomeKind, State,
 };
 use crate::storage::{ClaimRequest, Storage};
 
@@ -61,7 +61,9 @@ impl Default for WorkerConfig {
 impl WorkerConfig {
     pub fn validate(&self) -> Result<()> {
         if self.concurrency == 0 {
-            return Err(Error::invalid("a worker needs at least one executor thread"));
+            return Err(Error::invalid(
+                "a worker needs at least one executor thread",
+            ));
         }
         if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
             return Err(Error::invalid(format!(
@@ -73,7 +75,9 @@ impl WorkerConfig {
             return Err(Error::invalid("jobs_per_run must be at least 1"));
         }
         if matches!(&self.queues, Some(q) if q.is_empty() || q.iter().any(|n| n.is_empty())) {
-            return Err(Error::invalid("queues must be None or a list of non-empty names"));
+            return Err(Error::invalid(
+                "queues must be None or a list of non-empty names",
+            ));
         }
         Ok(())
     }
@@ -159,7 +163,9 @@ impl Shared {
         // abandoned one's late outcome is fenced out anyway.
         let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
         let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        if left <= self.refill_at.load(Ordering::Relaxed) && self.starved.swap(false, Ordering::SeqCst) {
+        if left <= self.refill_at.load(Ordering::Relaxed)
+            && self.starved.swap(false, Ordering::SeqCst)
+        {
             self.engine.hub.notify_work();
         }
     }
@@ -211,18 +217,30 @@ impl Worker {
         let mut executors = Vec::new();
         for i in 0..shared.config.concurrency {
             let (s, rx) = (shared.clone(), jobs_rx.clone());
-            executors.push(spawn(format!("taskito-exec-{i}"), Box::new(move || executor(s, rx)))?);
+            executors.push(spawn(
+                format!("taskito-exec-{i}"),
+                Box::new(move || executor(s, rx)),
+            )?);
         }
         drop(jobs_rx);
         let mut threads = Vec::new();
         let s = shared.clone();
-        threads.push(spawn("taskito-writer".into(), Box::new(move || writer(s, outcomes_rx)))?);
+        threads.push(spawn(
+            "taskito-writer".into(),
+            Box::new(move || writer(s, outcomes_rx)),
+        )?);
         let s = shared.clone();
-        threads.push(spawn("taskito-maint".into(), Box::new(move || maintenance(s)))?);
+        threads.push(spawn(
+            "taskito-maint".into(),
+            Box::new(move || maintenance(s)),
+        )?);
         // The dispatcher goes last: nothing is claimed before all the threads
         // that finish claimed jobs exist.
         let s = shared.clone();
-        threads.push(spawn("taskito-dispatch".into(), Box::new(move || dispatcher(s, jobs_tx)))?);
+        threads.push(spawn(
+            "taskito-dispatch".into(),
+            Box::new(move || dispatcher(s, jobs_tx)),
+        )?);
         Ok(Arc::new(Worker {
             shared,
             threads: Mutex::new(threads),
@@ -266,7 +284,11 @@ impl Worker {
         let left_behind = {
             let mut live = shared.live_executors.lock();
             while *live > 0 {
-                if shared.executor_exited.wait_until(&mut live, deadline).timed_out() {
+                if shared
+                    .executor_exited
+                    .wait_until(&mut live, deadline)
+                    .timed_out()
+                {
                     break;
                 }
             }
@@ -307,7 +329,12 @@ impl Worker {
         while !*stopped {
             match deadline {
                 Some(d) => {
-                    if self.shared.stopped_changed.wait_until(&mut stopped, d).timed_out() {
+                    if self
+                        .shared
+                        .stopped_changed
+                        .wait_until(&mut stopped, d)
+                        .timed_out()
+                    {
                         break;
                     }
                 }
@@ -494,7 +521,9 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
             }
         };
         let mut done = |outcome: Outcome| shared.attempt_finished(outcome);
-        let run = catch_unwind(AssertUnwindSafe(|| shared.runner.run(first, &mut next, &mut done)));
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            shared.runner.run(first, &mut next, &mut done)
+        }));
         if run.is_err() {
             // A bug in the runner. The jobs it held stay leased to this worker
             // until the lease runs out, then run again elsewhere.
@@ -568,7 +597,11 @@ fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) {
             (Applied::Dead, OutcomeKind::Failure(failure)) => hub.finished(id, || Finished {
                 state: State::Dead,
                 result: None,
-                error: Some(error_record(outcome.job.attempt, failure, outcome.finished_at)),
+                error: Some(error_record(
+                    outcome.job.attempt,
+                    failure,
+                    outcome.finished_at,
+                )),
             }),
             (Applied::Retry(at), _) => hub.notify_due(at),
             (Applied::Stale, _) => shared.events.event(Event::StaleOutcome {
@@ -635,7 +668,10 @@ fn enforce_timeouts(shared: &Shared) {
         });
         let failure = Failure {
             error_type: "TimeoutError".into(),
-            message: format!("attempt {} ran longer than its timeout of {:?}", job.attempt, timeout),
+            message: format!(
+                "attempt {} ran longer than its timeout of {:?}",
+                job.attempt, timeout
+            ),
             traceback: String::new(),
             retryable: true,
         };
@@ -660,7 +696,9 @@ fn heartbeat(shared: &Shared) {
         Ok(reaped) => {
             for job in reaped {
                 let dead = job.applied == Applied::Dead;
-                shared.events.event(Event::LeaseExpired { id: job.id, dead });
+                shared
+                    .events
+                    .event(Event::LeaseExpired { id: job.id, dead });
                 if dead {
                     if let Ok(Some(finished)) = storage.finished(job.id) {
                         shared.engine.hub.finished(job.id, || finished);

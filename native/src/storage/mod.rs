@@ -14,7 +14,7 @@ use crate::job::{
     Micros, Outcome, Stats,
 };
 
-pub use sqlite::{Durability, SqliteConfig, SqliteStorage};
+pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
 /// What a worker asks for when it claims jobs.
 #[derive(Clone, Debug)]

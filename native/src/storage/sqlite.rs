@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+};
 
 use super::foreign::{self, OwnedFile};
 use super::schema;
@@ -25,8 +27,8 @@ use super::{ClaimRequest, ReapedJob, Storage};
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::job::{
-    micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished,
-    JobFilter, JobOptions, JobRecord, Micros, OutcomeKind, Outcome, State, Stats, IDS,
+    micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished, JobFilter,
+    JobOptions, JobRecord, Micros, Outcome, OutcomeKind, State, Stats, IDS,
 };
 
 pub const MEMORY: &str = ":memory:";
@@ -321,17 +323,29 @@ fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
     let sql = format!(
         "SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1"
     );
-    Ok(conn.prepare_cached(&sql)?.query_row([id], error_record).optional()?)
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([id], error_record)
+        .optional()?)
 }
 
 /// Ends a failed attempt: schedules the next run, or moves the job to the
 /// dead letters when it is out of attempts or the failure is not retryable.
 /// Fenced like every completion; returns `Stale` if the attempt lost the job.
-fn fail_attempt(tx: &Transaction, job: &AttemptRef, failure: &Failure, now: Micros) -> Result<Applied> {
+fn fail_attempt(
+    tx: &Transaction,
+    job: &AttemptRef,
+    failure: &Failure,
+    now: Micros,
+) -> Result<Applied> {
     let retry = failure.retryable && job.attempt <= job.max_retries;
     let applied = if retry {
         let delay = micros(retry_delay(job.retry_backoff, job.attempt));
-        let state = if delay == 0 { State::Ready } else { State::Retrying };
+        let state = if delay == 0 {
+            State::Ready
+        } else {
+            State::Retrying
+        };
         let changed = tx
             .prepare_cached(
                 "UPDATE jobs SET status = ?3, scheduled_at = ?4, lease_expires_at = NULL \
@@ -374,7 +388,11 @@ impl Storage for SqliteStorage {
         options.validate()?;
         let now = now_micros();
         let due = now + options.delay.map(micros).unwrap_or(0);
-        let state = if due > now { State::Scheduled } else { State::Ready };
+        let state = if due > now {
+            State::Scheduled
+        } else {
+            State::Ready
+        };
         let timeout_ms = options.timeout.map(|t| t.as_millis().max(1) as i64);
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
@@ -596,7 +614,12 @@ impl Storage for SqliteStorage {
 
     fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1");
-        self.read(|conn| Ok(conn.prepare_cached(&sql)?.query_row([id], record).optional()?))
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], record)
+                .optional()?)
+        })
     }
 
     fn finished(&self, id: i64) -> Result<Option<Finished>> {
@@ -611,8 +634,16 @@ impl Storage for SqliteStorage {
             if !state.is_final() {
                 return Ok(None);
             }
-            let error = if state == State::Dead { last_error(conn, id)? } else { None };
-            Ok(Some(Finished { state, result, error }))
+            let error = if state == State::Dead {
+                last_error(conn, id)?
+            } else {
+                None
+            };
+            Ok(Some(Finished {
+                state,
+                result,
+                error,
+            }))
         })
     }
 
@@ -620,7 +651,11 @@ impl Storage for SqliteStorage {
         let mut clauses = Vec::new();
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(status) = filter.status {
-            let states: Vec<String> = status.states().iter().map(|s| (*s as i64).to_string()).collect();
+            let states: Vec<String> = status
+                .states()
+                .iter()
+                .map(|s| (*s as i64).to_string())
+                .collect();
             clauses.push(format!("status IN ({})", states.join(", ")));
         }
         if let Some(queue) = &filter.queue {
@@ -651,7 +686,8 @@ impl Storage for SqliteStorage {
     }
 
     fn errors(&self, id: i64) -> Result<Vec<ErrorRecord>> {
-        let sql = format!("SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY attempt");
+        let sql =
+            format!("SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY attempt");
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([id], error_record)?;

@@ -130,7 +130,10 @@ fn delayed_jobs_wait_for_their_time() {
     let id = s.enqueue(&delayed, &payloads(1)).unwrap()[0];
     assert_eq!(state(&s, id), State::Scheduled);
     assert_eq!(state(&s, id).status(), Status::Pending);
-    let due = s.promote_due(now_micros()).unwrap().expect("a job is waiting");
+    let due = s
+        .promote_due(now_micros())
+        .unwrap()
+        .expect("a job is waiting");
     assert!(due > now_micros() + 50_000_000);
     assert!(claim(&s, 10).is_empty());
     // An hour later it is promoted and claimable.
@@ -144,7 +147,10 @@ fn success_stores_the_result_and_is_final() {
     let id = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
     assert_eq!(s.finished(id).unwrap(), None);
     let job = claim(&s, 1).remove(0);
-    assert_eq!(s.complete(&[success(&job, b"42")]).unwrap(), vec![Applied::Complete]);
+    assert_eq!(
+        s.complete(&[success(&job, b"42")]).unwrap(),
+        vec![Applied::Complete]
+    );
     let f = s.finished(id).unwrap().unwrap();
     assert_eq!(f.state, State::Complete);
     assert_eq!(f.result.as_deref(), Some(&b"42"[..]));
@@ -176,7 +182,10 @@ fn failures_retry_then_die_after_max_retries() {
     let err = f.error.unwrap();
     assert_eq!((err.attempt, err.error_type.as_str()), (3, "ValueError"));
     let history = s.errors(id).unwrap();
-    assert_eq!(history.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        history.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(
         s.get_job(id).unwrap().unwrap().error.as_deref(),
         Some("ValueError: boom on attempt 3")
@@ -193,7 +202,10 @@ fn retries_wait_for_their_backoff() {
     let Applied::Retry(at) = s.complete(&[failure(&job, true)]).unwrap()[0] else {
         panic!("expected a retry")
     };
-    assert!(at >= now_micros() + 14_000_000, "at least half the 30 s backoff");
+    assert!(
+        at >= now_micros() + 14_000_000,
+        "at least half the 30 s backoff"
+    );
     assert_eq!(state(&s, id).status(), Status::Failed);
     s.promote_due(now_micros()).unwrap();
     assert!(claim(&s, 1).is_empty());
@@ -206,7 +218,10 @@ fn a_non_retryable_failure_is_dead_at_once() {
     let s = memory();
     let id = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
     let job = claim(&s, 1).remove(0);
-    assert_eq!(s.complete(&[failure(&job, false)]).unwrap(), vec![Applied::Dead]);
+    assert_eq!(
+        s.complete(&[failure(&job, false)]).unwrap(),
+        vec![Applied::Dead]
+    );
     assert_eq!(state(&s, id), State::Dead);
 }
 
@@ -223,13 +238,28 @@ fn completions_are_fenced_by_attempt() {
     let second = claim(&s, 1).remove(0);
     assert_eq!(second.attempt, 2);
     // The first worker's late result must not overwrite the second's.
-    assert_eq!(s.complete(&[success(&first, b"stale")]).unwrap(), vec![Applied::Stale]);
-    assert_eq!(s.complete(&[failure(&first, true)]).unwrap(), vec![Applied::Stale]);
+    assert_eq!(
+        s.complete(&[success(&first, b"stale")]).unwrap(),
+        vec![Applied::Stale]
+    );
+    assert_eq!(
+        s.complete(&[failure(&first, true)]).unwrap(),
+        vec![Applied::Stale]
+    );
     assert_eq!(state(&s, id), State::Running);
-    assert_eq!(s.complete(&[success(&second, b"fresh")]).unwrap(), vec![Applied::Complete]);
-    assert_eq!(s.finished(id).unwrap().unwrap().result.as_deref(), Some(&b"fresh"[..]));
+    assert_eq!(
+        s.complete(&[success(&second, b"fresh")]).unwrap(),
+        vec![Applied::Complete]
+    );
+    assert_eq!(
+        s.finished(id).unwrap().unwrap().result.as_deref(),
+        Some(&b"fresh"[..])
+    );
     // A duplicate of an applied completion is stale too.
-    assert_eq!(s.complete(&[success(&second, b"again")]).unwrap(), vec![Applied::Stale]);
+    assert_eq!(
+        s.complete(&[success(&second, b"again")]).unwrap(),
+        vec![Applied::Stale]
+    );
 }
 
 #[test]
@@ -247,7 +277,13 @@ fn expired_leases_are_recovered_until_attempts_run_out() {
     assert!(matches!(r[0].applied, Applied::Retry(_)));
     claim(&s, 1);
     let r = s.reap_expired(now_micros() + 60_000_000).unwrap();
-    assert_eq!(r, vec![ReapedJob { id, applied: Applied::Dead }]);
+    assert_eq!(
+        r,
+        vec![ReapedJob {
+            id,
+            applied: Applied::Dead
+        }]
+    );
     let err = s.finished(id).unwrap().unwrap().error.unwrap();
     assert_eq!(err.error_type, "WorkerLost");
 }
@@ -261,7 +297,10 @@ fn renewed_leases_are_not_reaped() {
     let refs = [jobs[0].attempt_ref()];
     assert_eq!(s.renew_leases(&refs, in_a_minute + 60_000_000).unwrap(), 1);
     let reaped = s.reap_expired(in_a_minute).unwrap();
-    assert_eq!(reaped.iter().map(|r| r.id).collect::<Vec<_>>(), vec![jobs[1].id]);
+    assert_eq!(
+        reaped.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![jobs[1].id]
+    );
 }
 
 #[test]
@@ -272,10 +311,17 @@ fn release_hands_jobs_back_with_or_without_the_attempt() {
     assert_eq!(s.release(&[jobs[0].attempt_ref()], true).unwrap(), 1);
     assert_eq!(s.release(&[jobs[1].attempt_ref()], false).unwrap(), 1);
     let again = claim(&s, 2);
-    assert_eq!(again.iter().map(|j| j.id).collect::<Vec<_>>(), ids, "order kept");
+    assert_eq!(
+        again.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids,
+        "order kept"
+    );
     assert_eq!((again[0].attempt, again[1].attempt), (1, 2));
     // A released attempt's late outcome is stale.
-    assert_eq!(s.complete(&[success(&jobs[0], b"x")]).unwrap(), vec![Applied::Stale]);
+    assert_eq!(
+        s.complete(&[success(&jobs[0], b"x")]).unwrap(),
+        vec![Applied::Stale]
+    );
 }
 
 #[test]
@@ -309,8 +355,19 @@ fn stats_count_public_statuses() {
     delayed.delay = Some(Duration::from_secs(100));
     s.enqueue(&delayed, &payloads(1)).unwrap();
     let jobs = claim(&s, 4);
-    s.complete(&[success(&jobs[0], b""), failure(&jobs[1], true), failure(&jobs[2], false)]).unwrap();
-    let ready = s.list_jobs(&JobFilter { status: Some(Status::Pending), limit: 1, ..Default::default() }).unwrap();
+    s.complete(&[
+        success(&jobs[0], b""),
+        failure(&jobs[1], true),
+        failure(&jobs[2], false),
+    ])
+    .unwrap();
+    let ready = s
+        .list_jobs(&JobFilter {
+            status: Some(Status::Pending),
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
     s.cancel(ready[0].id).unwrap();
     let st = s.stats().unwrap();
     let get = |status| st.get(status);
@@ -329,21 +386,44 @@ fn list_jobs_filters_and_pages_newest_first() {
     let mut bq = opts("b");
     bq.queue = "q2".into();
     let b = s.enqueue(&bq, &payloads(2)).unwrap();
-    let all = s.list_jobs(&JobFilter { limit: 50, ..Default::default() }).unwrap();
+    let all = s
+        .list_jobs(&JobFilter {
+            limit: 50,
+            ..Default::default()
+        })
+        .unwrap();
     let expected: Vec<i64> = a.iter().chain(&b).rev().copied().collect();
     assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), expected);
     let only_b = s
-        .list_jobs(&JobFilter { task_name: Some("b".into()), limit: 50, ..Default::default() })
+        .list_jobs(&JobFilter {
+            task_name: Some("b".into()),
+            limit: 50,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(only_b.len(), 2);
     let q2 = s
-        .list_jobs(&JobFilter { queue: Some("q2".into()), limit: 1, offset: 1, ..Default::default() })
+        .list_jobs(&JobFilter {
+            queue: Some("q2".into()),
+            limit: 1,
+            offset: 1,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(q2.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b[0]]);
-    s.claim(&ClaimRequest { worker_id: "w", queues: None, limit: 1, lease: Duration::from_secs(1) })
-        .unwrap();
+    s.claim(&ClaimRequest {
+        worker_id: "w",
+        queues: None,
+        limit: 1,
+        lease: Duration::from_secs(1),
+    })
+    .unwrap();
     let running = s
-        .list_jobs(&JobFilter { status: Some(Status::Running), limit: 50, ..Default::default() })
+        .list_jobs(&JobFilter {
+            status: Some(Status::Running),
+            limit: 50,
+            ..Default::default()
+        })
         .unwrap();
     assert_eq!(running.len(), 1);
 }
@@ -353,7 +433,8 @@ fn purge_removes_old_completed_and_cancelled_jobs_only() {
     let s = memory();
     let ids = s.enqueue(&opts("t"), &payloads(3)).unwrap();
     let jobs = claim(&s, 2);
-    s.complete(&[success(&jobs[0], b""), failure(&jobs[1], false)]).unwrap();
+    s.complete(&[success(&jobs[0], b""), failure(&jobs[1], false)])
+        .unwrap();
     s.cancel(ids[2]).unwrap();
     assert_eq!(s.purge_finished(now_micros() - 60_000_000).unwrap(), 0);
     assert_eq!(s.purge_finished(now_micros() + 1).unwrap(), 2);
@@ -386,10 +467,16 @@ fn two_memory_databases_are_separate_and_one_is_shared_by_its_threads() {
 fn bad_options_are_refused_before_anything_is_written() {
     let s = memory();
     let mut o = opts("");
-    assert!(matches!(s.enqueue(&o, &payloads(1)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.enqueue(&o, &payloads(1)),
+        Err(Error::InvalidArgument(_))
+    ));
     o = opts("t");
     o.retry_backoff = f64::NAN;
-    assert!(matches!(s.enqueue(&o, &payloads(1)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        s.enqueue(&o, &payloads(1)),
+        Err(Error::InvalidArgument(_))
+    ));
     o = opts("t");
     o.queue = String::new();
     assert!(s.enqueue(&o, &payloads(1)).is_err());
@@ -403,14 +490,19 @@ fn hot_queries_use_their_indexes() {
         "SELECT id FROM jobs WHERE status = 0 ORDER BY priority DESC, scheduled_at, id LIMIT 10",
     );
     assert!(claim_plan.contains("jobs_ready"), "{claim_plan}");
-    assert!(!claim_plan.contains("TEMP B-TREE"), "claims must not sort: {claim_plan}");
+    assert!(
+        !claim_plan.contains("TEMP B-TREE"),
+        "claims must not sort: {claim_plan}"
+    );
     let due = s.plan("UPDATE jobs SET status = 0 WHERE status IN (1, 4) AND scheduled_at <= 5");
     assert!(due.contains("jobs_due"), "{due}");
     let stats = s.plan("SELECT status, COUNT(*) FROM jobs WHERE status <> 0 GROUP BY status");
     assert!(stats.contains("jobs_status"), "{stats}");
-    let purge = s.plan("DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < 5");
+    let purge =
+        s.plan("DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < 5");
     assert!(purge.contains("jobs_status"), "{purge}");
-    let reap = s.plan("SELECT id FROM jobs WHERE status <> 0 AND status = 2 AND lease_expires_at < 5");
+    let reap =
+        s.plan("SELECT id FROM jobs WHERE status <> 0 AND status = 2 AND lease_expires_at < 5");
     assert!(reap.contains("jobs_status"), "{reap}");
 }
 
@@ -482,7 +574,10 @@ mod file {
                 })
             })
             .collect();
-        let mut all: Vec<i64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        let mut all: Vec<i64> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
         assert_eq!(all.len(), 2000);
         all.sort();
         all.dedup();
@@ -497,7 +592,9 @@ mod file {
         // Any descriptor on the file that is not ours stands in for Python's
         // sqlite3 module holding it.
         let foreign = std::fs::File::open(&path).unwrap();
-        let err = SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).err().unwrap();
+        let err = SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap()))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::ForeignSqlite(_)), "{err}");
         drop(foreign);
         // Once it is closed, and while we hold the file, opening works.
@@ -511,14 +608,19 @@ mod file {
         let dir = tempfile::tempdir().unwrap();
         let mut config = SqliteConfig::new(dir.path().join("full.db").to_str().unwrap());
         config.durability = Durability::parse("full").unwrap();
-        SqliteStorage::open(config).unwrap().enqueue(&opts("t"), &payloads(1)).unwrap();
+        SqliteStorage::open(config)
+            .unwrap()
+            .enqueue(&opts("t"), &payloads(1))
+            .unwrap();
         assert!(Durability::parse("fast").is_err());
     }
 
     #[test]
     fn a_folder_is_not_a_database() {
         let dir = tempfile::tempdir().unwrap();
-        let err = SqliteStorage::open(SqliteConfig::new(dir.path().to_str().unwrap())).err().unwrap();
+        let err = SqliteStorage::open(SqliteConfig::new(dir.path().to_str().unwrap()))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 }

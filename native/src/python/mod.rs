@@ -1,0 +1,604 @@
+//! The `taskito._native` extension module: converts Python values to engine
+//! values, releases the GIL around every storage call and wait, and runs task
+//! code for the worker's executor threads. Everything else lives in the
+//! Python-free engine.
+
+mod errors;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+use crate::engine::{self, Event, EventSink, Runner, Watch, Worker, WorkerConfig};
+use crate::error::{Error, Result};
+use crate::job::{
+    format_id, now_micros, parse_id, ClaimedJob, ErrorRecord, Failure, Finished, JobFilter,
+    JobOptions, JobRecord, Micros, Outcome, OutcomeKind, Status,
+};
+use crate::storage::{Durability, SqliteConfig, SqliteStorage, Storage};
+
+/// Longest wait accepted; `None` timeouts mean this.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn seconds(value: f64, what: &str) -> Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        Error::invalid(format!(
+            "{what} must be a number of seconds >= 0, got {value}"
+        ))
+    })
+}
+
+fn optional_seconds(value: Option<f64>, what: &str) -> Result<Option<Duration>> {
+    value.map(|v| seconds(v, what)).transpose()
+}
+
+fn to_seconds(us: Micros) -> f64 {
+    us as f64 / 1_000_000.0
+}
+
+/// The engine of one Python `Queue`.
+#[pyclass(module = "taskito._native", frozen)]
+pub struct Engine {
+    config: SqliteConfig,
+    state: RwLock<Option<Open>>,
+}
+
+struct Open {
+    engine: Arc<engine::Engine>,
+    worker: Option<Arc<Worker>>,
+    pid: u32,
+}
+
+fn open(config: &SqliteConfig) -> Result<Open> {
+    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(config.clone())?);
+    Ok(Open {
+        engine: engine::Engine::new(storage),
+        worker: None,
+        pid: std::process::id(),
+    })
+}
+
+impl Engine {
+    /// The open engine. In a child made by `fork()`, the parent's connections
+    /// and threads are unusable: a file database is reopened (the inherited
+    /// handles are leaked, never closed, so the parent's locks stay intact);
+    /// a `:memory:` one cannot follow the fork and is refused.
+    fn engine(&self) -> Result<Arc<engine::Engine>> {
+        {
+            let state = self.state.read();
+            match &*state {
+                None => return Err(Error::Closed("this Queue has been closed".into())),
+                Some(open) if open.pid == std::process::id() => return Ok(open.engine.clone()),
+                Some(_) => {}
+            }
+        }
+        let mut state = self.state.write();
+        let Some(current) = state.take() else {
+            return Err(Error::Closed("this Queue has been closed".into()));
+        };
+        if current.pid == std::process::id() {
+            let engine = current.engine.clone();
+            *state = Some(current);
+            return Ok(engine);
+        }
+        std::mem::forget(current);
+        if self.config.path == crate::storage::MEMORY {
+            return Err(Error::Closed(
+                "a Queue on :memory: cannot be used after fork(): the child has no access to the \
+                 parent's in-memory database. Use a file database, or create the Queue in the child."
+                    .into(),
+            ));
+        }
+        let reopened = open(&self.config)?;
+        let engine = reopened.engine.clone();
+        *state = Some(reopened);
+        Ok(engine)
+    }
+
+    fn worker(&self) -> Option<Arc<Worker>> {
+        self.state
+            .read()
+            .as_ref()
+            .and_then(|open| open.worker.clone())
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (path, durability = "normal", busy_timeout = 5.0))]
+    fn new(py: Python<'_>, path: String, durability: &str, busy_timeout: f64) -> PyResult<Self> {
+        let config = SqliteConfig {
+            path,
+            durability: Durability::parse(durability)?,
+            busy_timeout: seconds(busy_timeout, "busy_timeout")?,
+        };
+        let opened = py.detach(|| open(&config))?;
+        Ok(Engine {
+            config,
+            state: RwLock::new(Some(opened)),
+        })
+    }
+
+    #[getter]
+    fn path(&self) -> &str {
+        &self.config.path
+    }
+
+    /// Enqueues one job per payload in one transaction; returns their ids.
+    #[pyo3(signature = (task_name, queue, payloads, priority, delay, max_retries, retry_backoff, timeout))]
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &self,
+        py: Python<'_>,
+        task_name: String,
+        queue: String,
+        payloads: &Bound<'_, PyList>,
+        priority: i64,
+        delay: Option<f64>,
+        max_retries: u32,
+        retry_backoff: f64,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<String>> {
+        let mut bytes = Vec::with_capacity(payloads.len());
+        for item in payloads.iter() {
+            let payload = item.cast::<PyBytes>().map_err(|_| {
+                errors::new_err(
+                    &errors::SERIALIZATION,
+                    format!(
+                        "the serializer must return bytes, got {}",
+                        item.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default()
+                    ),
+                )
+            })?;
+            bytes.push(payload.as_bytes().to_vec());
+        }
+        let options = JobOptions {
+            task_name,
+            queue,
+            priority,
+            delay: optional_seconds(delay, "delay")?,
+            max_retries,
+            retry_backoff,
+            timeout: optional_seconds(timeout, "timeout")?,
+        };
+        let engine = self.engine()?;
+        let ids = py.detach(|| engine.enqueue(&options, &bytes))?;
+        Ok(ids.into_iter().map(format_id).collect())
+    }
+
+    fn get_job<'py>(&self, py: Python<'py>, job_id: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Ok(id) = parse_id(job_id) else {
+            return Ok(None);
+        };
+        let engine = self.engine()?;
+        let record = py.detach(|| engine.storage.get_job(id))?;
+        record.map(|r| record_dict(py, &r)).transpose()
+    }
+
+    #[pyo3(signature = (status = None, queue = None, task_name = None, limit = 50, offset = 0))]
+    fn list_jobs<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<&str>,
+        queue: Option<String>,
+        task_name: Option<String>,
+        limit: u32,
+        offset: u32,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let filter = JobFilter {
+            status: status.map(Status::parse).transpose()?,
+            queue,
+            task_name,
+            limit,
+            offset,
+        };
+        let engine = self.engine()?;
+        let records = py.detach(|| engine.storage.list_jobs(&filter))?;
+        records.iter().map(|r| record_dict(py, r)).collect()
+    }
+
+    fn job_errors<'py>(&self, py: Python<'py>, job_id: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let id = parse_id(job_id)?;
+        let engine = self.engine()?;
+        let errors = py.detach(|| engine.storage.errors(id))?;
+        errors.iter().map(|e| error_dict(py, e)).collect()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine()?;
+        let stats = py.detach(|| engine.storage.stats())?;
+        let dict = PyDict::new(py);
+        for status in Status::ALL {
+            // The count of complete jobs is "completed" in stats().
+            let key = if status == Status::Complete {
+                "completed"
+            } else {
+                status.name()
+            };
+            dict.set_item(key, stats.get(status))?;
+        }
+        Ok(dict)
+    }
+
+    fn cancel(&self, py: Python<'_>, job_id: &str) -> PyResult<bool> {
+        let Ok(id) = parse_id(job_id) else {
+            return Ok(false);
+        };
+        let engine = self.engine()?;
+        Ok(py.detach(|| engine.cancel(id))?)
+    }
+
+    /// Blocks (without the GIL) until the job is final; returns
+    /// `(status, result_bytes, error_dict)`.
+    #[pyo3(signature = (job_id, timeout, poll_interval, max_poll_interval))]
+    fn wait<'py>(
+        &self,
+        py: Python<'py>,
+        job_id: &str,
+        timeout: Option<f64>,
+        poll_interval: f64,
+        max_poll_interval: f64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let id = parse_id(job_id)?;
+        let timeout = optional_seconds(timeout, "timeout")?
+            .unwrap_or(FOREVER)
+            .min(FOREVER);
+        let poll = seconds(poll_interval, "poll_interval")?;
+        let max_poll = seconds(max_poll_interval, "max_poll_interval")?;
+        let engine = self.engine()?;
+        let finished = py.detach(|| engine.wait(id, timeout, poll, max_poll))?;
+        finished_tuple(py, finished)
+    }
+
+    /// A registration for `await job.aresult()`: a pipe that turns readable
+    /// when the job finishes in this process.
+    fn watch(&self, job_id: &str) -> PyResult<AsyncWatch> {
+        let id = parse_id(job_id)?;
+        let engine = self.engine()?;
+        AsyncWatch::new(engine, id)
+    }
+
+    /// Starts a worker in background threads. `execute(task_name, payload,
+    /// job_id, attempt, max_retries, queue)` runs one job and returns
+    /// `(True, result_bytes)` or `(False, (type, message, traceback, retryable))`;
+    /// `on_event(kind, job_id, message)` receives what is worth logging.
+    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_worker(
+        &self,
+        py: Python<'_>,
+        execute: Py<PyAny>,
+        on_event: Py<PyAny>,
+        workers: usize,
+        queues: Option<Vec<String>>,
+        lease: f64,
+        heartbeat: f64,
+        jobs_per_run: usize,
+        result_ttl: Option<f64>,
+    ) -> PyResult<String> {
+        let config = WorkerConfig {
+            concurrency: workers,
+            queues,
+            lease: seconds(lease, "lease_duration")?,
+            heartbeat: seconds(heartbeat, "heartbeat_interval")?,
+            jobs_per_run,
+            result_ttl: optional_seconds(result_ttl, "result_ttl")?,
+            ..WorkerConfig::default()
+        };
+        let engine = self.engine()?;
+        if let Some(worker) = self.worker() {
+            if !worker.wait_stopped(Some(Duration::ZERO)) {
+                return Err(Error::invalid("a worker is already running for this Queue").into());
+            }
+        }
+        let runner = Arc::new(PyRunner { execute });
+        let events = Arc::new(PyEvents { on_event });
+        let worker = py.detach(|| Worker::start(engine, runner, events, config))?;
+        let id = worker.id().to_string();
+        if let Some(open) = self.state.write().as_mut() {
+            open.worker = Some(worker);
+        }
+        Ok(id)
+    }
+
+    /// Waits up to `timeout` seconds for the worker to stop. True once it has
+    /// (or if none runs). Short waits let the caller handle signals between.
+    fn wait_worker(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds(timeout, "timeout")?;
+        match self.worker() {
+            None => Ok(true),
+            Some(worker) => Ok(py.detach(|| worker.wait_stopped(Some(timeout)))),
+        }
+    }
+
+    /// Asks the worker to stop claiming, without waiting.
+    fn request_stop(&self) {
+        if let Some(worker) = self.worker() {
+            worker.request_stop();
+        }
+    }
+
+    fn worker_stopping(&self) -> bool {
+        self.worker().is_some_and(|w| w.is_stopping())
+    }
+
+    /// Stops the worker gracefully; returns how many executor threads were
+    /// still inside a task when `grace` ran out.
+    fn stop_worker(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
+        let grace = seconds(grace, "timeout")?;
+        match self.worker() {
+            None => Ok(0),
+            Some(worker) => Ok(py.detach(|| worker.stop(grace))),
+        }
+    }
+
+    /// Jobs claimed by this process's worker and not finished yet.
+    fn worker_inflight(&self) -> usize {
+        self.worker().map_or(0, |w| w.inflight())
+    }
+
+    /// Stops the worker (if any) and closes the database.
+    #[pyo3(signature = (grace = 30.0))]
+    fn close(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
+        let left = self.stop_worker(py, grace)?;
+        let closed = self.state.write().take();
+        py.detach(move || drop(closed));
+        Ok(left)
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.state.read().is_none()
+    }
+}
+
+/// See `Engine.watch`.
+#[pyclass(module = "taskito._native")]
+pub struct AsyncWatch {
+    engine: Arc<engine::Engine>,
+    id: i64,
+    watch: Option<Watch>,
+    pipe: (i32, i32),
+}
+
+impl AsyncWatch {
+    fn new(engine: Arc<engine::Engine>, id: i64) -> PyResult<Self> {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+        if rc != 0 {
+            return Err(Error::io("cannot create a pipe", std::io::Error::last_os_error()).into());
+        }
+        let watch = engine.hub.watch(id);
+        watch.add_signal_fd(fds[1]);
+        Ok(AsyncWatch {
+            engine,
+            id,
+            watch: Some(watch),
+            pipe: (fds[0], fds[1]),
+        })
+    }
+
+    fn release(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.remove_signal_fd(self.pipe.1);
+            // SAFETY: both descriptors are ours and, with the watch gone,
+            // nothing else writes to them.
+            unsafe {
+                libc::close(self.pipe.0);
+                libc::close(self.pipe.1);
+            }
+        }
+    }
+}
+
+impl Drop for AsyncWatch {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[pymethods]
+impl AsyncWatch {
+    fn fileno(&self) -> i32 {
+        self.pipe.0
+    }
+
+    /// The job's final state if it has one now, else None. Never blocks on
+    /// the job, only on one storage read (without the GIL).
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some(watch) = &self.watch else {
+            return Err(Error::Closed("this watch is closed".into()).into());
+        };
+        if let Some(finished) = watch.get() {
+            return Ok(Some(finished_tuple(py, finished)?));
+        }
+        let (engine, id) = (self.engine.clone(), self.id);
+        let finished = py.detach(|| engine.storage.finished(id))?;
+        finished.map(|f| finished_tuple(py, f)).transpose()
+    }
+
+    fn close(&mut self) {
+        self.release();
+    }
+}
+
+fn finished_tuple(py: Python<'_>, finished: Finished) -> PyResult<Bound<'_, PyTuple>> {
+    let result = finished.result.map(|r| PyBytes::new(py, &r));
+    let error = finished.error.map(|e| error_dict(py, &e)).transpose()?;
+    PyTuple::new(
+        py,
+        [
+            finished.state.status().name().into_pyobject(py)?.into_any(),
+            result.into_pyobject(py)?.into_any(),
+            error.into_pyobject(py)?.into_any(),
+        ],
+    )
+}
+
+fn record_dict<'py>(py: Python<'py>, r: &JobRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", format_id(r.id))?;
+    d.set_item("queue", &r.queue)?;
+    d.set_item("task_name", &r.task_name)?;
+    d.set_item("status", r.state.status().name())?;
+    d.set_item("priority", r.priority)?;
+    d.set_item("attempt", r.attempt)?;
+    d.set_item("max_retries", r.max_retries)?;
+    d.set_item("retry_backoff", r.retry_backoff)?;
+    d.set_item("timeout", r.timeout.map(|t| t.as_secs_f64()))?;
+    d.set_item("created_at", to_seconds(r.created_at))?;
+    d.set_item("scheduled_at", to_seconds(r.scheduled_at))?;
+    d.set_item("started_at", r.started_at.map(to_seconds))?;
+    d.set_item("finished_at", r.finished_at.map(to_seconds))?;
+    d.set_item("worker_id", &r.worker_id)?;
+    d.set_item("lease_expires_at", r.lease_expires_at.map(to_seconds))?;
+    d.set_item("error", &r.error)?;
+    Ok(d)
+}
+
+fn error_dict<'py>(py: Python<'py>, e: &ErrorRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("attempt", e.attempt)?;
+    d.set_item("type", &e.error_type)?;
+    d.set_item("message", &e.message)?;
+    d.set_item("traceback", &e.traceback)?;
+    d.set_item("failed_at", to_seconds(e.failed_at))?;
+    Ok(d)
+}
+
+/// Runs jobs by calling the Queue's Python `execute` function.
+struct PyRunner {
+    execute: Py<PyAny>,
+}
+
+impl Runner for PyRunner {
+    fn run(
+        &self,
+        first: ClaimedJob,
+        next: &mut dyn FnMut() -> Option<ClaimedJob>,
+        done: &mut dyn FnMut(Outcome),
+    ) {
+        // One GIL acquisition for as many ready jobs as the executor hands
+        // over: under load this saves a GIL hand-off per job.
+        Python::attach(|py| {
+            let execute = self.execute.bind(py);
+            let mut job = first;
+            loop {
+                let kind = run_one(py, execute, &job);
+                done(Outcome {
+                    job: job.attempt_ref(),
+                    finished_at: now_micros(),
+                    kind,
+                });
+                match next() {
+                    Some(j) => job = j,
+                    None => break,
+                }
+            }
+        })
+    }
+}
+
+fn run_one(py: Python<'_>, execute: &Bound<'_, PyAny>, job: &ClaimedJob) -> OutcomeKind {
+    let args = (
+        job.task_name.as_str(),
+        PyBytes::new(py, &job.payload),
+        format_id(job.id),
+        job.attempt,
+        job.max_retries,
+        job.queue.as_str(),
+    );
+    match execute.call1(args).and_then(|r| parse_outcome(&r)) {
+        Ok(kind) => kind,
+        // `execute` itself failed: a bug in taskito's Python layer, or a
+        // BaseException it let through. Fail the attempt and say so.
+        Err(err) => OutcomeKind::Failure(Failure {
+            error_type: err
+                .get_type(py)
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            message: err.value(py).to_string(),
+            traceback: err
+                .traceback(py)
+                .and_then(|tb| tb.format().ok())
+                .unwrap_or_default(),
+            retryable: true,
+        }),
+    }
+}
+
+fn parse_outcome(result: &Bound<'_, PyAny>) -> PyResult<OutcomeKind> {
+    let (ok, data): (bool, Bound<'_, PyAny>) = result.extract()?;
+    if ok {
+        return Ok(OutcomeKind::Success(
+            data.cast::<PyBytes>()?.as_bytes().to_vec(),
+        ));
+    }
+    let (error_type, message, traceback, retryable): (String, String, String, bool) =
+        data.extract()?;
+    Ok(OutcomeKind::Failure(Failure {
+        error_type,
+        message,
+        traceback,
+        retryable,
+    }))
+}
+
+/// Hands engine events to a Python callback (which logs them).
+struct PyEvents {
+    on_event: Py<PyAny>,
+}
+
+impl EventSink for PyEvents {
+    fn event(&self, event: Event) {
+        let (kind, id, message) = match event {
+            Event::StaleOutcome { id, attempt } => (
+                "stale_outcome",
+                Some(id),
+                format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
+            ),
+            Event::LeaseExpired { id, dead } => (
+                "lease_expired",
+                Some(id),
+                if dead {
+                    "its worker stopped renewing the lease and no attempts are left: moved to the dead letters".to_string()
+                } else {
+                    "its worker stopped renewing the lease: scheduled to run again".to_string()
+                },
+            ),
+            Event::TimedOut { id, attempt } => (
+                "timed_out",
+                Some(id),
+                format!("attempt {attempt} ran past its timeout and was failed"),
+            ),
+            Event::StorageError { during, message } => {
+                ("storage_error", None, format!("{during}: {message} (will retry)"))
+            }
+        };
+        Python::attach(|py| {
+            let id = id.map(format_id);
+            if let Err(err) = self.on_event.call1(py, (kind, id, message)) {
+                err.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
+#[pymodule]
+fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(module)?;
+    module.add_class::<Engine>()?;
+    module.add_class::<AsyncWatch>()?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add("SQLITE_VERSION", rusqlite::version())?;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+import sys
+
+from taskito.cli import main
+
+sys.exit(main())

@@ -1,0 +1,428 @@
+"""``Queue``: the one object a taskito user creates."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import threading
+import traceback
+import weakref
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from taskito import _options
+from taskito._native import Engine
+from taskito.context import JobContext, _current
+from taskito.exceptions import (
+    InvalidArgumentError,
+    SerializationError,
+    UnknownTaskError,
+)
+from taskito.result import JobResult
+from taskito.serializers import Serializer, resolve
+from taskito.task import TaskWrapper
+
+logger = logging.getLogger("taskito")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MEMORY = ":memory:"
+
+# What `execute` hands back to the engine for one attempt.
+Success = tuple[bool, bytes]
+Failure = tuple[bool, tuple[str, str, str, bool]]
+
+
+class Queue:
+    """A task queue on one database.
+
+    ``db_path`` is a SQLite file (its folders are created; the file is made
+    readable by its owner only) or ``":memory:"`` for a private in-memory
+    database. ``workers`` is how many tasks a worker of this queue runs at
+    once (0: the CPU count). ``default_retry`` is how many times a failing
+    job is retried, ``default_timeout`` the seconds an attempt may run,
+    ``result_ttl`` the seconds completed jobs are kept (None: forever).
+    ``durability="full"`` makes every enqueue survive a power cut, not only
+    a crash of the process. Idle workers notice new work written by other
+    processes within ``max_idle_poll`` seconds (at most 50 ms).
+
+    ``lease_duration`` is how long a worker holds a job without renewing
+    its lease; jobs of a worker that died run again after it.
+    """
+
+    def __init__(
+        self,
+        db_path: str | os.PathLike[str] = ".taskito/taskito.db",
+        workers: int = 0,
+        default_retry: int = 3,
+        default_timeout: float | None = 300,
+        default_priority: int = 0,
+        result_ttl: float | None = None,
+        serializer: Serializer | str | None = None,
+        durability: str = "normal",
+        *,
+        lease_duration: float = 10.0,
+        heartbeat_interval: float | None = None,
+        busy_timeout: float = 5.0,
+        shutdown_timeout: float = 30.0,
+        jobs_per_gil: int = 32,
+    ) -> None:
+        if not isinstance(db_path, str | os.PathLike):
+            raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
+        self.db_path = os.fspath(db_path)
+        workers = _options.count("workers", workers)
+        self.workers = workers or os.cpu_count() or 1
+        self.default_retry = _options.count("default_retry", default_retry)
+        self.default_timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
+        self.default_priority = _options.priority(default_priority)
+        self.result_ttl = _options.optional_seconds("result_ttl", result_ttl, allow_zero=False)
+        self.lease_duration = _options.seconds("lease_duration", lease_duration, allow_zero=False)
+        heartbeat = heartbeat_interval if heartbeat_interval is not None else lease_duration / 5
+        self.heartbeat_interval = _options.seconds("heartbeat_interval", heartbeat, allow_zero=False)
+        self.shutdown_timeout = _options.seconds("shutdown_timeout", shutdown_timeout)
+        self.jobs_per_gil = _options.count("jobs_per_gil", jobs_per_gil, minimum=1)
+        busy = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
+        if not isinstance(durability, str):
+            raise TypeError(f"durability must be 'normal' or 'full', got {durability!r}")
+        self.durability = durability
+        self._serializer = resolve(serializer)
+        self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
+        self._worker_lock = threading.Lock()
+        self._engine = Engine(self.db_path, durability, busy)
+        # Stops the worker and closes the database when the Queue is
+        # collected or the interpreter exits, whichever comes first.
+        self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
+
+    # ── tasks ────────────────────────────────────────────────────────────
+
+    @overload
+    def task(self, fn: Callable[P, R]) -> TaskWrapper[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float = 1.0,
+        timeout: float | None = None,
+        priority: int | None = None,
+        queue: str = "default",
+    ) -> Callable[[Callable[P, R]], TaskWrapper[P, R]]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float = 1.0,
+        timeout: float | None = None,
+        priority: int | None = None,
+        queue: str = "default",
+    ) -> Any:
+        """Registers a function as a task: ``@queue.task()`` or ``@queue.task``.
+
+        ``name`` defaults to ``module.qualname``; it is how workers find the
+        function, so producers and workers must agree on it.
+        """
+        checked_retries = None if max_retries is None else _options.count("max_retries", max_retries)
+        checked_backoff = _options.seconds("retry_backoff", retry_backoff)
+        checked_timeout = _options.optional_seconds("timeout", timeout, allow_zero=False)
+        checked_priority = None if priority is None else _options.priority(priority)
+        queue_name = _options.name("queue", queue)
+        if name is not None:
+            _options.name("task name", name)
+
+        def register(fn: Callable[..., Any]) -> TaskWrapper[Any, Any]:
+            if not callable(fn):
+                raise TypeError(f"@queue.task needs a function, got {fn!r}")
+            task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            existing = self._tasks.get(task_name)
+            if existing is not None and existing.fn is not fn:
+                raise InvalidArgumentError(
+                    f"a different function is already registered as task {task_name!r}; "
+                    "pass name= to tell them apart"
+                )
+            wrapper: TaskWrapper[Any, Any] = TaskWrapper(
+                self,
+                fn,
+                name=task_name,
+                max_retries=checked_retries,
+                retry_backoff=checked_backoff,
+                timeout=checked_timeout,
+                priority=checked_priority,
+                queue_name=queue_name,
+            )
+            self._tasks[task_name] = wrapper
+            return wrapper
+
+        return register(fn) if fn is not None else register
+
+    @property
+    def tasks(self) -> dict[str, TaskWrapper[Any, Any]]:
+        """Registered tasks by name."""
+        return dict(self._tasks)
+
+    # ── enqueue ──────────────────────────────────────────────────────────
+
+    def enqueue(
+        self,
+        task_name: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> JobResult:
+        """Enqueues a registered task by name."""
+        task = self._tasks.get(task_name) if isinstance(task_name, str) else None
+        if task is None:
+            _options.name("task_name", task_name)
+            raise UnknownTaskError(f"no task named {task_name!r} is registered on this Queue")
+        call_args, call_kwargs = _options.call_args(args, kwargs)
+        payload = self._dump_call(task_name, call_args, call_kwargs)
+        return self._submit(
+            task,
+            [payload],
+            priority=priority,
+            delay=delay,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout,
+        )[0]
+
+    def _dump_call(self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        try:
+            return self._serializer.dumps((args, kwargs))
+        except Exception as exc:
+            raise SerializationError(f"cannot serialize the arguments of {task_name}: {exc}") from exc
+
+    def _submit(
+        self,
+        task: TaskWrapper[Any, Any],
+        payloads: list[bytes],
+        *,
+        priority: int | None = None,
+        delay: float | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> list[JobResult]:
+        """Stores serialized calls of ``task`` in one transaction."""
+        if priority is None:
+            priority = task.priority if task.priority is not None else self.default_priority
+        if max_retries is None:
+            max_retries = task.max_retries if task.max_retries is not None else self.default_retry
+        if timeout is None:
+            timeout = task.timeout if task.timeout is not None else self.default_timeout
+        ids = self._engine.enqueue(
+            task.name,
+            task.queue_name if queue is None else _options.name("queue", queue),
+            payloads,
+            _options.priority(priority),
+            _options.optional_seconds("delay", delay),
+            _options.count("max_retries", max_retries),
+            task.retry_backoff,
+            _options.optional_seconds("timeout", timeout, allow_zero=False),
+        )
+        return [JobResult(self, job_id) for job_id in ids]
+
+    # ── jobs ─────────────────────────────────────────────────────────────
+
+    def get_job(self, job_id: str) -> JobResult | None:
+        data = self._engine.get_job(job_id)
+        return None if data is None else JobResult(self, job_id, data)
+
+    def list_jobs(
+        self,
+        status: str | None = None,
+        queue: str | None = None,
+        task_name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[JobResult]:
+        """Jobs matching every given filter, newest first."""
+        rows = self._engine.list_jobs(
+            status,
+            queue,
+            task_name,
+            _options.count("limit", limit),
+            _options.count("offset", offset),
+        )
+        return [JobResult(self, row["id"], row) for row in rows]
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancels a job that has not started. False if it is running, final or unknown."""
+        return bool(self._engine.cancel(job_id))
+
+    def stats(self) -> dict[str, int]:
+        """Job counts: pending, running, completed, failed, dead, cancelled."""
+        return dict(self._engine.stats())
+
+    # ── worker ───────────────────────────────────────────────────────────
+
+    def start_worker(self, queues: list[str] | None = None, *, workers: int | None = None) -> None:
+        """Starts a worker in background threads and returns at once.
+
+        Serves every queue when ``queues`` is None. Stop it with
+        ``shutdown()``.
+        """
+        if queues is not None:
+            if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
+                raise TypeError("queues must be a list of queue names or None")
+            queues = list(queues)
+        threads = self.workers if workers is None else _options.count("workers", workers, minimum=1)
+        with self._worker_lock:
+            self._engine.start_worker(
+                self._execute,
+                _log_event,
+                threads,
+                queues,
+                self.lease_duration,
+                self.heartbeat_interval,
+                self.jobs_per_gil,
+                self.result_ttl,
+            )
+
+    def run_worker(self, queues: list[str] | None = None, *, workers: int | None = None) -> None:
+        """Runs a worker until ``shutdown()`` is called (from another thread),
+        or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
+
+        The calling thread does not hold the GIL while it waits.
+        """
+        # Handlers first: a signal that arrives once jobs run must stop the worker.
+        restore = _install_stop_signals(self._engine.request_stop)
+        try:
+            self.start_worker(queues, workers=workers)
+            while not self._engine.wait_worker(0.1):
+                if self._engine.worker_stopping():
+                    break
+        finally:
+            restore()
+            self.shutdown()
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stops the worker: claims nothing new, lets running jobs finish
+        within ``timeout`` seconds (default ``shutdown_timeout``), and hands
+        every other job it holds back to the queue. The queue stays usable
+        for enqueueing."""
+        grace = self.shutdown_timeout if timeout is None else _options.seconds("timeout", timeout)
+        left = self._engine.stop_worker(grace)
+        if left:
+            logger.warning(
+                "%d task(s) were still running %.1fs after shutdown; their jobs were "
+                "released and will run again",
+                left,
+                grace,
+            )
+
+    def close(self) -> None:
+        """Stops the worker (see ``shutdown``) and closes the database."""
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._engine.closed)
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.db_path!r} workers={self.workers}>"
+
+    # ── running tasks (called by the engine's executor threads) ───────────
+
+    def _execute(
+        self,
+        task_name: str,
+        payload: bytes,
+        job_id: str,
+        attempt: int,
+        max_retries: int,
+        queue: str,
+    ) -> Success | Failure:
+        task = self._tasks.get(task_name)
+        if task is None:
+            return False, (
+                "UnknownTaskError",
+                f"no task named {task_name!r} is registered on this worker",
+                "",
+                False,
+            )
+        try:
+            args, kwargs = self._serializer.loads(payload)
+        except Exception as exc:
+            return _failure(exc, "cannot decode the job's arguments: ", retryable=False)
+        token = _current.set(JobContext(job_id, task_name, queue, attempt, max_retries))
+        try:
+            value = task.fn(*args, **kwargs)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
+        except BaseException as exc:
+            return _failure(exc)
+        finally:
+            _current.reset(token)
+        try:
+            return True, self._serializer.dumps(value)
+        except Exception as exc:
+            return _failure(exc, "cannot serialize the task's result: ", retryable=False)
+
+
+def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> Failure:
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    trace = "".join(traceback.format_exception(exc))
+    return False, (name, context + str(exc), trace, retryable)
+
+
+_EVENT_LEVELS = {
+    "stale_outcome": logging.WARNING,
+    "lease_expired": logging.WARNING,
+    "timed_out": logging.WARNING,
+    "storage_error": logging.ERROR,
+}
+
+
+def _log_event(kind: str, job_id: str | None, message: str) -> None:
+    level = _EVENT_LEVELS.get(kind, logging.INFO)
+    if job_id is None:
+        logger.log(level, "%s", message)
+    else:
+        logger.log(level, "job %s: %s", job_id, message)
+
+
+def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
+    """On the main thread, makes SIGINT and SIGTERM stop the worker
+    gracefully; returns a function that restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s: stopping the worker", signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _close_engine(engine: Engine, grace: float | None) -> None:
+    left = engine.close(grace or 0.0)
+    if left:
+        logger.warning("%d task(s) were still running when the queue closed", left)

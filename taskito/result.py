@@ -1,0 +1,162 @@
+"""``JobResult``: a handle on one enqueued job."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from taskito.exceptions import (
+    JobCancelledError,
+    JobNotFoundError,
+    JobTimeoutError,
+    TaskFailedError,
+)
+
+if TYPE_CHECKING:
+    from taskito.app import Queue
+
+Outcome = tuple[str, bytes | None, dict[str, Any] | None]
+
+
+class JobResult:
+    """A job's id plus the means to look at it and wait for it.
+
+    ``status``, ``error`` and ``to_dict()`` always read the job's current
+    state; ``refresh()`` reloads the snapshot the other attributes read.
+    """
+
+    __slots__ = ("_data", "_queue", "id")
+
+    def __init__(self, queue: Queue, job_id: str, data: dict[str, Any] | None = None) -> None:
+        self._queue = queue
+        self.id = job_id
+        self._data = data
+
+    def refresh(self) -> JobResult:
+        data = self._queue._engine.get_job(self.id)
+        if data is None:
+            raise JobNotFoundError(f"no job with id {self.id}")
+        self._data = data
+        return self
+
+    def _snapshot(self) -> dict[str, Any]:
+        if self._data is None:
+            self.refresh()
+        assert self._data is not None
+        return self._data
+
+    @property
+    def status(self) -> str:
+        """pending, running, complete, failed (a retry is scheduled), dead or cancelled."""
+        return str(self.refresh()._snapshot()["status"])
+
+    @property
+    def error(self) -> str | None:
+        """The last failed attempt's ``"Type: message"``, if any attempt failed."""
+        error = self.refresh()._snapshot()["error"]
+        return None if error is None else str(error)
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Every failed attempt: attempt, type, message, traceback, failed_at."""
+        return list(self._queue._engine.job_errors(self.id))
+
+    @property
+    def task_name(self) -> str:
+        return str(self._snapshot()["task_name"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.refresh()._snapshot())
+
+    def result(
+        self,
+        timeout: float | None = 30.0,
+        poll_interval: float = 0.05,
+        max_poll_interval: float = 0.5,
+    ) -> Any:
+        """Waits for the job and returns the task's return value.
+
+        Raises ``TaskFailedError`` if the job failed for good,
+        ``JobCancelledError`` if it was cancelled and ``JobTimeoutError`` (a
+        ``TimeoutError``) if ``timeout`` seconds pass first (``None``: wait
+        as long as it takes). In a process running a worker, completion
+        wakes the wait at once; otherwise the database is polled every
+        ``poll_interval`` seconds, backing off to ``max_poll_interval``.
+        """
+        outcome = self._queue._engine.wait(self.id, timeout, poll_interval, max_poll_interval)
+        return self._unpack(outcome)
+
+    async def aresult(
+        self,
+        timeout: float | None = 30.0,
+        poll_interval: float = 0.05,
+        max_poll_interval: float = 0.5,
+    ) -> Any:
+        """``result()`` for asyncio: waits without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        interval = poll_interval
+        watch = self._queue._engine.watch(self.id)
+        try:
+            while True:
+                outcome = watch.check()
+                if outcome is not None:
+                    return self._unpack(outcome)
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise JobTimeoutError(f"job {self.id} did not finish within {timeout}s")
+                ready = loop.create_future()
+                loop.add_reader(watch.fileno(), _settle, ready)
+                try:
+                    wait = interval if remaining is None else min(interval, remaining)
+                    await asyncio.wait_for(ready, wait)
+                except TimeoutError:
+                    pass
+                finally:
+                    loop.remove_reader(watch.fileno())
+                interval = min(interval * 2, max(max_poll_interval, poll_interval))
+        finally:
+            watch.close()
+
+    def _unpack(self, outcome: Outcome) -> Any:
+        status, value, error = outcome
+        if status == "complete":
+            assert value is not None
+            return self._queue._serializer.loads(value)
+        if status == "cancelled":
+            raise JobCancelledError(f"job {self.id} was cancelled")
+        raise task_failed(self.id, self._snapshot().get("task_name", "?"), error)
+
+    def __repr__(self) -> str:
+        return f"<JobResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def task_failed(job_id: str, task_name: str, error: dict[str, Any] | None) -> TaskFailedError:
+    """The exception for a job that failed for good, carrying the remote traceback."""
+    error = error or {}
+    exc_type = error.get("type", "Error")
+    message = error.get("message", "")
+    traceback = error.get("traceback", "")
+    text = f"job {job_id} ({task_name}) failed after {error.get('attempt', '?')} attempt(s): "
+    text += f"{exc_type}: {message}" if message else exc_type
+    if traceback:
+        text += "\n\nTraceback from the worker:\n" + traceback.rstrip()
+    exc = TaskFailedError(text)
+    exc.job_id = job_id
+    exc.task_name = task_name
+    exc.exc_type = exc_type
+    exc.exc_message = message
+    exc.traceback = traceback
+    exc.attempt = error.get("attempt")
+    return exc

@@ -1,0 +1,106 @@
+"""``TaskWrapper``: what ``@queue.task()`` returns."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from taskito import _options
+from taskito.exceptions import SerializationError
+
+if TYPE_CHECKING:
+    from taskito.app import Queue
+    from taskito.result import JobResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskWrapper(Generic[P, R]):
+    """A registered task. Calling it runs the function here and now; ``delay``,
+    ``apply_async`` and ``map`` enqueue it for a worker."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        max_retries: int | None,
+        retry_backoff: float,
+        timeout: float | None,
+        priority: int | None,
+        queue_name: str,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.max_retries = max_retries
+        self.retry_backoff = retry_backoff
+        self.timeout = timeout
+        self.priority = priority
+        self.queue_name = queue_name
+        self._queue = queue
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobResult:
+        """Enqueues ``fn(*args, **kwargs)`` with the task's default options."""
+        return self._queue._submit(self, [self._queue._dump_call(self.name, args, kwargs)])[0]
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> JobResult:
+        """Enqueues one call, overriding the task's options for this job."""
+        call_args, call_kwargs = _options.call_args(args, kwargs)
+        payload = self._queue._dump_call(self.name, call_args, call_kwargs)
+        return self._queue._submit(
+            self,
+            [payload],
+            priority=priority,
+            delay=delay,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout,
+        )[0]
+
+    def map(self, iterable: Iterable[tuple[Any, ...] | list[Any]]) -> list[JobResult]:
+        """Enqueues one job per argument tuple, all in one transaction.
+
+        Returns the jobs in the order of ``iterable``.
+        """
+        dumps = self._queue._serializer.dumps
+        no_kwargs: dict[str, Any] = {}
+        try:
+            # One pass, no per-item function calls beyond the serializer's:
+            # this loop is most of map()'s cost.
+            payloads = [
+                dumps((args if type(args) is tuple else _map_item(i, args), no_kwargs))
+                for i, args in enumerate(iterable)
+            ]
+        except SerializationError:
+            raise
+        except Exception as exc:
+            raise SerializationError(f"cannot serialize the arguments of {self.name}: {exc}") from exc
+        return self._queue._submit(self, payloads)
+
+    def __repr__(self) -> str:
+        return f"<TaskWrapper {self.name}>"
+
+
+def _map_item(index: int, args: Any) -> tuple[Any, ...]:
+    if isinstance(args, tuple | list):
+        return tuple(args)
+    raise SerializationError(
+        f"map() takes an iterable of argument tuples; item {index} is "
+        f"{type(args).__name__} (write [(x,) for x in items] for one argument each)"
+    )

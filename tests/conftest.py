@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskito import Queue
+
+MakeQueue = Callable[..., Queue]
+
+
+@pytest.fixture(params=["memory", "file"])
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every test using this runs on both database kinds."""
+    return ":memory:" if request.param == "memory" else str(tmp_path / "db" / "tasks.db")
+
+
+@pytest.fixture
+def make_queue(db_path: str) -> Iterator[MakeQueue]:
+    """Creates Queues on the test's database and closes them afterwards."""
+    made: list[Queue] = []
+
+    def make(**options: Any) -> Queue:
+        options.setdefault("db_path", db_path)
+        options.setdefault("workers", 2)
+        q = Queue(**options)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def queue(make_queue: MakeQueue) -> Queue:
+    return make_queue()
