@@ -310,11 +310,14 @@ class Queue:
             restore()
             self.shutdown()
 
-    def shutdown(self, timeout: float | None = None) -> None:
+    def shutdown(self, timeout: float | None = None) -> int:
         """Stops the worker: claims nothing new, lets running jobs finish
         within ``timeout`` seconds (default ``shutdown_timeout``), and hands
         every other job it holds back to the queue. The queue stays usable
-        for enqueueing."""
+        for enqueueing.
+
+        Returns how many tasks were still running when the time ran out (0
+        normally); their threads cannot be killed and are left behind."""
         grace = self.shutdown_timeout if timeout is None else _options.seconds("timeout", timeout)
         left = self._engine.stop_worker(grace)
         if left:
@@ -324,6 +327,7 @@ class Queue:
                 left,
                 grace,
             )
+        return int(left)
 
     def close(self) -> None:
         """Stops the worker (see ``shutdown``) and closes the database."""
