@@ -64,3 +64,14 @@ def call_args(args: Any, kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     elif not all(isinstance(k, str) for k in kwargs):
         raise TypeError("kwargs keys must be strings")
     return args, kwargs
+
+
+def exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
+    """An exception class or a sequence of them, as a tuple for isinstance()."""
+    if value is None:
+        return ()
+    items = (value,) if isinstance(value, type) else tuple(value)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"{name} must hold exception classes, got {item!r}")
+    return items

@@ -10,7 +10,7 @@ import signal
 import threading
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -19,11 +19,13 @@ from taskito._native import Engine
 from taskito.context import JobContext, _current
 from taskito.exceptions import (
     InvalidArgumentError,
+    JobCancelledError,
+    JobNotFoundError,
     SerializationError,
     UnknownTaskError,
 )
 from taskito.result import JobResult
-from taskito.serializers import Serializer, resolve
+from taskito.serializers import Serializer, SignedSerializer, resolve
 from taskito.task import TaskWrapper
 
 logger = logging.getLogger("taskito")
@@ -33,9 +35,10 @@ R = TypeVar("R")
 
 MEMORY = ":memory:"
 
-# What `execute` hands back to the engine for one attempt.
-Success = tuple[bool, bytes]
-Failure = tuple[bool, tuple[str, str, str, bool]]
+# What `_execute` hands the engine for one attempt: (OK, result bytes),
+# (FAILED, (type, message, traceback, retryable)) or (CANCELLED, message).
+OK, FAILED, CANCELLED = 0, 1, 2
+Outcome = tuple[int, Any]
 
 
 class Queue:
@@ -53,6 +56,9 @@ class Queue:
 
     ``lease_duration`` is how long a worker holds a job without renewing
     its lease; jobs of a worker that died run again after it.
+    ``signing_key`` HMAC-signs every payload and result and refuses to
+    decode one that does not carry a valid signature. Arguments that
+    serialize to more than ``max_payload_size`` bytes are refused at enqueue.
     """
 
     def __init__(
@@ -71,6 +77,8 @@ class Queue:
         busy_timeout: float = 5.0,
         shutdown_timeout: float = 30.0,
         jobs_per_gil: int = 32,
+        signing_key: bytes | str | None = None,
+        max_payload_size: int = 16 * 1024 * 1024,
     ) -> None:
         if not isinstance(db_path, str | os.PathLike):
             raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
@@ -90,10 +98,13 @@ class Queue:
         if not isinstance(durability, str):
             raise TypeError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.durability = durability
+        payload_limit = _options.count("max_payload_size", max_payload_size, minimum=1)
         self._serializer = resolve(serializer)
+        if signing_key is not None:
+            self._serializer = SignedSerializer(self._serializer, signing_key)
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         self._worker_lock = threading.Lock()
-        self._engine = Engine(self.db_path, durability, busy)
+        self._engine = Engine(self.db_path, durability, busy, payload_limit)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
@@ -113,6 +124,9 @@ class Queue:
         timeout: float | None = None,
         priority: int | None = None,
         queue: str = "default",
+        soft_timeout: float | None = None,
+        retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
     ) -> Callable[[Callable[P, R]], TaskWrapper[P, R]]: ...
 
     def task(
@@ -125,17 +139,29 @@ class Queue:
         timeout: float | None = None,
         priority: int | None = None,
         queue: str = "default",
+        soft_timeout: float | None = None,
+        retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
     ) -> Any:
         """Registers a function as a task: ``@queue.task()`` or ``@queue.task``.
 
         ``name`` defaults to ``module.qualname``; it is how workers find the
-        function, so producers and workers must agree on it.
+        function, so producers and workers must agree on it. ``max_retries``
+        failed attempts are retried (``max_retries + 1`` runs at most), after
+        ``retry_backoff * 2**(attempt-1)`` seconds with jitter. With
+        ``retry_on``, only those exceptions are retried; ``dont_retry_on``
+        exceptions never are. ``timeout`` fails (and retries) an attempt that
+        runs longer; ``soft_timeout`` makes ``current_job.check_timeout()``
+        raise ``TaskTimeoutError`` inside the task once it has passed.
         """
         checked_retries = None if max_retries is None else _options.count("max_retries", max_retries)
         checked_backoff = _options.seconds("retry_backoff", retry_backoff)
         checked_timeout = _options.optional_seconds("timeout", timeout, allow_zero=False)
         checked_priority = None if priority is None else _options.priority(priority)
         queue_name = _options.name("queue", queue)
+        checked_soft = _options.optional_seconds("soft_timeout", soft_timeout, allow_zero=False)
+        retry_types = _options.exception_types("retry_on", retry_on)
+        no_retry_types = _options.exception_types("dont_retry_on", dont_retry_on)
         if name is not None:
             _options.name("task name", name)
 
@@ -158,6 +184,9 @@ class Queue:
                 timeout=checked_timeout,
                 priority=checked_priority,
                 queue_name=queue_name,
+                soft_timeout=checked_soft,
+                retry_on=retry_types,
+                dont_retry_on=no_retry_types,
             )
             self._tasks[task_name] = wrapper
             return wrapper
@@ -264,6 +293,34 @@ class Queue:
         """Cancels a job that has not started. False if it is running, final or unknown."""
         return bool(self._engine.cancel(job_id))
 
+    def cancel_running_job(self, job_id: str) -> bool:
+        """Asks a running job to stop: its task sees the request at its next
+        ``current_job.check_cancelled()``, which raises ``JobCancelledError``;
+        if the task lets it propagate (or fails), the job ends cancelled. A
+        job that has not started is cancelled at once. False if the job is
+        final or unknown."""
+        return self._engine.request_cancel(job_id) in ("cancelled", "requested")
+
+    def dead_letters(self, limit: int = 50, offset: int = 0) -> list[JobResult]:
+        """Jobs that failed for good (status ``dead``), newest first; each
+        one's ``errors`` lists every failed attempt."""
+        return self.list_jobs(status="dead", limit=limit, offset=offset)
+
+    def retry_dead(self, job_id: str) -> JobResult:
+        """Puts a dead job back in the queue, with its original task,
+        arguments and options and a fresh set of attempts."""
+        if not self._engine.retry_dead(job_id):
+            job = self.get_job(job_id)
+            if job is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            raise InvalidArgumentError(f"job {job_id} is {job.status}, not dead")
+        return JobResult(self, job_id)
+
+    def purge_dead(self, older_than: float = 0.0) -> int:
+        """Deletes dead jobs that died more than ``older_than`` seconds (or a
+        timedelta) ago; returns how many."""
+        return int(self._engine.purge_dead(_options.seconds("older_than", older_than)))
+
     def stats(self) -> dict[str, int]:
         """Job counts: pending, running, completed, failed, dead, cancelled."""
         return dict(self._engine.stats())
@@ -356,10 +413,10 @@ class Queue:
         attempt: int,
         max_retries: int,
         queue: str,
-    ) -> Success | Failure:
+    ) -> Outcome:
         task = self._tasks.get(task_name)
         if task is None:
-            return False, (
+            return FAILED, (
                 "UnknownTaskError",
                 f"no task named {task_name!r} is registered on this worker",
                 "",
@@ -369,26 +426,29 @@ class Queue:
             args, kwargs = self._serializer.loads(payload)
         except Exception as exc:
             return _failure(exc, "cannot decode the job's arguments: ", retryable=False)
-        token = _current.set(JobContext(job_id, task_name, queue, attempt, max_retries))
+        context = JobContext(job_id, task_name, queue, attempt, max_retries, task.soft_timeout, self._engine)
+        token = _current.set(context)
         try:
             value = task.fn(*args, **kwargs)
             if inspect.iscoroutine(value):
                 value = asyncio.run(value)
+        except JobCancelledError as exc:
+            return CANCELLED, str(exc)
         except BaseException as exc:
-            return _failure(exc)
+            return _failure(exc, retryable=task.should_retry(exc))
         finally:
             _current.reset(token)
         try:
-            return True, self._serializer.dumps(value)
+            return OK, self._serializer.dumps(value)
         except Exception as exc:
             return _failure(exc, "cannot serialize the task's result: ", retryable=False)
 
 
-def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> Failure:
+def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> Outcome:
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     trace = "".join(traceback.format_exception(exc))
-    return False, (name, context + str(exc), trace, retryable)
+    return FAILED, (name, context + str(exc), trace, retryable)
 
 
 _EVENT_LEVELS = {

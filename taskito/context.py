@@ -3,16 +3,45 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+import time
+from typing import Protocol
+
+from taskito.exceptions import JobCancelledError, TaskTimeoutError
 
 
-@dataclass(frozen=True)
+class CancelProbe(Protocol):
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+
 class JobContext:
-    id: str
-    task_name: str
-    queue: str
-    attempt: int
-    max_retries: int
+    """What ``current_job`` knows about the attempt running in this context."""
+
+    __slots__ = ("_engine", "attempt", "id", "max_retries", "queue", "soft_timeout", "started", "task_name")
+
+    def __init__(
+        self,
+        id: str,
+        task_name: str,
+        queue: str,
+        attempt: int,
+        max_retries: int,
+        soft_timeout: float | None,
+        engine: CancelProbe,
+    ) -> None:
+        self.id = id
+        self.task_name = task_name
+        self.queue = queue
+        self.attempt = attempt
+        self.max_retries = max_retries
+        self.soft_timeout = soft_timeout
+        self.started = time.monotonic()
+        self._engine = engine
+
+    def cancel_requested(self) -> bool:
+        return self._engine.cancel_requested(self.id)
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.id} {self.task_name} attempt={self.attempt}>"
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
@@ -49,6 +78,28 @@ class _CurrentJob:
     @property
     def max_retries(self) -> int:
         return self._get().max_retries
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since this attempt started."""
+        return time.monotonic() - self._get().started
+
+    def check_cancelled(self) -> None:
+        """Raises ``JobCancelledError`` if ``queue.cancel_running_job()`` was
+        called for this job. A task that lets it propagate ends cancelled.
+
+        Costs one small database read: call it between units of work, not in
+        a tight loop."""
+        ctx = self._get()
+        if ctx.cancel_requested():
+            raise JobCancelledError(f"job {ctx.id} was asked to stop")
+
+    def check_timeout(self) -> None:
+        """Raises ``TaskTimeoutError`` once the task has run longer than its
+        ``soft_timeout``. Free to call often."""
+        ctx = self._get()
+        if ctx.soft_timeout is not None and time.monotonic() - ctx.started > ctx.soft_timeout:
+            raise TaskTimeoutError(f"job {ctx.id} ran past its soft timeout of {ctx.soft_timeout:g}s")
 
     @property
     def active(self) -> bool:

@@ -4,9 +4,10 @@ The classes are created by the Rust engine (so that errors raised there and
 here are the same classes) and re-exported here. Where a stdlib exception
 means the same thing, taskito's class subclasses it as well:
 
-- ``JobTimeoutError``: ``TimeoutError``
+- ``JobTimeoutError`` (``result()`` ran out of time), ``TaskTimeoutError`` (raised
+  inside a task past its time limit): ``TimeoutError``
 - ``JobNotFoundError``, ``UnknownTaskError``: ``KeyError``
-- ``InvalidArgumentError``: ``ValueError``
+- ``InvalidArgumentError``, ``SignatureError``: ``ValueError``
 - ``SerializationError``: ``TypeError``
 - ``QueueClosedError``: ``RuntimeError``
 - ``StorageError``: ``OSError`` (``StorageNotFoundError``: ``FileNotFoundError``,
@@ -23,11 +24,13 @@ from taskito._native import (
     JobTimeoutError,
     QueueClosedError,
     SerializationError,
+    SignatureError,
     StorageError,
     StorageNotFoundError,
     StoragePermissionError,
     TaskFailedError,
     TaskitoError,
+    TaskTimeoutError,
     UnknownTaskError,
 )
 
@@ -39,10 +42,12 @@ __all__ = [
     "JobTimeoutError",
     "QueueClosedError",
     "SerializationError",
+    "SignatureError",
     "StorageError",
     "StorageNotFoundError",
     "StoragePermissionError",
     "TaskFailedError",
+    "TaskTimeoutError",
     "TaskitoError",
     "UnknownTaskError",
 ]

@@ -7,6 +7,8 @@ with the serializer of the ``Queue`` it runs on.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import pickle
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +46,40 @@ class JsonSerializer:
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
+
+
+class SignedSerializer:
+    """Wraps another serializer: every payload is prefixed with an HMAC-SHA256
+    of its bytes, and ``loads`` refuses (``SignatureError``) a payload whose
+    signature does not match before decoding any of it. Use it when parties
+    that do not hold the key can write to the database."""
+
+    TAG_SIZE = hashlib.sha256().digest_size
+
+    def __init__(self, inner: Serializer, key: bytes | str) -> None:
+        if isinstance(key, str):
+            key = key.encode()
+        if not isinstance(key, bytes) or not key:
+            raise TypeError("signing_key must be non-empty bytes or str")
+        self.inner = inner
+        self._key = key
+
+    def _tag(self, data: bytes) -> bytes:
+        return hmac.digest(self._key, data, "sha256")
+
+    def dumps(self, obj: Any) -> bytes:
+        data = self.inner.dumps(obj)
+        return self._tag(data) + data
+
+    def loads(self, data: bytes) -> Any:
+        from taskito.exceptions import SignatureError
+
+        tag, body = data[: self.TAG_SIZE], data[self.TAG_SIZE :]
+        if len(tag) != self.TAG_SIZE or not hmac.compare_digest(tag, self._tag(body)):
+            raise SignatureError(
+                "payload signature does not match: not written with this queue's signing key"
+            )
+        return self.inner.loads(body)
 
 
 def resolve(serializer: Serializer | str | None) -> Serializer:

@@ -32,6 +32,9 @@ class TaskWrapper(Generic[P, R]):
         timeout: float | None,
         priority: int | None,
         queue_name: str,
+        soft_timeout: float | None = None,
+        retry_on: tuple[type[BaseException], ...] = (),
+        dont_retry_on: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.fn = fn
         self.name = name
@@ -40,6 +43,9 @@ class TaskWrapper(Generic[P, R]):
         self.timeout = timeout
         self.priority = priority
         self.queue_name = queue_name
+        self.soft_timeout = soft_timeout
+        self.retry_on = retry_on
+        self.dont_retry_on = dont_retry_on
         self._queue = queue
         functools.update_wrapper(self, fn)
 
@@ -92,6 +98,12 @@ class TaskWrapper(Generic[P, R]):
         except Exception as exc:
             raise SerializationError(f"cannot serialize the arguments of {self.name}: {exc}") from exc
         return self._queue._submit(self, payloads)
+
+    def should_retry(self, exc: BaseException) -> bool:
+        """Whether a failure with ``exc`` is worth another attempt."""
+        if self.dont_retry_on and isinstance(exc, self.dont_retry_on):
+            return False
+        return not self.retry_on or isinstance(exc, self.retry_on)
 
     def __repr__(self) -> str:
         return f"<TaskWrapper {self.name}>"

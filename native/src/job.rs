@@ -303,6 +303,8 @@ pub struct Failure {
 pub enum OutcomeKind {
     Success(Vec<u8>),
     Failure(Failure),
+    /// The task stopped because its cancellation was requested.
+    Cancelled,
 }
 
 /// The result of one attempt, on its way to storage.
@@ -320,6 +322,7 @@ pub enum Applied {
     /// Scheduled to run again at this time.
     Retry(Micros),
     Dead,
+    Cancelled,
     /// The attempt no longer held the job (lease lost, timed out, cancelled):
     /// the outcome was discarded.
     Stale,

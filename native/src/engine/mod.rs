@@ -12,8 +12,8 @@ pub use hub::{Hub, Watch};
 pub use worker::{Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
-use crate::job::{format_id, ClaimedJob, Finished, JobOptions, Outcome, State};
-use crate::storage::Storage;
+use crate::job::{format_id, AttemptRef, ClaimedJob, Finished, JobOptions, Outcome, State};
+use crate::storage::{CancelRequest, Storage};
 
 /// Runs task code. Implemented by the Python bindings, and by plain Rust
 /// closures in the engine's tests.
@@ -27,6 +27,11 @@ pub trait Runner: Send + Sync + 'static {
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
     );
+
+    /// Asks the task running this attempt to stop: it ran past its timeout,
+    /// or the worker is shutting down and its grace period is over. Best
+    /// effort; the attempt's outcome is fenced out either way.
+    fn interrupt(&self, _job: &AttemptRef) {}
 }
 
 /// Things worth telling an operator about. The bindings log them.
@@ -79,13 +84,35 @@ impl Engine {
     pub fn cancel(&self, id: i64) -> Result<bool> {
         let cancelled = self.storage.cancel(id)?;
         if cancelled {
-            self.hub.finished(id, || Finished {
-                state: State::Cancelled,
-                result: None,
-                error: None,
-            });
+            self.cancelled(id);
         }
         Ok(cancelled)
+    }
+
+    /// Cancels a job that has not started, or asks a running one to stop.
+    pub fn request_cancel(&self, id: i64) -> Result<CancelRequest> {
+        let request = self.storage.request_cancel(id)?;
+        if request == CancelRequest::Cancelled {
+            self.cancelled(id);
+        }
+        Ok(request)
+    }
+
+    fn cancelled(&self, id: i64) {
+        self.hub.finished(id, || Finished {
+            state: State::Cancelled,
+            result: None,
+            error: None,
+        });
+    }
+
+    /// Puts a dead job back in the queue; wakes the dispatcher.
+    pub fn retry_dead(&self, id: i64) -> Result<bool> {
+        let revived = self.storage.retry_dead(id)?;
+        if revived {
+            self.hub.notify_work();
+        }
+        Ok(revived)
     }
 
     /// Waits for `id` to reach a final state. A job finished by a worker of

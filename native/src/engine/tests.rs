@@ -234,7 +234,7 @@ fn an_overrunning_job_is_failed_and_its_late_result_discarded() {
         1
     );
     let errors = engine.storage.errors(id).unwrap();
-    assert_eq!(errors[0].error_type, "TimeoutError");
+    assert_eq!(errors[0].error_type, "TaskTimeoutError");
     assert_eq!(
         engine
             .storage

@@ -299,11 +299,24 @@ impl Worker {
             shared.report("releasing unstarted jobs", &e);
         }
         if left_behind > 0 {
-            let abandoned: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
-            if let Err(e) = shared.storage().release(&abandoned, false) {
+            let abandoned: Vec<(AttemptRef, bool)> = shared
+                .held
+                .lock()
+                .values()
+                .map(|h| (h.job, h.started.is_some()))
+                .collect();
+            let refs: Vec<AttemptRef> = abandoned.iter().map(|(job, _)| *job).collect();
+            if let Err(e) = shared.storage().release(&refs, false) {
                 shared.report("releasing abandoned jobs", &e);
             }
             shared.engine.hub.notify_work();
+            // Their jobs belong to the queue again; free the threads if the
+            // tasks let themselves be interrupted.
+            for (job, started) in abandoned {
+                if started {
+                    shared.runner.interrupt(&job);
+                }
+            }
         }
         let executors = std::mem::take(&mut *self.executors.lock());
         if left_behind == 0 {
@@ -588,27 +601,38 @@ fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) {
     }
     for (outcome, applied) in batch.drain(..).zip(applied) {
         let id = outcome.job.id;
-        match (applied, outcome.kind) {
-            (Applied::Complete, OutcomeKind::Success(result)) => hub.finished(id, || Finished {
-                state: State::Complete,
-                result: Some(result),
+        let finished = |state: State| {
+            let (result, error) = match outcome.kind {
+                OutcomeKind::Success(result) => (Some(result), None),
+                OutcomeKind::Failure(failure) => (
+                    None,
+                    Some(error_record(
+                        outcome.job.attempt,
+                        failure,
+                        outcome.finished_at,
+                    )),
+                ),
+                OutcomeKind::Cancelled => (None, None),
+            };
+            Finished {
+                state,
+                result,
+                error,
+            }
+        };
+        match applied {
+            Applied::Complete => hub.finished(id, || finished(State::Complete)),
+            Applied::Dead => hub.finished(id, || finished(State::Dead)),
+            Applied::Cancelled => hub.finished(id, || Finished {
+                state: State::Cancelled,
+                result: None,
                 error: None,
             }),
-            (Applied::Dead, OutcomeKind::Failure(failure)) => hub.finished(id, || Finished {
-                state: State::Dead,
-                result: None,
-                error: Some(error_record(
-                    outcome.job.attempt,
-                    failure,
-                    outcome.finished_at,
-                )),
-            }),
-            (Applied::Retry(at), _) => hub.notify_due(at),
-            (Applied::Stale, _) => shared.events.event(Event::StaleOutcome {
+            Applied::Retry(at) => hub.notify_due(at),
+            Applied::Stale => shared.events.event(Event::StaleOutcome {
                 id,
                 attempt: outcome.job.attempt,
             }),
-            (applied, kind) => unreachable!("storage applied {applied:?} to {kind:?}"),
         }
     }
 }
@@ -667,7 +691,7 @@ fn enforce_timeouts(shared: &Shared) {
             attempt: job.attempt,
         });
         let failure = Failure {
-            error_type: "TimeoutError".into(),
+            error_type: "TaskTimeoutError".into(),
             message: format!(
                 "attempt {} ran longer than its timeout of {:?}",
                 job.attempt, timeout
@@ -680,6 +704,7 @@ fn enforce_timeouts(shared: &Shared) {
             finished_at: now_micros(),
             kind: OutcomeKind::Failure(failure),
         }));
+        shared.runner.interrupt(&job);
     }
 }
 

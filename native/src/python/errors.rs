@@ -63,6 +63,10 @@ hierarchy! {
         [ours(&TASKITO_ERROR), std::<PyTimeoutError>];
     TASK_FAILED = "TaskFailedError", "The job failed for good; carries the task's exception type name and traceback.",
         [ours(&TASKITO_ERROR)];
+    TASK_TIMEOUT = "TaskTimeoutError", "Raised inside a task that ran past its time limit (timeout, soft_timeout, or the shutdown grace period).",
+        [ours(&TASKITO_ERROR), std::<PyTimeoutError>];
+    SIGNATURE = "SignatureError", "A payload's HMAC signature does not match: it was not written with this queue's signing key.",
+        [ours(&TASKITO_ERROR), std::<PyValueError>];
     JOB_CANCELLED = "JobCancelledError", "The job was cancelled and will never produce a result.",
         [ours(&TASKITO_ERROR)];
     QUEUE_CLOSED = "QueueClosedError", "The queue was closed (or shut down) and cannot take this call.",

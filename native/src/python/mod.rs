@@ -5,6 +5,9 @@
 
 mod errors;
 
+use std::collections::{HashMap, HashSet};
+use std::ffi::c_ulong;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +18,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use crate::engine::{self, Event, EventSink, Runner, Watch, Worker, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::job::{
-    format_id, now_micros, parse_id, ClaimedJob, ErrorRecord, Failure, Finished, JobFilter,
-    JobOptions, JobRecord, Micros, Outcome, OutcomeKind, Status,
+    format_id, micros, now_micros, parse_id, AttemptRef, ClaimedJob, ErrorRecord, Failure,
+    Finished, JobFilter, JobOptions, JobRecord, Micros, Outcome, OutcomeKind, Status,
 };
-use crate::storage::{Durability, SqliteConfig, SqliteStorage, Storage};
+use crate::storage::{CancelRequest, Durability, SqliteConfig, SqliteStorage, Storage};
 
 /// Longest wait accepted; `None` timeouts mean this.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -43,6 +46,7 @@ fn to_seconds(us: Micros) -> f64 {
 #[pyclass(module = "taskito._native", frozen)]
 pub struct Engine {
     config: SqliteConfig,
+    max_payload_size: usize,
     state: RwLock<Option<Open>>,
 }
 
@@ -109,8 +113,14 @@ impl Engine {
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (path, durability = "normal", busy_timeout = 5.0))]
-    fn new(py: Python<'_>, path: String, durability: &str, busy_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (path, durability = "normal", busy_timeout = 5.0, max_payload_size = 16 << 20))]
+    fn new(
+        py: Python<'_>,
+        path: String,
+        durability: &str,
+        busy_timeout: f64,
+        max_payload_size: usize,
+    ) -> PyResult<Self> {
         let config = SqliteConfig {
             path,
             durability: Durability::parse(durability)?,
@@ -119,6 +129,7 @@ impl Engine {
         let opened = py.detach(|| open(&config))?;
         Ok(Engine {
             config,
+            max_payload_size,
             state: RwLock::new(Some(opened)),
         })
     }
@@ -157,7 +168,17 @@ impl Engine {
                     ),
                 )
             })?;
-            bytes.push(payload.as_bytes().to_vec());
+            let payload = payload.as_bytes();
+            if payload.len() > self.max_payload_size {
+                return Err(Error::invalid(format!(
+                    "the arguments of job {} of this call serialize to {} bytes, over max_payload_size ({} bytes)",
+                    bytes.len(),
+                    payload.len(),
+                    self.max_payload_size
+                ))
+                .into());
+            }
+            bytes.push(payload.to_vec());
         }
         let options = JobOptions {
             task_name,
@@ -235,6 +256,42 @@ impl Engine {
         Ok(py.detach(|| engine.cancel(id))?)
     }
 
+    /// Cancels a pending job or asks a running one to stop. Returns
+    /// "cancelled", "requested", "final" or "not_found".
+    fn request_cancel(&self, py: Python<'_>, job_id: &str) -> PyResult<&'static str> {
+        let Ok(id) = parse_id(job_id) else {
+            return Ok("not_found");
+        };
+        let engine = self.engine()?;
+        Ok(match py.detach(|| engine.request_cancel(id))? {
+            CancelRequest::Cancelled => "cancelled",
+            CancelRequest::Requested => "requested",
+            CancelRequest::AlreadyFinal => "final",
+            CancelRequest::NotFound => "not_found",
+        })
+    }
+
+    fn cancel_requested(&self, py: Python<'_>, job_id: &str) -> PyResult<bool> {
+        let id = parse_id(job_id)?;
+        let engine = self.engine()?;
+        Ok(py.detach(|| engine.storage.cancel_requested(id))?)
+    }
+
+    fn retry_dead(&self, py: Python<'_>, job_id: &str) -> PyResult<bool> {
+        let Ok(id) = parse_id(job_id) else {
+            return Ok(false);
+        };
+        let engine = self.engine()?;
+        Ok(py.detach(|| engine.retry_dead(id))?)
+    }
+
+    /// Deletes dead jobs that died more than `older_than` seconds ago.
+    fn purge_dead(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
+        let age = micros(seconds(older_than, "older_than")?);
+        let engine = self.engine()?;
+        Ok(py.detach(|| engine.storage.purge_dead(now_micros() - age))?)
+    }
+
     /// Blocks (without the GIL) until the job is final; returns
     /// `(status, result_bytes, error_dict)`.
     #[pyo3(signature = (job_id, timeout, poll_interval, max_poll_interval))]
@@ -298,7 +355,7 @@ impl Engine {
                 return Err(Error::invalid("a worker is already running for this Queue").into());
             }
         }
-        let runner = Arc::new(PyRunner { execute });
+        let runner = Arc::new(PyRunner::new(execute));
         let events = Arc::new(PyEvents { on_event });
         let worker = py.detach(|| Worker::start(engine, runner, events, config))?;
         let id = worker.id().to_string();
@@ -477,6 +534,75 @@ fn error_dict<'py>(py: Python<'py>, e: &ErrorRecord) -> PyResult<Bound<'py, PyDi
 /// Runs jobs by calling the Queue's Python `execute` function.
 struct PyRunner {
     execute: Py<PyAny>,
+    /// Which Python thread runs which attempt (job id -> thread, lease token),
+    /// so that `interrupt` can reach the right task.
+    running: parking_lot::Mutex<HashMap<i64, (c_ulong, i64)>>,
+    /// Threads sent an interrupt that their task may not have seen yet.
+    interrupted: parking_lot::Mutex<HashSet<c_ulong>>,
+    any_interrupted: AtomicBool,
+}
+
+impl PyRunner {
+    fn new(execute: Py<PyAny>) -> Self {
+        PyRunner {
+            execute,
+            running: Default::default(),
+            interrupted: Default::default(),
+            any_interrupted: AtomicBool::new(false),
+        }
+    }
+
+    fn run_one(&self, py: Python<'_>, execute: &Bound<'_, PyAny>, job: &ClaimedJob) -> OutcomeKind {
+        // SAFETY: plain FFI getters, called with the GIL held.
+        let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        self.running.lock().insert(job.id, (thread, job.token));
+        let args = (
+            job.task_name.as_str(),
+            PyBytes::new(py, &job.payload),
+            format_id(job.id),
+            job.attempt,
+            job.max_retries,
+            job.queue.as_str(),
+        );
+        let outcome = execute.call1(args).and_then(|r| parse_outcome(&r));
+        self.running.lock().remove(&job.id);
+        if self.any_interrupted.load(Ordering::Acquire) {
+            self.clear_interrupt(thread);
+        }
+        match outcome {
+            Ok(kind) => kind,
+            // `execute` itself failed: a BaseException it let through, or an
+            // interrupt that landed after the task returned. Fail the attempt.
+            Err(err) => OutcomeKind::Failure(Failure {
+                error_type: err
+                    .get_type(py)
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+                message: err.value(py).to_string(),
+                traceback: err
+                    .traceback(py)
+                    .and_then(|tb| tb.format().ok())
+                    .unwrap_or_default(),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// An interrupt aimed at a task that has returned must not hit the next
+    /// task this thread runs: drop it if it is still pending.
+    fn clear_interrupt(&self, thread: c_ulong) {
+        let mut interrupted = self.interrupted.lock();
+        if interrupted.remove(&thread) {
+            // SAFETY: called with the GIL held; a NULL exception clears any
+            // pending asynchronous exception of that thread.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, std::ptr::null_mut());
+            }
+        }
+        self.any_interrupted
+            .store(!interrupted.is_empty(), Ordering::Release);
+    }
 }
 
 impl Runner for PyRunner {
@@ -492,7 +618,7 @@ impl Runner for PyRunner {
             let execute = self.execute.bind(py);
             let mut job = first;
             loop {
-                let kind = run_one(py, execute, &job);
+                let kind = self.run_one(py, execute, &job);
                 done(Outcome {
                     job: job.attempt_ref(),
                     finished_at: now_micros(),
@@ -505,52 +631,48 @@ impl Runner for PyRunner {
             }
         })
     }
-}
 
-fn run_one(py: Python<'_>, execute: &Bound<'_, PyAny>, job: &ClaimedJob) -> OutcomeKind {
-    let args = (
-        job.task_name.as_str(),
-        PyBytes::new(py, &job.payload),
-        format_id(job.id),
-        job.attempt,
-        job.max_retries,
-        job.queue.as_str(),
-    );
-    match execute.call1(args).and_then(|r| parse_outcome(&r)) {
-        Ok(kind) => kind,
-        // `execute` itself failed: a bug in taskito's Python layer, or a
-        // BaseException it let through. Fail the attempt and say so.
-        Err(err) => OutcomeKind::Failure(Failure {
-            error_type: err
-                .get_type(py)
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            message: err.value(py).to_string(),
-            traceback: err
-                .traceback(py)
-                .and_then(|tb| tb.format().ok())
-                .unwrap_or_default(),
-            retryable: true,
-        }),
+    /// Raises `TaskTimeoutError` inside the task at its next Python bytecode
+    /// (a task blocked in C code, such as a long `time.sleep`, sees it when
+    /// that call returns).
+    fn interrupt(&self, job: &AttemptRef) {
+        Python::attach(|py| {
+            // The GIL is held: the target thread is not running Python, so it
+            // cannot finish this attempt between the check and the raise.
+            let Some(&(thread, token)) = self.running.lock().get(&job.id) else {
+                return;
+            };
+            if token != job.token {
+                return;
+            }
+            let class = errors::TASK_TIMEOUT.get(py).expect("created at import");
+            self.interrupted.lock().insert(thread);
+            self.any_interrupted.store(true, Ordering::Release);
+            // SAFETY: GIL held; the class is a live exception type.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, class.as_ptr());
+            }
+        });
     }
 }
 
+/// `execute` returns `(0, result_bytes)`, `(1, (type, message, traceback,
+/// retryable))` or `(2, message)` for a task that stopped on cancellation.
 fn parse_outcome(result: &Bound<'_, PyAny>) -> PyResult<OutcomeKind> {
-    let (ok, data): (bool, Bound<'_, PyAny>) = result.extract()?;
-    if ok {
-        return Ok(OutcomeKind::Success(
-            data.cast::<PyBytes>()?.as_bytes().to_vec(),
-        ));
-    }
-    let (error_type, message, traceback, retryable): (String, String, String, bool) =
-        data.extract()?;
-    Ok(OutcomeKind::Failure(Failure {
-        error_type,
-        message,
-        traceback,
-        retryable,
-    }))
+    let (kind, data): (u8, Bound<'_, PyAny>) = result.extract()?;
+    Ok(match kind {
+        0 => OutcomeKind::Success(data.cast::<PyBytes>()?.as_bytes().to_vec()),
+        1 => {
+            let (error_type, message, traceback, retryable) = data.extract()?;
+            OutcomeKind::Failure(Failure {
+                error_type,
+                message,
+                traceback,
+                retryable,
+            })
+        }
+        _ => OutcomeKind::Cancelled,
+    })
 }
 
 /// Hands engine events to a Python callback (which logs them).

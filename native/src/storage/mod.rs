@@ -34,6 +34,16 @@ pub struct ReapedJob {
     pub applied: Applied,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// It had not started: it is cancelled now.
+    Cancelled,
+    /// It is running: the request is recorded for the task to see.
+    Requested,
+    AlreadyFinal,
+    NotFound,
+}
+
 pub trait Storage: Send + Sync {
     /// Inserts one job per payload, all with `options`, in one transaction.
     /// Returns their ids in payload order.
@@ -64,6 +74,19 @@ pub trait Storage: Send + Sync {
 
     /// Cancels a job that has not started. False if it is running or final.
     fn cancel(&self, id: i64) -> Result<bool>;
+
+    /// Cancels a job that has not started, or asks a running one to stop
+    /// (the task sees it through `cancel_requested`).
+    fn request_cancel(&self, id: i64) -> Result<CancelRequest>;
+
+    fn cancel_requested(&self, id: i64) -> Result<bool>;
+
+    /// Puts a dead job back in the queue with its original options and a
+    /// fresh set of attempts. False if the job is not dead.
+    fn retry_dead(&self, id: i64) -> Result<bool>;
+
+    /// Deletes dead jobs that died before `before`.
+    fn purge_dead(&self, before: Micros) -> Result<usize>;
 
     fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
 

@@ -28,6 +28,7 @@ CREATE TABLE jobs (
     finished_at      INTEGER,
     worker_id        TEXT,               -- lease holder while running
     lease_expires_at INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,  -- cancel_running_job() asked it to stop
     result           BLOB
 );
 
@@ -41,16 +42,18 @@ CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE status IN (1, 4);
 -- Everything else by status: stats, listings, lease reaping, result purging.
 CREATE INDEX jobs_status ON jobs (status, finished_at) WHERE status <> 0;
 
--- Every failed attempt, for job.errors and the dead-letter view.
+-- Every failed attempt, oldest first by rowid, for job.errors and the dead
+-- letters. Attempt numbers restart when a dead job is retried, so they are
+-- not a key.
 CREATE TABLE job_errors (
     job_id     INTEGER NOT NULL,
     attempt    INTEGER NOT NULL,
     error_type TEXT    NOT NULL,
     message    TEXT    NOT NULL,
     traceback  TEXT    NOT NULL,
-    failed_at  INTEGER NOT NULL,
-    PRIMARY KEY (job_id, attempt)
-) WITHOUT ROWID;
+    failed_at  INTEGER NOT NULL
+);
+CREATE INDEX job_errors_by_job ON job_errors (job_id);
 "#;
 
 const MIGRATIONS: &[&str] = &[V1];

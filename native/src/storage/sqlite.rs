@@ -23,7 +23,7 @@ use rusqlite::{
 
 use super::foreign::{self, OwnedFile};
 use super::schema;
-use super::{ClaimRequest, ReapedJob, Storage};
+use super::{CancelRequest, ClaimRequest, ReapedJob, Storage};
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::job::{
@@ -284,7 +284,7 @@ const RECORD_COLUMNS: &str = "id, queue, task_name, status, priority, attempt, m
     retry_backoff, timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
     lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
     ELSE e.error_type || ': ' || e.message END FROM job_errors e \
-    WHERE e.job_id = jobs.id ORDER BY e.attempt DESC LIMIT 1)";
+    WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1)";
 
 fn record(row: &Row) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -321,7 +321,7 @@ fn error_record(row: &Row) -> rusqlite::Result<ErrorRecord> {
 
 fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
     let sql = format!(
-        "SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1"
+        "SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY rowid DESC LIMIT 1"
     );
     Ok(conn
         .prepare_cached(&sql)?
@@ -331,7 +331,8 @@ fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
 
 /// Ends a failed attempt: schedules the next run, or moves the job to the
 /// dead letters when it is out of attempts or the failure is not retryable.
-/// Fenced like every completion; returns `Stale` if the attempt lost the job.
+/// A job whose cancellation was requested ends cancelled instead. Fenced like
+/// every completion; returns `Stale` if the attempt no longer holds the job.
 fn fail_attempt(
     tx: &Transaction,
     job: &AttemptRef,
@@ -339,37 +340,38 @@ fn fail_attempt(
     now: Micros,
 ) -> Result<Applied> {
     let retry = failure.retryable && job.attempt <= job.max_retries;
-    let applied = if retry {
-        let delay = micros(retry_delay(job.retry_backoff, job.attempt));
-        let state = if delay == 0 {
-            State::Ready
-        } else {
-            State::Retrying
-        };
-        let changed = tx
-            .prepare_cached(
-                "UPDATE jobs SET status = ?3, scheduled_at = ?4, lease_expires_at = NULL \
-                 WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-            )?
-            .execute(params![job.id, job.token, state as i64, now + delay])?;
-        if changed == 0 {
-            return Ok(Applied::Stale);
-        }
-        Applied::Retry(now + delay)
+    let (next, due) = if retry {
+        let due = now + micros(retry_delay(job.retry_backoff, job.attempt));
+        (
+            if due == now {
+                State::Ready
+            } else {
+                State::Retrying
+            },
+            due,
+        )
     } else {
-        let changed = tx
-            .prepare_cached(
-                "UPDATE jobs SET status = 5, finished_at = ?3, lease_expires_at = NULL \
-                 WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-            )?
-            .execute(params![job.id, job.token, now])?;
-        if changed == 0 {
-            return Ok(Applied::Stale);
-        }
-        Applied::Dead
+        (State::Dead, now)
+    };
+    let ended: Option<i64> = tx
+        .prepare_cached(
+            "UPDATE jobs SET \
+               status = CASE WHEN cancel_requested THEN 6 ELSE ?3 END, \
+               scheduled_at = CASE WHEN cancel_requested OR ?3 = 5 THEN scheduled_at ELSE ?4 END, \
+               finished_at = CASE WHEN cancel_requested OR ?3 = 5 THEN ?5 ELSE NULL END, \
+               lease_expires_at = NULL \
+             WHERE id = ?1 AND status = 2 AND lease_token = ?2 \
+             RETURNING status",
+        )?
+        .query_row(params![job.id, job.token, next as i64, due, now], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(ended) = ended else {
+        return Ok(Applied::Stale);
     };
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at) \
+        "INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
@@ -380,7 +382,11 @@ fn fail_attempt(
         failure.traceback,
         now
     ])?;
-    Ok(applied)
+    Ok(match State::from_i64(ended) {
+        Some(State::Cancelled) => Applied::Cancelled,
+        Some(State::Dead) => Applied::Dead,
+        _ => Applied::Retry(due),
+    })
 }
 
 impl Storage for SqliteStorage {
@@ -513,6 +519,19 @@ impl Storage for SqliteStorage {
                     OutcomeKind::Failure(failure) => {
                         fail_attempt(tx, job, failure, outcome.finished_at)?
                     }
+                    OutcomeKind::Cancelled => {
+                        let changed = tx
+                            .prepare_cached(
+                                "UPDATE jobs SET status = 6, finished_at = ?3, lease_expires_at = NULL \
+                                 WHERE id = ?1 AND status = 2 AND lease_token = ?2",
+                            )?
+                            .execute(params![job.id, job.token, outcome.finished_at])?;
+                        if changed == 1 {
+                            Applied::Cancelled
+                        } else {
+                            Applied::Stale
+                        }
+                    }
                 });
             }
             Ok(applied)
@@ -550,13 +569,15 @@ impl Storage for SqliteStorage {
         }
         self.write(|tx| {
             let mut stmt = tx.prepare_cached(
-                "UPDATE jobs SET status = 0, attempt = attempt - ?3, worker_id = NULL, \
-                 lease_expires_at = NULL, started_at = NULL \
+                "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 6 ELSE 0 END, \
+                 finished_at = CASE WHEN cancel_requested THEN ?4 END, \
+                 attempt = attempt - ?3, worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
                  WHERE id = ?1 AND status = 2 AND lease_token = ?2",
             )?;
+            let now = now_micros();
             let mut released = 0;
             for job in jobs {
-                released += stmt.execute(params![job.id, job.token, refund_attempt as i64])?;
+                released += stmt.execute(params![job.id, job.token, refund_attempt as i64, now])?;
             }
             Ok(released)
         })
@@ -609,6 +630,71 @@ impl Storage for SqliteStorage {
                 )?
                 .execute(params![id, now_micros()])?;
             Ok(changed == 1)
+        })
+    }
+
+    fn request_cancel(&self, id: i64) -> Result<CancelRequest> {
+        let now = now_micros();
+        self.write(|tx| {
+            let state: Option<State> = tx
+                .prepare_cached("SELECT status FROM jobs WHERE id = ?1")?
+                .query_row([id], |r| state_of(r, 0))
+                .optional()?;
+            Ok(match state {
+                None => CancelRequest::NotFound,
+                Some(State::Running) => {
+                    tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
+                        .execute([id])?;
+                    CancelRequest::Requested
+                }
+                Some(s) if s.is_final() => CancelRequest::AlreadyFinal,
+                Some(_) => {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1",
+                    )?
+                    .execute(params![id, now])?;
+                    CancelRequest::Cancelled
+                }
+            })
+        })
+    }
+
+    fn cancel_requested(&self, id: i64) -> Result<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT cancel_requested FROM jobs WHERE id = ?1")?
+                .query_row([id], |r| r.get::<_, bool>(0))
+                .optional()?
+                .unwrap_or(false))
+        })
+    }
+
+    fn retry_dead(&self, id: i64) -> Result<bool> {
+        let now = now_micros();
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE jobs SET status = 0, attempt = 0, scheduled_at = ?2, started_at = NULL, \
+                     finished_at = NULL, worker_id = NULL, lease_expires_at = NULL, result = NULL, \
+                     cancel_requested = 0 WHERE id = ?1 AND status = 5",
+                )?
+                .execute(params![id, now])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn purge_dead(&self, before: Micros) -> Result<usize> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs \
+                 WHERE status <> 0 AND status = 5 AND finished_at < ?1)",
+            )?
+            .execute([before])?;
+            Ok(tx
+                .prepare_cached(
+                    "DELETE FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1",
+                )?
+                .execute([before])?)
         })
     }
 

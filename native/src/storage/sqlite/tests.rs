@@ -624,3 +624,128 @@ mod file {
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     }
 }
+
+mod cancellation_and_dead_letters {
+    use super::*;
+    use crate::storage::CancelRequest;
+
+    #[test]
+    fn request_cancel_cancels_pending_and_flags_running_jobs() {
+        let s = memory();
+        let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
+        let running = claim(&s, 1).remove(0);
+        assert_eq!(s.request_cancel(ids[1]).unwrap(), CancelRequest::Cancelled);
+        assert_eq!(state(&s, ids[1]), State::Cancelled);
+        assert!(!s.cancel_requested(running.id).unwrap());
+        assert_eq!(
+            s.request_cancel(running.id).unwrap(),
+            CancelRequest::Requested
+        );
+        assert!(s.cancel_requested(running.id).unwrap());
+        assert_eq!(state(&s, running.id), State::Running, "it only asks");
+        assert_eq!(
+            s.request_cancel(ids[1]).unwrap(),
+            CancelRequest::AlreadyFinal
+        );
+        assert_eq!(s.request_cancel(999).unwrap(), CancelRequest::NotFound);
+    }
+
+    #[test]
+    fn a_task_that_stops_on_request_ends_cancelled() {
+        let s = memory();
+        let id = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
+        let job = claim(&s, 1).remove(0);
+        s.request_cancel(id).unwrap();
+        let outcome = Outcome {
+            job: job.attempt_ref(),
+            finished_at: now_micros(),
+            kind: OutcomeKind::Cancelled,
+        };
+        assert_eq!(
+            s.complete(std::slice::from_ref(&outcome)).unwrap(),
+            vec![Applied::Cancelled]
+        );
+        assert_eq!(s.finished(id).unwrap().unwrap().state, State::Cancelled);
+        assert_eq!(s.complete(&[outcome]).unwrap(), vec![Applied::Stale]);
+    }
+
+    #[test]
+    fn a_failure_after_a_cancel_request_is_not_retried() {
+        let s = memory();
+        let mut o = opts("t");
+        o.retry_backoff = 0.0;
+        let id = s.enqueue(&o, &payloads(1)).unwrap()[0];
+        let job = claim(&s, 1).remove(0);
+        s.request_cancel(id).unwrap();
+        assert_eq!(
+            s.complete(&[failure(&job, true)]).unwrap(),
+            vec![Applied::Cancelled]
+        );
+        assert_eq!(state(&s, id), State::Cancelled);
+        assert_eq!(
+            s.errors(id).unwrap().len(),
+            1,
+            "the failure is still on record"
+        );
+    }
+
+    #[test]
+    fn releasing_a_job_asked_to_stop_cancels_it() {
+        let s = memory();
+        let id = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
+        let job = claim(&s, 1).remove(0);
+        s.request_cancel(id).unwrap();
+        s.release(&[job.attempt_ref()], false).unwrap();
+        assert_eq!(state(&s, id), State::Cancelled);
+    }
+
+    #[test]
+    fn retry_dead_revives_with_the_same_options_and_fresh_attempts() {
+        let s = memory();
+        let mut o = opts("t");
+        o.max_retries = 1;
+        o.retry_backoff = 0.0;
+        o.priority = 7;
+        o.queue = "q".into();
+        let id = s.enqueue(&o, &payloads(1)).unwrap()[0];
+        for _ in 0..2 {
+            let job = claim(&s, 1).remove(0);
+            s.complete(&[failure(&job, true)]).unwrap();
+        }
+        assert_eq!(state(&s, id), State::Dead);
+        assert!(!s.retry_dead(ids_not_dead(&s)).unwrap());
+        assert!(s.retry_dead(id).unwrap());
+        let job = claim(&s, 1).remove(0);
+        assert_eq!(
+            (job.id, job.attempt, job.priority, job.queue.as_str()),
+            (id, 1, 7, "q")
+        );
+        assert_eq!(job.payload, b"p0");
+        s.complete(&[success(&job, b"ok")]).unwrap();
+        let errors = s.errors(id).unwrap();
+        assert_eq!(
+            errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+            vec![1, 2],
+            "history kept"
+        );
+        assert!(!s.retry_dead(id).unwrap(), "only dead jobs");
+    }
+
+    fn ids_not_dead(s: &SqliteStorage) -> i64 {
+        s.enqueue(&opts("other"), &payloads(1)).unwrap()[0]
+    }
+
+    #[test]
+    fn purge_dead_deletes_only_old_dead_jobs() {
+        let s = memory();
+        let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
+        let jobs = claim(&s, 2);
+        s.complete(&[failure(&jobs[0], false), success(&jobs[1], b"")])
+            .unwrap();
+        assert_eq!(s.purge_dead(now_micros() - 60_000_000).unwrap(), 0);
+        assert_eq!(s.purge_dead(now_micros() + 1).unwrap(), 1);
+        assert_eq!(s.get_job(ids[0]).unwrap(), None);
+        assert!(s.errors(ids[0]).unwrap().is_empty());
+        assert_eq!(state(&s, ids[1]), State::Complete);
+    }
+}

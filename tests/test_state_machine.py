@@ -1,0 +1,156 @@
+"""Property-based test of the job life cycle against a simple model.
+
+Hypothesis drives a real Queue (engine, storage, worker threads) with random
+sequences of enqueues (with scripted failures, retry limits, priorities,
+delays), cancellations, worker runs, dead-letter retries and purges, and
+checks after every step that each job's status, attempts and error history
+are what the model predicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+
+from taskito import Queue, TaskFailedError
+
+pytestmark = pytest.mark.slow
+
+# How many more times each scripted job fails, by key. Shared with the task.
+REMAINING_FAILURES: dict[int, int] = {}
+KEYS = itertools.count()
+
+
+class Boom(Exception):
+    pass
+
+
+@dataclass
+class ModelJob:
+    key: int
+    max_retries: int
+    delayed: bool
+    failures_left: int
+    status: str = "pending"
+    attempt: int = 0
+    errors: int = 0
+    purged: bool = False
+
+
+class JobLifeCycle(RuleBasedStateMachine):
+    jobs = Bundle("jobs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = Queue(":memory:", workers=2)
+        self.model: dict[str, ModelJob] = {}
+
+        @self.queue.task(name="scripted", retry_backoff=0)
+        def scripted(key: int) -> int:
+            if REMAINING_FAILURES[key] > 0:
+                REMAINING_FAILURES[key] -= 1
+                raise Boom(f"scripted failure of {key}")
+            return key
+
+        self.task = scripted
+
+    def teardown(self) -> None:
+        self.queue.close()
+
+    @rule(
+        target=jobs,
+        failures=st.integers(0, 4),
+        max_retries=st.integers(0, 2),
+        priority=st.integers(-2, 2),
+        delayed=st.booleans(),
+    )
+    def enqueue(self, failures: int, max_retries: int, priority: int, delayed: bool) -> str:
+        key = next(KEYS)
+        REMAINING_FAILURES[key] = failures
+        job = self.task.apply_async(
+            args=(key,), max_retries=max_retries, priority=priority, delay=3600 if delayed else None
+        )
+        self.model[job.id] = ModelJob(key, max_retries, delayed, failures_left=failures)
+        return job.id
+
+    @rule(job_id=jobs)
+    def cancel(self, job_id: str) -> None:
+        expected = self.model[job_id]
+        cancelled = self.queue.cancel_job(job_id)
+        # The worker is stopped between rules: only pending jobs can be cancelled.
+        assert cancelled == (expected.status == "pending" and not expected.purged)
+        if cancelled:
+            expected.status = "cancelled"
+
+    @rule()
+    def run_worker_until_idle(self) -> None:
+        self.queue.start_worker()
+        for job_id, expected in self.model.items():
+            if expected.status != "pending" or expected.delayed or expected.purged:
+                continue
+            job = self.queue.get_job(job_id)
+            assert job is not None
+            with contextlib.suppress(TaskFailedError):
+                assert job.result(timeout=30) == expected.key
+            self.run_model(expected)
+        assert self.queue.shutdown() == 0
+
+    def run_model(self, expected: ModelJob) -> None:
+        """Replays in the model what a worker does to a due pending job."""
+        while True:
+            expected.attempt += 1
+            if expected.failures_left == 0:
+                expected.status = "complete"
+                return
+            expected.failures_left -= 1
+            expected.errors += 1
+            if expected.attempt > expected.max_retries:
+                expected.status = "dead"
+                return
+
+    @rule(job_id=jobs)
+    def retry_dead(self, job_id: str) -> None:
+        expected = self.model[job_id]
+        if expected.status == "dead" and not expected.purged:
+            self.queue.retry_dead(job_id)
+            expected.status = "pending"
+            expected.attempt = 0
+
+    @precondition(lambda self: any(j.status == "dead" and not j.purged for j in self.model.values()))
+    @rule()
+    def purge_dead(self) -> None:
+        dead = [j for j in self.model.values() if j.status == "dead" and not j.purged]
+        assert self.queue.purge_dead() == len(dead)
+        for j in dead:
+            j.purged = True
+
+    @invariant()
+    def storage_matches_the_model(self) -> None:
+        counts = {"pending": 0, "running": 0, "completed": 0, "failed": 0, "dead": 0, "cancelled": 0}
+        for job_id, expected in self.model.items():
+            job = self.queue.get_job(job_id)
+            if expected.purged:
+                assert job is None
+                continue
+            assert job is not None
+            data = job.to_dict()
+            assert data["status"] == expected.status, (job_id, data, expected)
+            assert data["attempt"] == expected.attempt, (job_id, data, expected)
+            assert len(job.errors) == expected.errors, (job_id, job.errors, expected)
+            counts["completed" if expected.status == "complete" else expected.status] += 1
+        assert self.queue.stats() == counts
+
+
+JobLifeCycle.TestCase.settings = settings(
+    max_examples=100,
+    stateful_step_count=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_job_life_cycle = JobLifeCycle.TestCase
