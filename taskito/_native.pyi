@@ -1,21 +1,44 @@
 """Types of the Rust extension module (native/src/python). Private: use ``taskito``."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
+
+__all__ = [
+    "SQLITE_VERSION",
+    "AsyncWatch",
+    "Engine",
+    "ForeignSQLiteError",
+    "InvalidArgumentError",
+    "JobCancelledError",
+    "JobNotFoundError",
+    "JobTimeoutError",
+    "QueueClosedError",
+    "SerializationError",
+    "SignatureError",
+    "StorageError",
+    "StorageNotFoundError",
+    "StoragePermissionError",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "TaskitoError",
+    "UnknownTaskError",
+    "__version__",
+]
 
 __version__: str
 SQLITE_VERSION: str
 
-Outcome = tuple[str, bytes | None, dict[str, Any] | None]
+_Outcome = tuple[str, bytes | None, dict[str, Any] | None]
 
+@final
 class Engine:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         durability: str = "normal",
         busy_timeout: float = 5.0,
-        max_payload_size: int = 16 << 20,
-    ) -> None: ...
+        max_payload_size: int = ...,
+    ) -> Engine: ...
     @property
     def path(self) -> str: ...
     @property
@@ -49,7 +72,7 @@ class Engine:
     def purge_dead(self, older_than: float) -> int: ...
     def wait(
         self, job_id: str, timeout: float | None, poll_interval: float, max_poll_interval: float
-    ) -> Outcome: ...
+    ) -> _Outcome: ...
     def watch(self, job_id: str) -> AsyncWatch: ...
     def start_worker(
         self,
@@ -69,9 +92,10 @@ class Engine:
     def worker_inflight(self) -> int: ...
     def close(self, grace: float = 30.0) -> int: ...
 
+@final
 class AsyncWatch:
     def fileno(self) -> int: ...
-    def check(self) -> Outcome | None: ...
+    def check(self) -> _Outcome | None: ...
     def close(self) -> None: ...
 
 class TaskitoError(Exception): ...

@@ -544,3 +544,46 @@ def test_error_classes_subclass_the_matching_builtins() -> None:
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, TaskitoError)
             assert obj.__module__ == "taskito"
+
+
+def _in_child(body: Any) -> int:
+    """Runs `body` in a forked child; returns its exit code (0: returned True)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            code = 0 if body() else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_file_queue_reopens_in_a_forked_child(tmp_path: Path) -> None:
+    with Queue(str(tmp_path / "fork.db")) as q:
+
+        @q.task(name="t")
+        def t() -> None: ...
+
+        t.delay()
+
+        def child() -> bool:
+            t.delay()
+            return q.stats()["pending"] == 2
+
+        assert _in_child(child) == 0
+        assert q.stats()["pending"] == 2, "the parent's connection still works"
+
+
+def test_a_memory_queue_refuses_to_follow_a_fork() -> None:
+    with Queue(":memory:") as q:
+
+        def child() -> bool:
+            try:
+                q.stats()
+            except QueueClosedError as exc:
+                return "fork" in str(exc)
+            return False
+
+        assert _in_child(child) == 0
+        assert q.stats()["pending"] == 0
