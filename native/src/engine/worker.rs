@@ -4,6 +4,7 @@
 //! maintenance thread renews leases, enforces timeouts, recovers jobs of dead
 //! workers and purges expired results.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -89,6 +90,8 @@ const MAX_CLAIM: usize = 512;
 /// recent completion rate: enough to hide the claim round trip, small enough
 /// that other workers and new high-priority jobs are not kept waiting.
 const BUFFER_SECONDS: f64 = 0.005;
+/// How often the maintenance thread checkpoints the write-ahead log.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// Most outcomes committed in one transaction.
 const MAX_COMPLETE: usize = 1024;
 
@@ -155,19 +158,22 @@ impl Shared {
         }
     }
 
-    /// An executor finished an attempt: queue its outcome for the writer and
-    /// free the capacity.
-    fn attempt_finished(&self, outcome: Outcome) {
+    /// An executor finished an attempt: free its capacity, and wake the
+    /// dispatcher if it was waiting for room.
+    fn attempt_finished(&self) {
         self.finished_attempts.fetch_add(1, Ordering::Relaxed);
-        // The writer outlives every executor that is not abandoned; an
-        // abandoned one's late outcome is fenced out anyway.
-        let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
         let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
         if left <= self.refill_at.load(Ordering::Relaxed)
             && self.starved.swap(false, Ordering::SeqCst)
         {
             self.engine.hub.notify_work();
         }
+    }
+
+    fn send_to_writer(&self, outcome: Outcome) {
+        // The writer outlives every executor that is not abandoned; an
+        // abandoned one's late outcome is fenced out anyway.
+        let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
     }
 }
 
@@ -519,6 +525,12 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
             continue;
         }
         shared.mark_started(&first);
+        // When nothing else is waiting (no job for this executor, nothing
+        // queued for the writer), the executor commits the last outcome
+        // itself once the runner returns: one thread hand-off less on the
+        // path of a lone job. Under load everything goes to the writer, which
+        // commits many outcomes per transaction.
+        let held_back: RefCell<Option<Outcome>> = RefCell::new(None);
         let mut taken = 1;
         let mut next = || {
             if taken >= limit || shared.stopping() {
@@ -526,6 +538,9 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
             }
             match jobs.try_recv() {
                 Ok(job) => {
+                    if let Some(outcome) = held_back.borrow_mut().take() {
+                        shared.send_to_writer(outcome);
+                    }
                     taken += 1;
                     shared.mark_started(&job);
                     Some(job)
@@ -533,10 +548,22 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
             }
         };
-        let mut done = |outcome: Outcome| shared.attempt_finished(outcome);
+        let mut done = |outcome: Outcome| {
+            shared.attempt_finished();
+            if jobs.is_empty() && shared.outcomes.is_empty() {
+                if let Some(earlier) = held_back.borrow_mut().replace(outcome) {
+                    shared.send_to_writer(earlier);
+                }
+            } else {
+                shared.send_to_writer(outcome);
+            }
+        };
         let run = catch_unwind(AssertUnwindSafe(|| {
             shared.runner.run(first, &mut next, &mut done)
         }));
+        if let Some(outcome) = held_back.into_inner() {
+            commit(&shared, &mut vec![outcome], false);
+        }
         if run.is_err() {
             // A bug in the runner. The jobs it held stay leased to this worker
             // until the lease runs out, then run again elsewhere.
@@ -651,6 +678,7 @@ fn maintenance(shared: Arc<Shared>) {
     let config = &shared.config;
     let tick = config.heartbeat.min(Duration::from_millis(50));
     let mut last_heartbeat = Instant::now();
+    let mut last_checkpoint = Instant::now();
     loop {
         {
             let mut stop = shared.maintenance_stop.lock();
@@ -662,6 +690,12 @@ fn maintenance(shared: Arc<Shared>) {
             }
         }
         enforce_timeouts(&shared);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = Instant::now();
+            if let Err(e) = shared.storage().checkpoint() {
+                shared.report("checkpointing the log", &e);
+            }
+        }
         if last_heartbeat.elapsed() >= config.heartbeat {
             last_heartbeat = Instant::now();
             heartbeat(&shared);

@@ -106,4 +106,8 @@ pub trait Storage: Send + Sync {
     /// True when another process committed since the last call: the cheap
     /// check idle workers make before they look for work.
     fn external_change(&self) -> Result<bool>;
+
+    /// Moves committed writes from the log into the database without
+    /// blocking writers, so that commits rarely have to do it themselves.
+    fn checkpoint(&self) -> Result<()>;
 }

@@ -819,6 +819,20 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn checkpoint(&self) -> Result<()> {
+        if self.is_memory() {
+            return Ok(());
+        }
+        // From a reader connection: a PASSIVE checkpoint copies what it can
+        // while writers keep appending to the log, so it never delays a
+        // commit. Its fsyncs then happen here instead of inside some commit
+        // that crossed the auto-checkpoint threshold.
+        self.read(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+
     fn external_change(&self) -> Result<bool> {
         if self.is_memory() {
             return Ok(false);

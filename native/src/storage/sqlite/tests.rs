@@ -749,3 +749,25 @@ mod cancellation_and_dead_letters {
         assert_eq!(state(&s, ids[1]), State::Complete);
     }
 }
+
+#[test]
+fn checkpoint_moves_the_log_into_the_database_from_a_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let s =
+        SqliteStorage::open(SqliteConfig::new(dir.path().join("c.db").to_str().unwrap())).unwrap();
+    s.enqueue(&opts("t"), &payloads(500)).unwrap();
+    let frames = |s: &SqliteStorage| -> (i64, i64) {
+        s.writer
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+    };
+    let (log, done) = frames(&s);
+    assert!(log > 0 && done < log, "{log} {done}");
+    s.checkpoint().unwrap();
+    let (log, done) = frames(&s);
+    assert_eq!(done, log, "every frame copied");
+    memory().checkpoint().unwrap();
+}
