@@ -271,3 +271,23 @@ def test_new_database_files_are_private(tmp_path: Path) -> None:
     path = tmp_path / "private.db"
     with Queue(str(path)):
         assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_database_open_in_pythons_sqlite3_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from taskito import ForeignSQLiteError, StorageError
+
+    path = tmp_path / "shared.db"
+    with Queue(str(path)) as q:
+        q.task(name="t")(lambda: None).delay()
+    other = sqlite3.connect(path)
+    try:
+        other.execute("SELECT 1").fetchone()
+        with pytest.raises(ForeignSQLiteError, match="sqlite3") as info:
+            Queue(str(path))
+        assert isinstance(info.value, StorageError)
+    finally:
+        other.close()
+    with Queue(str(path)) as q:
+        assert q.stats()["pending"] == 1, "nothing lost, and usable once the other library let go"
