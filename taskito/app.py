@@ -217,17 +217,15 @@ class Queue:
         if task is None:
             _options.name("task_name", task_name)
             raise UnknownTaskError(f"no task named {task_name!r} is registered on this Queue")
-        call_args, call_kwargs = _options.call_args(args, kwargs)
-        payload = self._dump_call(task_name, call_args, call_kwargs)
-        return self._submit(
-            task,
-            [payload],
+        return task.apply_async(
+            args,
+            kwargs,
             priority=priority,
             delay=delay,
             queue=queue,
             max_retries=max_retries,
             timeout=timeout,
-        )[0]
+        )
 
     def _dump_call(self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         try:
