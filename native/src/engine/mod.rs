@@ -5,15 +5,17 @@
 mod hub;
 mod worker;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 pub use hub::{Hub, Watch};
 pub use worker::{Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
 use crate::job::{format_id, AttemptRef, ClaimedJob, Finished, JobOptions, Outcome, State};
-use crate::storage::{CancelRequest, Storage};
+use crate::storage::{CancelRequest, DirectClaim, Storage};
 
 /// Runs task code. Implemented by the Python bindings, and by plain Rust
 /// closures in the engine's tests.
@@ -55,10 +57,21 @@ pub trait EventSink: Send + Sync + 'static {
     fn event(&self, event: Event);
 }
 
+/// A worker running in this process, as `Engine::enqueue` sees it.
+trait LocalWorker: Send + Sync {
+    /// Who a lone job for `queue` should be claimed by as it is enqueued: this
+    /// worker's id and lease, if it serves `queue` and an executor is idle.
+    fn idle_claim(&self, queue: &str) -> Option<(String, Duration)>;
+
+    /// Takes a job that was enqueued already claimed for this worker.
+    fn accept(&self, job: ClaimedJob);
+}
+
 /// The state one `Queue` shares between its producers and its worker.
 pub struct Engine {
     pub storage: Arc<dyn Storage>,
     pub hub: Arc<Hub>,
+    local_worker: Mutex<Option<Weak<dyn LocalWorker>>>,
 }
 
 impl Engine {
@@ -66,18 +79,44 @@ impl Engine {
         Arc::new(Engine {
             storage,
             hub: Hub::new(),
+            local_worker: Mutex::new(None),
         })
     }
 
+    /// Stores jobs. A lone job enqueued next to an idle worker of this
+    /// process goes straight to that worker, claimed in the same transaction
+    /// that stores it: no dispatcher wake-up, no separate claim.
     pub fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>> {
+        if let [payload] = payloads {
+            let local = self.local_worker.lock().as_ref().and_then(Weak::upgrade);
+            if let Some(worker) = local {
+                if let Some((worker_id, lease)) = worker.idle_claim(&options.queue) {
+                    let claim = DirectClaim {
+                        worker_id: &worker_id,
+                        lease,
+                    };
+                    let (id, claimed) = self.storage.enqueue_claimed(options, payload, &claim)?;
+                    match claimed {
+                        Some(job) => worker.accept(job),
+                        None => self.announce(options),
+                    }
+                    return Ok(vec![id]);
+                }
+            }
+        }
         let ids = self.storage.enqueue(options, payloads)?;
+        self.announce(options);
+        Ok(ids)
+    }
+
+    /// Tells the dispatcher about newly stored jobs.
+    fn announce(&self, options: &JobOptions) {
         match options.delay {
             Some(delay) if !delay.is_zero() => self
                 .hub
                 .notify_due(crate::job::now_micros() + crate::job::micros(delay)),
             _ => self.hub.notify_work(),
         }
-        Ok(ids)
     }
 
     /// Cancels a job that has not started; wakes anyone waiting on it.

@@ -498,3 +498,25 @@ fn two_workers_on_one_file_share_the_work_without_duplicates() {
     ran.dedup();
     assert_eq!(ran.len(), 3000, "a job ran twice");
 }
+
+#[test]
+fn a_lone_job_goes_straight_to_an_idle_worker() {
+    let engine = engine();
+    let (worker, _) = start(&engine, config(1), echo);
+    let id = engine.enqueue(&options("t"), &[vec![1]]).unwrap()[0];
+    assert_eq!(wait(&engine, id).state, State::Complete);
+    let job = engine.storage.get_job(id).unwrap().unwrap();
+    assert_eq!(
+        job.started_at,
+        Some(job.created_at),
+        "claimed as it was stored"
+    );
+    assert_eq!(job.worker_id.as_deref(), Some(worker.id()));
+    worker.stop(WAIT);
+    // Without a worker the same call stores it for whoever claims next.
+    let id = engine.enqueue(&options("t"), &[vec![2]]).unwrap()[0];
+    assert_eq!(
+        engine.storage.get_job(id).unwrap().unwrap().state,
+        State::Ready
+    );
+}

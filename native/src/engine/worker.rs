@@ -8,14 +8,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 
-use super::{Engine, Event, EventSink, Runner};
+use super::{Engine, Event, EventSink, LocalWorker, Runner};
 use crate::error::{Error, Result};
 use crate::job::{
     micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished, Micros,
@@ -126,6 +126,9 @@ struct Shared {
     /// Jobs drained from the channel after stop began: never started.
     unstarted: Mutex<Vec<AttemptRef>>,
     outcomes: Sender<WriterMsg>,
+    /// Hands executors the jobs enqueued already claimed for this worker;
+    /// dropped when the worker stops.
+    direct: Mutex<Option<Sender<ClaimedJob>>>,
     live_executors: Mutex<usize>,
     executor_exited: Condvar,
     maintenance_stop: Mutex<bool>,
@@ -177,6 +180,57 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Records freshly claimed jobs as held by this worker.
+    fn hold(&self, jobs: &[ClaimedJob]) {
+        self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
+        let mut held = self.held.lock();
+        for job in jobs {
+            held.insert(
+                job.id,
+                Held {
+                    job: job.attempt_ref(),
+                    started: None,
+                    timeout: job.timeout,
+                    timed_out: false,
+                },
+            );
+        }
+    }
+}
+
+impl LocalWorker for Shared {
+    fn idle_claim(&self, queue: &str) -> Option<(String, Duration)> {
+        let serves = self
+            .config
+            .queues
+            .as_ref()
+            .is_none_or(|q| q.iter().any(|name| name == queue));
+        let direct = self.direct.lock();
+        let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
+            && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;
+        (serves && idle && !self.stopping()).then(|| (self.id.clone(), self.config.lease))
+    }
+
+    fn accept(&self, job: ClaimedJob) {
+        let direct = self.direct.lock();
+        match direct.as_ref() {
+            Some(jobs) if !self.stopping() => {
+                self.hold(std::slice::from_ref(&job));
+                let _ = jobs.send(job);
+            }
+            _ => {
+                // The worker stopped in between: give the job to the queue.
+                drop(direct);
+                if let Err(e) = self.storage().release(&[job.attempt_ref()], true) {
+                    self.report("releasing a job handed to a stopped worker", &e);
+                }
+                self.engine.hub.notify_work();
+            }
+        }
+    }
+}
+
 pub struct Worker {
     shared: Arc<Shared>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -206,6 +260,7 @@ impl Worker {
             held: Mutex::new(HashMap::new()),
             unstarted: Mutex::new(Vec::new()),
             outcomes: outcomes_tx,
+            direct: Mutex::new(Some(jobs_tx.clone())),
             live_executors: Mutex::new(config.concurrency),
             executor_exited: Condvar::new(),
             maintenance_stop: Mutex::new(false),
@@ -247,6 +302,8 @@ impl Worker {
             "taskito-dispatch".into(),
             Box::new(move || dispatcher(s, jobs_tx)),
         )?);
+        let local: Weak<Shared> = Arc::downgrade(&shared);
+        *shared.engine.local_worker.lock() = Some(local as Weak<dyn LocalWorker>);
         Ok(Arc::new(Worker {
             shared,
             threads: Mutex::new(threads),
@@ -287,6 +344,10 @@ impl Worker {
         if let Some(dispatcher) = threads.pop() {
             let _ = dispatcher.join();
         }
+        // No more jobs handed over directly; executors exit once the channel
+        // is drained.
+        shared.direct.lock().take();
+        shared.engine.local_worker.lock().take();
         let left_behind = {
             let mut live = shared.live_executors.lock();
             while *live > 0 {
@@ -466,20 +527,7 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
         error_pause = Duration::from_millis(10);
         let got = claimed.len();
         if got > 0 {
-            shared.inflight.fetch_add(got, Ordering::SeqCst);
-            let mut held = shared.held.lock();
-            for job in &claimed {
-                held.insert(
-                    job.id,
-                    Held {
-                        job: job.attempt_ref(),
-                        started: None,
-                        timeout: job.timeout,
-                        timed_out: false,
-                    },
-                );
-            }
-            drop(held);
+            shared.hold(&claimed);
             for job in claimed {
                 // Executors only exit once this sender is gone.
                 let _ = jobs.send(job);

@@ -26,6 +26,13 @@ pub struct ClaimRequest<'a> {
     pub lease: Duration,
 }
 
+/// The worker a job is claimed for as it is enqueued.
+#[derive(Clone, Debug)]
+pub struct DirectClaim<'a> {
+    pub worker_id: &'a str,
+    pub lease: Duration,
+}
+
 /// A job whose lease ran out while it was running (its worker died or hung).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReapedJob {
@@ -48,6 +55,18 @@ pub trait Storage: Send + Sync {
     /// Inserts one job per payload, all with `options`, in one transaction.
     /// Returns their ids in payload order.
     fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>>;
+
+    /// Enqueues one job already claimed by `claim.worker_id` (running, first
+    /// attempt, leased), and returns it, when it may run at once: it is due
+    /// now and no claimable job is waiting ahead of it. Otherwise enqueues it
+    /// like `enqueue` and returns `None`. Saves a lone job the claim round
+    /// trip when its own process runs an idle worker.
+    fn enqueue_claimed(
+        &self,
+        options: &JobOptions,
+        payload: &[u8],
+        claim: &DirectClaim,
+    ) -> Result<(i64, Option<ClaimedJob>)>;
 
     /// Atomically takes up to `limit` due jobs: highest priority first, then
     /// earliest due time, then enqueue order. Each is marked running under a

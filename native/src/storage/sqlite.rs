@@ -23,7 +23,7 @@ use rusqlite::{
 
 use super::foreign::{self, OwnedFile};
 use super::schema;
-use super::{CancelRequest, ClaimRequest, ReapedJob, Storage};
+use super::{CancelRequest, ClaimRequest, DirectClaim, ReapedJob, Storage};
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
 use crate::job::{
@@ -329,6 +329,63 @@ fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
         .optional()?)
 }
 
+fn timeout_millis(timeout: Duration) -> i64 {
+    timeout.as_millis().max(1) as i64
+}
+
+/// Inserts one job per payload with one prepared statement. With `claim`,
+/// the jobs start out running: claimed by that worker, first attempt, leased.
+fn insert_jobs<P: AsRef<[u8]>>(
+    tx: &Transaction,
+    options: &JobOptions,
+    payloads: &[P],
+    now: Micros,
+    claim: Option<&DirectClaim>,
+) -> Result<Vec<i64>> {
+    let due = now + options.delay.map(micros).unwrap_or(0);
+    let state = match (claim, due > now) {
+        (Some(_), _) => State::Running,
+        (None, true) => State::Scheduled,
+        (None, false) => State::Ready,
+    };
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO jobs (id, payload, queue, task_name, status, priority, created_at, \
+         scheduled_at, max_retries, retry_backoff, timeout_ms, attempt, lease_token, worker_id, \
+         started_at, lease_expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15) \
+         ON CONFLICT (id) DO NOTHING",
+    )?;
+    // The options are the same for every row: bind them once.
+    stmt.raw_bind_parameter(3, &options.queue)?;
+    stmt.raw_bind_parameter(4, &options.task_name)?;
+    stmt.raw_bind_parameter(5, state as i64)?;
+    stmt.raw_bind_parameter(6, options.priority)?;
+    stmt.raw_bind_parameter(7, now)?;
+    stmt.raw_bind_parameter(8, due)?;
+    stmt.raw_bind_parameter(9, options.max_retries)?;
+    stmt.raw_bind_parameter(10, options.retry_backoff)?;
+    stmt.raw_bind_parameter(11, options.timeout.map(timeout_millis))?;
+    stmt.raw_bind_parameter(12, claim.is_some() as i64)?;
+    stmt.raw_bind_parameter(13, claim.map(|c| c.worker_id))?;
+    stmt.raw_bind_parameter(14, claim.map(|_| now))?;
+    stmt.raw_bind_parameter(15, claim.map(|c| now + micros(c.lease)))?;
+    let mut ids = Vec::with_capacity(payloads.len());
+    for payload in payloads {
+        stmt.raw_bind_parameter(2, payload.as_ref())?;
+        loop {
+            let id = IDS.next();
+            stmt.raw_bind_parameter(1, id)?;
+            if stmt.raw_execute()? == 1 {
+                ids.push(id);
+                break;
+            }
+            // Another process took this id in the same millisecond.
+            IDS.skip_past(id);
+        }
+    }
+    Ok(ids)
+}
+
 /// Ends a failed attempt: schedules the next run, or moves the job to the
 /// dead letters when it is out of attempts or the failure is not retryable.
 /// A job whose cancellation was requested ends cancelled instead. Fenced like
@@ -392,46 +449,47 @@ fn fail_attempt(
 impl Storage for SqliteStorage {
     fn enqueue(&self, options: &JobOptions, payloads: &[Vec<u8>]) -> Result<Vec<i64>> {
         options.validate()?;
+        self.write(|tx| insert_jobs(tx, options, payloads, now_micros(), None))
+    }
+
+    fn enqueue_claimed(
+        &self,
+        options: &JobOptions,
+        payload: &[u8],
+        claim: &DirectClaim,
+    ) -> Result<(i64, Option<ClaimedJob>)> {
+        options.validate()?;
         let now = now_micros();
-        let due = now + options.delay.map(micros).unwrap_or(0);
-        let state = if due > now {
-            State::Scheduled
-        } else {
-            State::Ready
-        };
-        let timeout_ms = options.timeout.map(|t| t.as_millis().max(1) as i64);
+        let immediate = options.delay.is_none_or(|d| d.is_zero());
         self.write(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO jobs (id, payload, queue, task_name, status, priority, created_at, \
-                 scheduled_at, max_retries, retry_backoff, timeout_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                 ON CONFLICT (id) DO NOTHING",
-            )?;
-            // The options are the same for every row: bind them once.
-            stmt.raw_bind_parameter(3, &options.queue)?;
-            stmt.raw_bind_parameter(4, &options.task_name)?;
-            stmt.raw_bind_parameter(5, state as i64)?;
-            stmt.raw_bind_parameter(6, options.priority)?;
-            stmt.raw_bind_parameter(7, now)?;
-            stmt.raw_bind_parameter(8, due)?;
-            stmt.raw_bind_parameter(9, options.max_retries)?;
-            stmt.raw_bind_parameter(10, options.retry_backoff)?;
-            stmt.raw_bind_parameter(11, timeout_ms)?;
-            let mut ids = Vec::with_capacity(payloads.len());
-            for payload in payloads {
-                stmt.raw_bind_parameter(2, payload.as_slice())?;
-                loop {
-                    let id = IDS.next();
-                    stmt.raw_bind_parameter(1, id)?;
-                    if stmt.raw_execute()? == 1 {
-                        ids.push(id);
-                        break;
-                    }
-                    // Another process took this id in the same millisecond.
-                    IDS.skip_past(id);
-                }
+            let others_waiting: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 0)")?
+                .query_row([], |r| r.get(0))?;
+            let payloads = std::slice::from_ref(&payload);
+            if others_waiting || !immediate {
+                // Jobs ahead of it go first: leave it to the dispatcher.
+                let id = insert_jobs(tx, options, payloads, now, None)?[0];
+                return Ok((id, None));
             }
-            Ok(ids)
+            let id = insert_jobs(tx, options, payloads, now, Some(claim))?[0];
+            Ok((
+                id,
+                Some(ClaimedJob {
+                    id,
+                    queue: options.queue.clone(),
+                    task_name: options.task_name.clone(),
+                    payload: payload.to_vec(),
+                    priority: options.priority,
+                    scheduled_at: now,
+                    attempt: 1,
+                    token: 1,
+                    max_retries: options.max_retries,
+                    retry_backoff: options.retry_backoff,
+                    timeout: options
+                        .timeout
+                        .map(|t| Duration::from_millis(timeout_millis(t) as u64)),
+                }),
+            ))
         })
     }
 

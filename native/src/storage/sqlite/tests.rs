@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::job::{format_id, JobFilter, Status};
+use crate::storage::DirectClaim;
 
 fn memory() -> SqliteStorage {
     SqliteStorage::open(SqliteConfig::new(MEMORY)).unwrap()
@@ -770,4 +771,45 @@ fn checkpoint_moves_the_log_into_the_database_from_a_reader() {
     let (log, done) = frames(&s);
     assert_eq!(done, log, "every frame copied");
     memory().checkpoint().unwrap();
+}
+
+#[test]
+fn enqueue_claimed_claims_only_when_nothing_waits_ahead() {
+    let s = memory();
+    let claim = DirectClaim {
+        worker_id: "local",
+        lease: Duration::from_secs(30),
+    };
+    let (id, job) = s.enqueue_claimed(&opts("t"), b"direct", &claim).unwrap();
+    let job = job.expect("claimed at once");
+    assert_eq!(
+        (job.id, job.attempt, job.token, job.payload.as_slice()),
+        (id, 1, 1, &b"direct"[..])
+    );
+    let rec = s.get_job(id).unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempt), (State::Running, 1));
+    assert_eq!(rec.worker_id.as_deref(), Some("local"));
+    assert!(rec.lease_expires_at.unwrap() > now_micros());
+    // Its completion is fenced like any claimed job's.
+    assert_eq!(
+        s.complete(&[success(&job, b"ok")]).unwrap(),
+        vec![Applied::Complete]
+    );
+
+    // A job already waiting goes first: the new one is queued behind it.
+    let waiting = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
+    let (queued, none) = s.enqueue_claimed(&opts("t"), b"later", &claim).unwrap();
+    assert!(none.is_none());
+    assert_eq!(claim_ids(&s), vec![waiting, queued]);
+
+    // A delayed job is never claimed early.
+    let mut delayed = opts("t");
+    delayed.delay = Some(Duration::from_secs(60));
+    let (id, none) = s.enqueue_claimed(&delayed, b"x", &claim).unwrap();
+    assert!(none.is_none());
+    assert_eq!(state(&s, id), State::Scheduled);
+}
+
+fn claim_ids(s: &SqliteStorage) -> Vec<i64> {
+    claim(s, 100).iter().map(|j| j.id).collect()
 }
