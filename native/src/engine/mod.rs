@@ -109,6 +109,17 @@ impl Engine {
         Ok(ids)
     }
 
+    /// Unregisters `worker` as this process's worker (if it still is).
+    fn forget_local_worker(&self, worker: &dyn LocalWorker) {
+        let mut local = self.local_worker.lock();
+        let is_it = local
+            .as_ref()
+            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), worker as *const dyn LocalWorker));
+        if is_it {
+            *local = None;
+        }
+    }
+
     /// Tells the dispatcher about newly stored jobs.
     fn announce(&self, options: &JobOptions) {
         match options.delay {

@@ -178,9 +178,7 @@ impl Shared {
         // abandoned one's late outcome is fenced out anyway.
         let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
     }
-}
 
-impl Shared {
     /// Records freshly claimed jobs as held by this worker.
     fn hold(&self, jobs: &[ClaimedJob]) {
         self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
@@ -231,10 +229,17 @@ impl LocalWorker for Shared {
     }
 }
 
+struct Threads {
+    dispatcher: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    executors: Vec<JoinHandle<()>>,
+}
+
 pub struct Worker {
     shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
-    executors: Mutex<Vec<JoinHandle<()>>>,
+    /// Taken by the first `stop`.
+    threads: Mutex<Option<Threads>>,
 }
 
 impl Worker {
@@ -284,30 +289,30 @@ impl Worker {
             )?);
         }
         drop(jobs_rx);
-        let mut threads = Vec::new();
         let s = shared.clone();
-        threads.push(spawn(
+        let writer = spawn(
             "taskito-writer".into(),
             Box::new(move || writer(s, outcomes_rx)),
-        )?);
+        )?;
         let s = shared.clone();
-        threads.push(spawn(
-            "taskito-maint".into(),
-            Box::new(move || maintenance(s)),
-        )?);
+        let maintenance = spawn("taskito-maint".into(), Box::new(move || maintenance(s)))?;
         // The dispatcher goes last: nothing is claimed before all the threads
         // that finish claimed jobs exist.
         let s = shared.clone();
-        threads.push(spawn(
+        let dispatcher = spawn(
             "taskito-dispatch".into(),
             Box::new(move || dispatcher(s, jobs_tx)),
-        )?);
+        )?;
         let local: Weak<Shared> = Arc::downgrade(&shared);
         *shared.engine.local_worker.lock() = Some(local as Weak<dyn LocalWorker>);
         Ok(Arc::new(Worker {
             shared,
-            threads: Mutex::new(threads),
-            executors: Mutex::new(executors),
+            threads: Mutex::new(Some(Threads {
+                dispatcher,
+                writer,
+                maintenance,
+                executors,
+            })),
         }))
     }
 
@@ -333,21 +338,17 @@ impl Worker {
     pub fn stop(&self, grace: Duration) -> usize {
         let deadline = Instant::now() + grace;
         self.request_stop();
-        let mut threads = std::mem::take(&mut *self.threads.lock());
-        if threads.is_empty() {
+        let Some(threads) = self.threads.lock().take() else {
             // Another caller is stopping (or has stopped) the worker.
             self.wait_stopped(None);
             return 0;
-        }
+        };
         let shared = &self.shared;
-        // The dispatcher is the last thread started.
-        if let Some(dispatcher) = threads.pop() {
-            let _ = dispatcher.join();
-        }
-        // No more jobs handed over directly; executors exit once the channel
-        // is drained.
+        let _ = threads.dispatcher.join();
+        // No more jobs handed over directly: executors exit once the channel
+        // is drained (what they drain now, they set aside unstarted).
         shared.direct.lock().take();
-        shared.engine.local_worker.lock().take();
+        shared.engine.forget_local_worker(&**shared);
         let left_behind = {
             let mut live = shared.live_executors.lock();
             while *live > 0 {
@@ -365,6 +366,10 @@ impl Worker {
         if let Err(e) = shared.storage().release(&unstarted, true) {
             shared.report("releasing unstarted jobs", &e);
         }
+        // Commit every outcome that is queued, so that what is still held
+        // afterwards is exactly what has not finished.
+        let _ = shared.outcomes.send(WriterMsg::Stop);
+        let _ = threads.writer.join();
         if left_behind > 0 {
             let abandoned: Vec<(AttemptRef, bool)> = shared
                 .held
@@ -384,19 +389,14 @@ impl Worker {
                     shared.runner.interrupt(&job);
                 }
             }
-        }
-        let executors = std::mem::take(&mut *self.executors.lock());
-        if left_behind == 0 {
-            for handle in executors {
+        } else {
+            for handle in threads.executors {
                 let _ = handle.join();
             }
         }
-        let _ = shared.outcomes.send(WriterMsg::Stop);
         *shared.maintenance_stop.lock() = true;
         shared.maintenance_wake.notify_all();
-        for handle in threads {
-            let _ = handle.join();
-        }
+        let _ = threads.maintenance.join();
         *shared.stopped.lock() = true;
         shared.stopped_changed.notify_all();
         left_behind
