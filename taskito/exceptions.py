@@ -1,4 +1,4 @@
-"""The ``TaskitoError`` hierarchy.
+"""The ``TaskitoError`` hierarchy, and ``TaskInterrupted``.
 
 The classes are created by the Rust engine (so that errors raised there and
 here are the same classes) and re-exported here. Where a stdlib exception
@@ -12,6 +12,10 @@ means the same thing, taskito's class subclasses it as well:
 - ``QueueClosedError``: ``RuntimeError``
 - ``StorageError``: ``OSError`` (``StorageNotFoundError``: ``FileNotFoundError``,
   ``StoragePermissionError``: ``PermissionError``)
+
+``TaskInterrupted`` is not an error callers see: it is raised inside a task to
+stop it (timeout, end of the shutdown grace period) and derives from
+``BaseException`` so that ``except Exception`` in task code lets it through.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from taskito._native import (
     StorageNotFoundError,
     StoragePermissionError,
     TaskFailedError,
+    TaskInterrupted,
     TaskitoError,
     TaskTimeoutError,
     UnknownTaskError,
@@ -47,6 +52,7 @@ __all__ = [
     "StorageNotFoundError",
     "StoragePermissionError",
     "TaskFailedError",
+    "TaskInterrupted",
     "TaskTimeoutError",
     "TaskitoError",
     "UnknownTaskError",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -169,7 +171,10 @@ def test_hard_timeout_interrupts_python_code_and_frees_the_thread(make_queue: Ma
     @q.task(timeout=0.2, max_retries=0)
     def spin() -> None:
         while True:
-            pass
+            try:
+                pass
+            except Exception:
+                pass  # TaskInterrupted is a BaseException: not swallowed here
 
     @q.task()
     def after() -> str:
@@ -291,3 +296,37 @@ def test_a_database_open_in_pythons_sqlite3_is_refused(tmp_path: Path) -> None:
         other.close()
     with Queue(str(path)) as q:
         assert q.stats()["pending"] == 1, "nothing lost, and usable once the other library let go"
+
+
+STUBBORN = """
+import sys, threading
+from taskito import Queue
+
+q = Queue(":memory:", workers=1)
+started = threading.Event()
+
+@q.task()
+def stubborn():
+    started.set()
+    while True:
+        try:
+            while True:
+                pass
+        except BaseException:
+            pass  # ignores every interruption
+
+q.start_worker()
+stubborn.delay()
+assert started.wait(10)
+print("left behind", q.shutdown(timeout=0.2), flush=True)
+q.close()
+sys.exit(7)
+"""
+
+
+def test_a_task_that_ignores_interruption_does_not_crash_the_exit(tmp_path: Path) -> None:
+    # Python < 3.14 ends threads still running Python code at shutdown with
+    # pthread_exit; through Rust frames that would abort the process.
+    proc = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "left behind 1"
+    assert proc.returncode == 7, proc.stderr

@@ -564,7 +564,10 @@ impl PyRunner {
             job.max_retries,
             job.queue.as_str(),
         );
-        let outcome = execute.call1(args).and_then(|r| parse_outcome(&r));
+        let outcome = args
+            .into_pyobject(py)
+            .and_then(|args| call_parking_at_exit(execute, &args))
+            .and_then(|r| parse_outcome(&r));
         self.running.lock().remove(&job.id);
         if self.any_interrupted.load(Ordering::Acquire) {
             self.clear_interrupt(thread);
@@ -632,7 +635,7 @@ impl Runner for PyRunner {
         })
     }
 
-    /// Raises `TaskTimeoutError` inside the task at its next Python bytecode
+    /// Raises `TaskInterrupted` inside the task at its next Python bytecode
     /// (a task blocked in C code, such as a long `time.sleep`, sees it when
     /// that call returns).
     fn interrupt(&self, job: &AttemptRef) {
@@ -645,7 +648,7 @@ impl Runner for PyRunner {
             if token != job.token {
                 return;
             }
-            let class = errors::TASK_TIMEOUT.get(py).expect("created at import");
+            let class = errors::TASK_INTERRUPTED.get(py).expect("created at import");
             self.interrupted.lock().insert(thread);
             self.any_interrupted.store(true, Ordering::Release);
             // SAFETY: GIL held; the class is a live exception type.
@@ -654,6 +657,51 @@ impl Runner for PyRunner {
             }
         });
     }
+}
+
+/// `PyObject_Call`, declared as able to unwind: see `call_parking_at_exit`.
+mod unwinding {
+    use pyo3::ffi::PyObject;
+
+    unsafe extern "C-unwind" {
+        pub fn PyObject_Call(
+            callable: *mut PyObject,
+            args: *mut PyObject,
+            kwargs: *mut PyObject,
+        ) -> *mut PyObject;
+    }
+}
+
+/// Parks its thread for good if it is dropped during an unwind.
+struct ParkForever;
+
+impl Drop for ParkForever {
+    fn drop(&mut self) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
+/// Calls `callable(*args)`. If the interpreter starts shutting down while the
+/// call runs (an executor left behind in a task that never returns), Python
+/// before 3.14 ends the thread with `pthread_exit` the next time it takes the
+/// GIL. That unwind would abort the whole process on reaching Rust frames;
+/// here it stops in this frame instead, and the thread sleeps until the
+/// process exits. (PyO3 does the same for its own re-attach.)
+fn call_parking_at_exit<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let guard = ParkForever;
+    // SAFETY: both objects are alive for the call and the GIL is held; a
+    // NULL result comes with a Python exception set.
+    let result = unsafe {
+        let raw = unwinding::PyObject_Call(callable.as_ptr(), args.as_ptr(), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(callable.py(), raw)
+    };
+    std::mem::forget(guard);
+    result
 }
 
 /// `execute` returns `(0, result_bytes)`, `(1, (type, message, traceback,
