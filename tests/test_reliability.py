@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -171,10 +172,9 @@ def test_hard_timeout_interrupts_python_code_and_frees_the_thread(make_queue: Ma
     @q.task(timeout=0.2, max_retries=0)
     def spin() -> None:
         while True:
-            try:
+            # TaskInterrupted is a BaseException: not swallowed here.
+            with contextlib.suppress(Exception):
                 pass
-            except Exception:
-                pass  # TaskInterrupted is a BaseException: not swallowed here
 
     @q.task()
     def after() -> str:
