@@ -67,7 +67,7 @@ def load_app(spec: str) -> Queue:
             raise pytest.UsageError(
                 f"taskito_app {spec!r}: {module_name} has no attribute {attribute!r}"
             ) from None
-    return check_app(target, spec)
+    return check_app(target, f"taskito_app {spec!r}")
 
 
 def check_app(app: object, what: str = "the taskito_app fixture") -> Queue:

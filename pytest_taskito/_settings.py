@@ -18,11 +18,10 @@ _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 def parse_workers(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise ValueError(f"expected a whole number of worker threads >= 1, got {value!r}")
-    return value
+    return number
 
 
 def parse_db(value: Any) -> str:
