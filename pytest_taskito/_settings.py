@@ -63,6 +63,15 @@ class Option:
     metavar: str
     help: str
     marker: bool  # whether @pytest.mark.taskito may override it for one test
+    # What a TOML config may hold besides a string (pytest >= 9.2 checks
+    # TOML value types; `parse` accepts all of them).
+    toml: Any = None
+
+    @property
+    def ini_type(self) -> Any:
+        if self.toml is None or pytest.version_tuple < (9, 2):
+            return "string"
+        return self.toml | str
 
     @property
     def flag(self) -> str:
@@ -89,6 +98,7 @@ OPTIONS = (
         "N",
         "worker threads of each `worker` fixture",
         marker=True,
+        toml=int,
     ),
     Option(
         "db",
@@ -105,6 +115,7 @@ OPTIONS = (
         "SECONDS",
         "default limit of waiting helpers, and how long teardown lets running tasks finish",
         marker=True,
+        toml=float | int,
     ),
     Option(
         "app",
@@ -198,4 +209,4 @@ def add_options(parser: pytest.Parser) -> None:
             metavar=option.metavar,
             help=f"{option.help} (default {default}; also env {option.env}, ini {option.ini})",
         )
-        parser.addini(option.ini, f"{option.help} (like {option.flag})", type="string", default=None)
+        parser.addini(option.ini, f"{option.help} (like {option.flag})", type=option.ini_type, default=None)

@@ -74,7 +74,7 @@ def test_every_option_has_its_three_forms(project: pytest.Pytester, monkeypatch:
         "--taskito-app",
     ):
         assert flag in help_text
-    for name in ("PYTEST_TASKITO_WORKERS", "taskito_timeout (string)"):
+    for name in ("PYTEST_TASKITO_WORKERS", "taskito_timeout (", "taskito_app (string)"):
         assert name in help_text
 
 
@@ -191,3 +191,31 @@ def test_settings_describe_themselves() -> None:
     assert settings.describe() == (
         "workers=8 (marker), db=file (default), timeout=0.5s (default), app=a.b:c (default)"
     )
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        "tool.pytest.ini_options",
+        pytest.param(
+            "tool.pytest",
+            marks=pytest.mark.skipif(pytest.version_tuple < (9, 2), reason="typed TOML options: pytest 9.2"),
+        ),
+    ],
+)
+def test_toml_configs_may_give_numbers(project: pytest.Pytester, table: str) -> None:
+    (project.path / "tox.ini").unlink()
+    project.makepyprojecttoml(
+        f"""
+        [{table}]
+        addopts = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-s"]
+        asyncio_default_fixture_loop_scope = "function"
+        taskito_workers = 3
+        taskito_timeout = 2.5
+        taskito_db = "file"
+        """
+    )
+    project.makepyfile(SHOW_SETTINGS)
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*SETTINGS 3 file 2.5*"])
