@@ -32,6 +32,10 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytes
     """A pytester project with a strict ini and none of the plugin's env vars set."""
     for option in OPTIONS:
         monkeypatch.delenv(option.env, raising=False)
+    # When this suite itself runs under xdist, these would make the generated
+    # runs believe they are xdist workers too (pytest-benchmark then disables itself).
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makeini(INI)
     return pytester
 
