@@ -8,6 +8,9 @@ import pytest
 
 from taskito import Queue
 
+# The plugin's own tests (tests/plugin) run generated projects.
+pytest_plugins = ["pytester"]
+
 MakeQueue = Callable[..., Queue]
 
 

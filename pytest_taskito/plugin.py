@@ -1,0 +1,271 @@
+"""The pytest plugin, registered through the ``pytest11`` entry point as
+``taskito`` (disable it with ``-p no:taskito``).
+
+Fixtures: ``queue`` and ``worker`` (one isolated queue and worker per
+test), ``session_queue`` and ``session_worker`` (one for the whole session,
+each test seeing only its own jobs), and the override-me fixtures
+``taskito_app``, ``taskito_queue_options`` and ``taskito_settings``.
+See docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_taskito._app import app_settings, check_app, copy_tasks, load_app, redirected
+from pytest_taskito._jobs import newest_job_id
+from pytest_taskito._settings import Settings, add_options, resolve
+from pytest_taskito._teardown import drain, stop_worker
+from pytest_taskito._worker import TaskitoWorker
+from taskito import Queue
+
+SETTINGS = pytest.StashKey[Settings]()
+
+MARKER = (
+    "taskito(workers=N, db='memory'|'file', timeout=SECONDS): "
+    "override the taskito plugin's options for one test"
+)
+
+
+# ── hooks ─────────────────────────────────────────────────────────────────
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    # Bad values stop the run here, as a usage error, before any test runs.
+    config.stash[SETTINGS] = resolve(config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS]
+    lines = [f"taskito: {settings.describe()}"]
+    warning = overcommit_warning(config, settings)
+    if warning:
+        lines.append(warning)
+    return lines
+
+
+def xdist_processes(config: pytest.Config) -> int:
+    """How many pytest-xdist processes run the tests (1 without xdist)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return int(workerinput.get("workercount", 1))
+    if getattr(config.option, "dist", "no") != "no":
+        return len(getattr(config.option, "tx", None) or ()) or 1
+    return 1
+
+
+def xdist_worker_id(config: pytest.Config) -> str:
+    """This process's xdist worker id ("gw0", ...), or "main" without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return "main" if workerinput is None else str(workerinput.get("workerid", "main"))
+
+
+def overcommit_warning(config: pytest.Config, settings: Settings) -> str | None:
+    """A terminal line (not a Python warning: suites that turn warnings into
+    errors must still run) when xdist processes times worker threads exceed
+    the CPUs, where tests would time out waiting for CPU, not for bugs."""
+    processes = xdist_processes(config)
+    cpus = os.cpu_count() or 1
+    if processes < 2 or processes * settings.workers <= cpus:
+        return None
+    return (
+        f"taskito: WARNING: {processes} xdist processes x {settings.workers} taskito worker threads "
+        f"= {processes * settings.workers} > {cpus} CPUs; tasks will wait for CPU "
+        "(lower -n or --taskito-workers)"
+    )
+
+
+# ── override-me fixtures ──────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="session")
+def taskito_app(pytestconfig: pytest.Config) -> Queue | None:
+    """Your application's Queue (``--taskito-app`` / ``taskito_app`` ini), or None.
+
+    Override it in conftest.py to return your Queue object. Its tasks then
+    run on each test's isolated queue, and the app enqueues there too."""
+    spec = pytestconfig.stash[SETTINGS].app
+    return None if spec is None else load_app(spec)
+
+
+@pytest.fixture(scope="session")
+def taskito_queue_options() -> dict[str, Any]:
+    """Extra ``Queue(...)`` keyword arguments for test queues (default none).
+
+    Override it in conftest.py, e.g. ``{"default_retry": 0}``. The database
+    and worker threads come from --taskito-db and --taskito-workers."""
+    return {}
+
+
+@pytest.fixture
+def taskito_settings(request: pytest.FixtureRequest) -> Settings:
+    """The plugin's settings for this test: options, then ``@pytest.mark.taskito``."""
+    return request.config.stash[SETTINGS].with_markers(request.node.iter_markers("taskito"))
+
+
+# ── per-test queue and worker ─────────────────────────────────────────────
+
+
+def make_queue(
+    db_path: str, settings: Settings, app: Queue | None, options: Mapping[str, Any], stack: ExitStack
+) -> Queue:
+    """A test Queue on ``db_path``, closed by ``stack`` (with the app, if
+    any, pointed at it until then)."""
+    if not isinstance(options, Mapping):
+        raise pytest.UsageError(f"taskito_queue_options must be a dict, got {type(options).__name__}")
+    for key, instead in (("db_path", "--taskito-db"), ("workers", "--taskito-workers")):
+        if key in options:
+            raise pytest.UsageError(f"taskito_queue_options cannot set {key}: use {instead}")
+    kwargs: dict[str, Any] = {"workers": settings.workers, "shutdown_timeout": settings.timeout}
+    if app is not None:
+        app = check_app(app)
+        kwargs.update(app_settings(app))
+    kwargs.update(options)
+    kwargs["db_path"] = db_path
+    test_queue = Queue(**kwargs)
+    stack.callback(test_queue.close)
+    if app is not None:
+        stack.enter_context(redirected(app, test_queue))
+    return test_queue
+
+
+def close_queue(test_queue: Queue, stack: ExitStack, timeout: float, what: str) -> None:
+    """Stops any worker still running on the queue (one a test started
+    itself), puts the app back and closes the queue; then fails the test if
+    tasks were left running."""
+    try:
+        failure = stop_worker(test_queue, timeout, what)
+    finally:
+        stack.close()
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture
+def queue(
+    request: pytest.FixtureRequest,
+    taskito_settings: Settings,
+    taskito_app: Queue | None,
+    taskito_queue_options: dict[str, Any],
+) -> Iterator[Queue]:
+    """A fresh Queue on a database of its own, closed after the test."""
+    if taskito_settings.db == "memory":
+        db_path = ":memory:"
+    else:
+        tmp_path: Path = request.getfixturevalue("tmp_path")
+        db_path = str(tmp_path / f"taskito-{xdist_worker_id(request.config)}.db")
+    with ExitStack() as stack:
+        test_queue = make_queue(db_path, taskito_settings, taskito_app, taskito_queue_options, stack)
+        yield test_queue
+        close_queue(test_queue, stack.pop_all(), taskito_settings.timeout, "queue teardown")
+
+
+@pytest.fixture
+def worker(queue: Queue, taskito_settings: Settings, taskito_app: Queue | None) -> Iterator[TaskitoWorker]:
+    """A worker on ``queue`` with --taskito-workers threads, stopped after the
+    test within --taskito-timeout (the test fails, naming the stuck tasks,
+    if they do not finish)."""
+    if taskito_app is not None:
+        copy_tasks(taskito_app, queue)
+    queue.start_worker(workers=taskito_settings.workers)
+    yield TaskitoWorker(queue, threads=taskito_settings.workers, timeout=taskito_settings.timeout)
+    failure = stop_worker(queue, taskito_settings.timeout, "worker teardown")
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+# ── one queue and worker for the session ──────────────────────────────────
+
+
+@dataclass
+class _Session:
+    queue: Queue
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+def _taskito_session(
+    pytestconfig: pytest.Config,
+    taskito_app: Queue | None,
+    taskito_queue_options: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[_Session]:
+    settings = pytestconfig.stash[SETTINGS]
+    if settings.db == "memory":
+        db_path = ":memory:"
+    else:
+        folder = tmp_path_factory.mktemp("taskito-session")
+        db_path = str(folder / f"taskito-{xdist_worker_id(pytestconfig)}.db")
+    with ExitStack() as stack:
+        session_queue = make_queue(db_path, settings, taskito_app, taskito_queue_options, stack)
+        yield _Session(session_queue, settings)
+        close_queue(session_queue, stack.pop_all(), settings.timeout, "session queue teardown")
+
+
+@pytest.fixture(scope="session")
+def _taskito_session_worker(_taskito_session: _Session, taskito_app: Queue | None) -> Iterator[None]:
+    session_queue, settings = _taskito_session.queue, _taskito_session.settings
+    if taskito_app is not None:
+        copy_tasks(taskito_app, session_queue)
+    session_queue.start_worker(workers=settings.workers)
+    yield
+    failure = stop_worker(session_queue, settings.timeout, "session worker teardown")
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+@dataclass
+class _TestScope:
+    queue: Queue
+    since: str | None
+    settings: Settings
+
+
+@pytest.fixture
+def _taskito_session_scope(_taskito_session: _Session, taskito_settings: Settings) -> Iterator[_TestScope]:
+    """Gives a test the session queue, with only its own jobs in view; after
+    it, cancels its jobs that did not start and lets running ones finish, so
+    that nothing of it runs during the next test."""
+    fixed = [key for key in ("workers", "db") if taskito_settings.sources.get(key) == "marker"]
+    if fixed:
+        raise pytest.UsageError(
+            f"@pytest.mark.taskito({fixed[0]}=...) cannot change the session queue and worker; "
+            "use the queue and worker fixtures for this test"
+        )
+    session_queue = _taskito_session.queue
+    scope = _TestScope(session_queue, newest_job_id(session_queue), taskito_settings)
+    yield scope
+    failure = drain(session_queue, scope.since, taskito_settings.timeout, "session test teardown")
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+@pytest.fixture
+def session_queue(_taskito_session_scope: _TestScope) -> Queue:
+    """The session's Queue. Jobs of earlier tests are final (the database is
+    not emptied: ``stats()`` counts the whole session)."""
+    return _taskito_session_scope.queue
+
+
+@pytest.fixture
+def session_worker(_taskito_session_worker: None, _taskito_session_scope: _TestScope) -> TaskitoWorker:
+    """The session's worker, started once, seen through this test's jobs only."""
+    scope = _taskito_session_scope
+    return TaskitoWorker(
+        scope.queue,
+        threads=scope.settings.workers,
+        timeout=scope.settings.timeout,
+        since=scope.since,
+    )

@@ -1,0 +1,180 @@
+"""Pointing the fixtures at a user's application Queue: its tasks run on the
+test's isolated database, and the app is exactly as it was afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_taskito._app import _SETTINGS, NOT_COPIED, REDIRECTED
+from taskito import Queue
+
+from .conftest import ini
+
+# An application module as a user would write it: its Queue on a real
+# database file, tasks that enqueue other tasks, and code that enqueues by name.
+MYAPP = """
+from taskito import Queue, JsonSerializer
+
+queue = Queue(db_path="appdata/app.db", default_retry=5, serializer=JsonSerializer(), lease_duration=20)
+
+@queue.task(max_retries=0, priority=3, queue="math")
+def double(x):
+    return 2 * x
+
+@queue.task(name="app.chain")
+def chain(x):
+    return double.delay(x).id
+
+def signup(user):
+    return queue.enqueue("app.chain", args=(len(user),))
+"""
+
+USES_APP = """
+import pytest
+import myapp
+from taskito import SerializationError
+
+ORIGINAL = {name: getattr(myapp.queue, name) for name in ("_engine", "_serializer", "db_path")}
+
+def test_app_tasks_run_on_the_test_database(queue, worker):
+    assert queue is not myapp.queue
+    assert myapp.queue.db_path == queue.db_path != ORIGINAL["db_path"]
+    assert worker.run_until_complete([myapp.double.delay(21)]) == [42]
+    job = myapp.signup("ada")  # enqueue by name, from app code
+    worker.wait_idle()
+    assert job.result(timeout=0) is not None
+    assert queue.stats()["completed"] == 3
+    assert myapp.queue.stats() == queue.stats()
+    assert myapp.queue.get_job(job.id).status == "complete"
+
+def test_the_app_settings_and_serializer_carry_over(queue, worker):
+    assert queue.default_retry == 5 and queue.lease_duration == 20
+    assert queue.tasks["app.chain"].fn is myapp.chain.fn
+    double = queue.tasks[myapp.double.name]
+    assert (double.max_retries, double.priority, double.queue_name) == (0, 3, "math")
+    # The app's JSON serializer: a tuple comes back a list, a set cannot go.
+    assert worker.run_until_complete([myapp.double.delay((1,))]) == [[1, 1]]
+    with pytest.raises(SerializationError):
+        myapp.double.delay({1})
+
+def test_a_failing_test_restores_the_app_too(queue):
+    myapp.double.delay(1)
+    raise AssertionError("on purpose")
+
+def test_the_app_is_restored_between_tests():
+    assert {name: getattr(myapp.queue, name) for name in ORIGINAL} == ORIGINAL
+    assert myapp.queue.stats()["pending"] == 0
+"""
+
+
+def test_an_app_named_in_the_ini(project: pytest.Pytester) -> None:
+    project.makepyfile(myapp=MYAPP, test_uses_app=USES_APP)
+    project.makeini(ini("taskito_app = myapp:queue", "pythonpath = ."))
+    result = project.runpytest()
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["taskito: *app=myapp:queue (ini taskito_app)"])
+    # Nothing reached the app's real database.
+    with Queue(project.path / "appdata" / "app.db") as real:
+        assert sum(real.stats().values()) == 0
+
+
+def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pytester) -> None:
+    project.makepyfile(myapp=MYAPP)
+    project.makeconftest(
+        """
+        import pytest
+        import myapp
+
+        @pytest.fixture(scope="session")
+        def taskito_app():
+            return myapp.queue
+
+        @pytest.fixture(scope="session")
+        def taskito_queue_options():
+            return {"default_retry": 0, "result_ttl": 60}
+        """
+    )
+    project.makepyfile(
+        """
+        import myapp
+
+        def test_options_win_over_the_app(queue, worker):
+            assert (queue.default_retry, queue.result_ttl, queue.lease_duration) == (0, 60, 20)
+            assert myapp.queue.default_retry == 0, "the app enqueues with the test queue's defaults"
+            assert worker.run_until_complete([myapp.double.delay(2)]) == [4]
+
+        def test_session_fixtures_redirect_the_app_too(session_queue, session_worker):
+            assert myapp.queue.db_path == session_queue.db_path
+            assert session_worker.run_until_complete([myapp.double.delay(3)]) == [6]
+
+        def test_after_a_session_fixture(queue):
+            # The session queue holds the app until the session ends; a test's
+            # own queue takes it over for the test, then hands it back.
+            assert myapp.queue.db_path == queue.db_path
+
+        def test_after_without_fixtures(request):
+            session_queue = request.getfixturevalue("session_queue")
+            assert myapp.queue.db_path == session_queue.db_path
+        """
+    )
+    project.makeini(ini("pythonpath = ."))
+    result = project.runpytest()
+    result.assert_outcomes(passed=4)
+    with Queue(project.path / "appdata" / "app.db") as real:
+        assert sum(real.stats().values()) == 0
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (
+            "taskito_app = nosuchmodule:queue",
+            "taskito_app 'nosuchmodule:queue': cannot import 'nosuchmodule'*",
+        ),
+        ("taskito_app = myapp:nope", "taskito_app 'myapp:nope': myapp has no attribute 'nope'"),
+        (
+            "taskito_app = myapp:double",
+            "taskito_app 'myapp:double' must be a taskito.Queue (or None), got TaskWrapper",
+        ),
+    ],
+)
+def test_bad_apps_are_reported(project: pytest.Pytester, setup: str, message: str) -> None:
+    project.makepyfile(myapp=MYAPP, test_x="def test_x(queue): pass")
+    project.makeini(ini(setup, "pythonpath = ."))
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*UsageError: {message}"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"db_path": "x.db"}', "taskito_queue_options cannot set db_path: use --taskito-db"),
+        ('{"workers": 4}', "taskito_queue_options cannot set workers: use --taskito-workers"),
+        ('[("default_retry", 1)]', "taskito_queue_options must be a dict, got list"),
+    ],
+)
+def test_bad_queue_options_are_reported(project: pytest.Pytester, options: str, message: str) -> None:
+    project.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def taskito_queue_options():
+            return {options}
+        """
+    )
+    project.makepyfile("def test_x(queue): pass")
+    result = project.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*UsageError: {message}"])
+
+
+def test_every_queue_attribute_is_either_copied_or_decided_by_the_plugin(tmp_path: Path) -> None:
+    # A new Queue attribute must be placed in one of the two lists, and
+    # considered for REDIRECTED, before this passes.
+    with Queue(tmp_path / "q.db") as queue:
+        assert set(vars(queue)) == set(_SETTINGS) | {"_serializer"} | NOT_COPIED
+    assert set(REDIRECTED) <= set(vars(queue))
