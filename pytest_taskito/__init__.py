@@ -5,7 +5,6 @@ Installed with taskito and registered as the pytest plugin ``taskito``
 """
 
 from pytest_taskito._settings import Settings
-from pytest_taskito._teardown import TaskInterrupted
 from pytest_taskito._worker import TaskitoWorker
 
-__all__ = ["Settings", "TaskInterrupted", "TaskitoWorker"]
+__all__ = ["Settings", "TaskitoWorker"]

@@ -5,19 +5,16 @@ thread, but its Python frames are visible through ``sys._current_frames()``:
 that is how a stuck task is found, named (the job id is a local of
 ``Queue._execute``) and shown where it is stuck.
 
-A stopped worker's stuck task is then interrupted by raising
-``TaskInterrupted`` in its thread. Without that, a task spinning in Python
-keeps taking the GIL from the rest of the test run, and at interpreter exit
-CPython (before 3.14) ends such a thread with ``pthread_exit`` when it next
-takes the GIL; unwinding through the engine's Rust frames then aborts the
-process (SIGABRT, exit status 134). A task blocked outside Python (a lock,
-``time.sleep``, I/O) only notices the exception once the call returns; until
-then its thread stays behind.
+When the grace period of ``Queue.shutdown()`` ends, the engine raises
+``taskito.TaskInterrupted`` in every task still running, so that one looping
+in Python ends and frees its thread. A task blocked outside Python (a lock,
+``time.sleep``, I/O) only notices once that call returns; until then its
+thread stays behind. The stacks are therefore taken before the worker stops,
+and again after, for the tasks that could not be interrupted.
 """
 
 from __future__ import annotations
 
-import ctypes
 import sys
 import time
 import traceback
@@ -31,12 +28,6 @@ from taskito import Queue
 # How long an interrupted task gets to unwind out of its thread.
 _UNWIND_LIMIT = 0.5
 _UNWIND_POLL = 0.005
-
-
-class TaskInterrupted(BaseException):
-    """Raised by pytest_taskito inside a task that was still running when its
-    test's teardown ran out of time (--taskito-timeout). A BaseException, so
-    that ``except Exception`` in the task does not swallow it."""
 
 
 @dataclass(frozen=True)
@@ -63,23 +54,13 @@ def running_tasks(queue: Queue) -> dict[str, RunningTask]:
     return found
 
 
-def _interrupt(thread: int) -> bool:
-    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    hit = int(set_async_exc(ctypes.c_ulong(thread), ctypes.py_object(TaskInterrupted)))
-    if hit > 1:  # pragma: no cover - CPython documents it; it cannot happen for one id
-        set_async_exc(ctypes.c_ulong(thread), None)
-    return hit == 1
-
-
-def interrupt(queue: Queue, tasks: dict[str, RunningTask]) -> set[str]:
-    """Raises TaskInterrupted in each task's thread; returns the job ids of
-    those that left their thread within _UNWIND_LIMIT (polled, with a deadline)."""
-    for task in tasks.values():
-        _interrupt(task.thread)
+def wait_unwound(queue: Queue, job_ids: set[str]) -> set[str]:
+    """Returns the job ids among ``job_ids`` whose tasks left their thread
+    within _UNWIND_LIMIT (polled, with a deadline)."""
     deadline = time.monotonic() + _UNWIND_LIMIT
     while True:
-        left = set(tasks) - set(running_tasks(queue))
-        if left == set(tasks) or time.monotonic() >= deadline:
+        left = job_ids - set(running_tasks(queue))
+        if left == job_ids or time.monotonic() >= deadline:
             return left
         time.sleep(_UNWIND_POLL)
 
@@ -112,7 +93,7 @@ def report(
             lines += ["      " + line for line in task.stack.splitlines()]
         if interrupted is not None:
             if job_id in interrupted:
-                lines.append("    -> interrupted: TaskInterrupted was raised in it and it returned")
+                lines.append("    -> interrupted: taskito.TaskInterrupted was raised in it and it returned")
             elif task is not None:
                 lines.append("    -> blocked outside Python: cannot be interrupted; its thread stays behind")
     return "\n".join(lines)
@@ -125,14 +106,21 @@ def stop_worker(queue: Queue, timeout: float, what: str) -> str | None:
     if queue.closed:
         return None
     snapshot = running_snapshot(queue)
+    before = running_tasks(queue)
     left = queue.shutdown(timeout=timeout)
     if not left:
         return None
-    tasks = running_tasks(queue)
+    # Still inside a task: those the interrupt cannot reach (blocked in C)
+    # and those still unwinding from it.
+    after = running_tasks(queue)
+    interrupted = wait_unwound(queue, set(after))
+    # Where each stuck task was: now if it is still there, else when the
+    # teardown began (the interrupt has unwound it since).
+    tasks = {job_id: before[job_id] for job_id in interrupted if job_id in before}
+    tasks.update({job_id: task for job_id, task in after.items() if job_id not in interrupted})
     # The snapshot's other "running" jobs were claimed but never started, or
     # finished: the engine released or completed them.
-    snapshot = {job_id: data for job_id, data in snapshot.items() if job_id in tasks}
-    interrupted = interrupt(queue, tasks)
+    snapshot = {job_id: data for job_id, data in snapshot.items() if job_id in after}
     text = report(queue, what, left, timeout, snapshot, tasks, interrupted)
     return (
         text

@@ -236,8 +236,9 @@ class _TestScope:
 @pytest.fixture
 def _taskito_session_scope(_taskito_session: _Session, taskito_settings: Settings) -> Iterator[_TestScope]:
     """Gives a test the session queue, with only its own jobs in view; after
-    it, cancels its jobs that did not start and lets running ones finish, so
-    that nothing of it runs during the next test."""
+    it, cancels its jobs that did not start, lets running ones finish, so
+    that nothing of it runs during the next test, and deletes every final
+    job, so that the next test starts on an empty database."""
     fixed = [key for key in ("workers", "db") if taskito_settings.sources.get(key) == "marker"]
     if fixed:
         raise pytest.UsageError(
@@ -248,14 +249,15 @@ def _taskito_session_scope(_taskito_session: _Session, taskito_settings: Setting
     scope = _TestScope(session_queue, newest_job_id(session_queue), taskito_settings)
     yield scope
     failure = drain(session_queue, scope.since, taskito_settings.timeout, "session test teardown")
+    session_queue.purge_finished()
+    session_queue.purge_dead()
     if failure:
         pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture
 def session_queue(_taskito_session_scope: _TestScope) -> Queue:
-    """The session's Queue. Jobs of earlier tests are final (the database is
-    not emptied: ``stats()`` counts the whole session)."""
+    """The session's Queue, emptied of the earlier tests' jobs."""
     return _taskito_session_scope.queue
 
 

@@ -319,6 +319,12 @@ class Queue:
         timedelta) ago; returns how many."""
         return int(self._engine.purge_dead(_options.seconds("older_than", older_than)))
 
+    def purge_finished(self, older_than: float = 0.0) -> int:
+        """Deletes completed and cancelled jobs (and their results) that
+        finished more than ``older_than`` seconds (or a timedelta) ago;
+        returns how many. ``result_ttl`` does this continuously."""
+        return int(self._engine.purge_finished(_options.seconds("older_than", older_than)))
+
     def stats(self) -> dict[str, int]:
         """Job counts: pending, running, completed, failed, dead, cancelled."""
         return dict(self._engine.stats())

@@ -106,6 +106,10 @@ def test_dead_letters_can_be_listed_retried_and_purged(queue: Queue) -> None:
     assert queue.purge_dead() == 1
     assert queue.dead_letters() == []
     assert queue.get_job(other.id) is None
+    assert queue.purge_finished(older_than=3600) == 0
+    assert queue.purge_finished() == 1
+    assert queue.get_job(dead.id) is None
+    assert queue.stats() == dict.fromkeys(queue.stats(), 0)
 
 
 def test_cancel_running_job_is_seen_by_check_cancelled(queue: Queue) -> None:

@@ -366,7 +366,7 @@ def test_a_task_that_never_finishes_fails_teardown_within_the_timeout(project: p
             "*ERROR at teardown of test_stuck?spinning?*",
             "worker teardown: 1 task(s) still running after 1s (--taskito-timeout):",
             "*while True:",
-            "    -> interrupted: TaskInterrupted was raised in it and it returned",
+            "    -> interrupted: taskito.TaskInterrupted was raised in it and it returned",
             "*ERROR at teardown of test_queue_alone_with_a_worker_started_by_the_test*",
             "queue teardown: 1 task(s) still running after 1s (--taskito-timeout):",
             "*stuck_too*",

@@ -292,6 +292,14 @@ impl Engine {
         Ok(py.detach(|| engine.storage.purge_dead(now_micros() - age))?)
     }
 
+    /// Deletes completed and cancelled jobs that finished more than
+    /// `older_than` seconds ago.
+    fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
+        let age = micros(seconds(older_than, "older_than")?);
+        let engine = self.engine()?;
+        Ok(py.detach(|| engine.storage.purge_finished(now_micros() - age))?)
+    }
+
     /// Blocks (without the GIL) until the job is final; returns
     /// `(status, result_bytes, error_dict)`.
     #[pyo3(signature = (job_id, timeout, poll_interval, max_poll_interval))]
