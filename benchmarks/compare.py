@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES
 from benchmarks.schema import KEY, METRICS
 
@@ -81,10 +82,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sort_key(index: pd.Index) -> pd.Index:
-    # DB modes in their declared order, everything else as it sorts.
+    # Engines and DB modes in their registries' order (taskito first, then
+    # NAME@LABEL copies after their engine), everything else as it sorts.
+    if index.name == "engine":
+        engines = {name: i for i, name in enumerate(ENGINES)}
+        return index.map(lambda v: (engines.get(v.partition("@")[0], len(engines)), v))
     if index.name == "db":
-        order = {name: i for i, name in enumerate(DB_MODES)}
-        return index.map(lambda v: order.get(v, len(order)))
+        modes = {name: i for i, name in enumerate(DB_MODES)}
+        return index.map(lambda v: modes.get(v, len(modes)))
     return index
 
 
@@ -244,7 +249,7 @@ def diff(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tup
                 "A": fmt(med_a, metric) if in_a else "(not in A)",
                 "B": fmt(med_b, metric) if in_b else "(not in B)",
                 "B/A": "-" if pd.isna(ratio) else f"{ratio:.2f}",
-                "": flag,
+                "flag": flag,
             }
         )
     return _markdown(pd.DataFrame(rows), 4), regressions

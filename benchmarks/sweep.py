@@ -64,15 +64,12 @@ class Plan:
         ]
 
     def unsupported(self) -> list[str]:
-        """A line for each engine that runs in none, or only some, of the modes asked for."""
+        """A line for each engine that runs in none of the modes asked for."""
         notes = []
         for engine in self.engines:
             modes = ENGINES[engine.split("@", 1)[0]].modes
-            missing = [db for db in self.dbs if db not in modes]
-            if missing:
-                notes.append(
-                    f"{engine}: does not run on {', '.join(missing)} (it runs on {', '.join(modes)})"
-                )
+            if not set(modes) & set(self.dbs):
+                notes.append(f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}")
         return notes
 
 
