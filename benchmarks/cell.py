@@ -51,6 +51,9 @@ def wait_finished(adapter: Adapter, base: int, total: int) -> tuple[float, int, 
     """Polls until ``total`` jobs beyond ``base`` have finished. Returns the
     time of the first poll that saw any finished, how many it saw, and the
     time of the poll that saw them all."""
+    if total <= 0:
+        now = time.perf_counter()
+        return now, 0, now
     first: tuple[float, int] | None = None
     next_check = time.perf_counter() + CHECK_EVERY
     while True:

@@ -69,7 +69,9 @@ class Plan:
         for engine in self.engines:
             modes = ENGINES[engine.split("@", 1)[0]].modes
             if not set(modes) & set(self.dbs):
-                notes.append(f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}")
+                notes.append(
+                    f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}"
+                )
         return notes
 
 

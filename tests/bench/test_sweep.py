@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,26 @@ def test_a_hung_cell_is_killed_at_the_time_limit_and_the_sweep_goes_on(tmp_path:
         assert row["drain_per_s"] == ""
     assert list(work.iterdir()) == [], "each cell's folder is removed"
     assert "- taskito memory workers=2 io_sleep rep 1: timeout: killed after 1s" in proc.stdout
+
+
+def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
+    # A wrapper around this interpreter that notes each use.
+    used, python = tmp_path / "used", tmp_path / "python"
+    python.write_text(
+        f'#!/bin/sh\necho "$1" >> {shlex.quote(str(used))}\nexec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    python.chmod(0o755)
+    out = tmp_path / "two.csv"
+    proc = bench(
+        "--engines", "taskito,taskito@other", "--python", f"taskito@other={python}", "--db", "memory",
+        "--workers", "1", "--jobs", "10", "--repeat", "1", "--samples", "2", "--warmup", "0",
+        "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    _, rows = read(out)
+    assert [(r["engine"], r["status"]) for r in rows] == [("taskito", "ok"), ("taskito@other", "ok")]
+    assert used.read_text().split() == ["-c", "-c"], "the probe and the one cell of taskito@other"
+    assert "taskito@other memory workers=1 noop" in proc.stderr
 
 
 def test_a_cell_that_fails_is_recorded_as_an_error(tmp_path: Path) -> None:
