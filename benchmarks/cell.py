@@ -160,7 +160,7 @@ def probe(cell: Cell) -> dict[str, Any]:
     try:
         engines.load(cell.adapter).probe(cell)
     except ModuleNotFoundError as exc:
-        reason = f"{exc.name} is not installed for {sys.executable} (pip install '.[bench]')"
+        reason = f"package {exc.name!r} is not installed for {sys.executable} (pip install '.[bench]')"
         return {"available": False, "reason": reason}
     except Unavailable as exc:
         return {"available": False, "reason": str(exc)}

@@ -173,13 +173,12 @@ class Progress:
         for later in self.cells[index + 1 :]:
             own = self.durations.get(later.engine)
             eta += sum(own) / len(own) if own else overall
-        detail = (
-            f"drain {float(row['drain_per_s']):>10,.0f}/s"
-            if row["status"] == "ok"
-            else row["error"].splitlines()[-1][:60]
-            if row["error"]
-            else ""
-        )
+        if row["status"] == "ok":
+            detail = f"drain {float(row['drain_per_s']):>10,.0f}/s"
+        elif row["status"] == "skipped" or not row["error"]:
+            detail = ""  # the reason was written once, before the first cell
+        else:
+            detail = row["error"].splitlines()[-1][:60]
         width = len(str(len(self.cells)))
         self.write(
             f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<40} rep {cell.repetition} "
