@@ -14,7 +14,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -271,7 +271,7 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
     runnable = [e for e in args.engines if set(ENGINES[e.partition("@")[0]].modes) & set(args.db)]
     if not runnable:
         top.error(f"no engine in --engines runs on --db {','.join(args.db)}")
-    out = args.out or report.RESULTS / f"run-{datetime.now().strftime('%Y%m%d-%H%M%S')}.csv"
+    out = args.out or report.RESULTS / f"run-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.csv"
     if out.exists() and not args.force:
         top.error(f"{out} exists; pass --force to overwrite it")
     plan = Plan(
