@@ -250,14 +250,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
     # No subcommand: the default sweep, with any sweep options given.
-    if not args_list or (args_list[0] not in SUBCOMMANDS and args_list[0] not in ("-h", "--help")):
-        args_list = ["sweep", *args_list]
-    args = parser().parse_args(args_list)
+    if not given or (given[0] not in SUBCOMMANDS and given[0] not in ("-h", "--help")):
+        args = parser().parse_args(["sweep", *given])
+    else:
+        args = parser().parse_args(given)
     # Errors found after parsing are reported with the command's own usage.
     if args.command == "sweep":
-        return sweep(args.parser, args, args_list)
+        return sweep(args.parser, args, given)
     if args.command == "compare":
         return compare(args.parser, args)
     return write_report(args.parser, args)

@@ -13,6 +13,7 @@ import pandas as pd
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES
 from benchmarks.schema import KEY, METRICS
+from benchmarks.tasks import TASKS
 
 DEFAULT_METRICS = ["drain_per_s"]
 # What a B/A comparison looks at unless told otherwise.
@@ -82,11 +83,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sort_key(index: pd.Index) -> pd.Index:
-    # Engines and DB modes in their registries' order (taskito first, then
-    # NAME@LABEL copies after their engine), everything else as it sorts.
+    # Engines, task kinds and DB modes in their registries' order (taskito
+    # first, NAME@LABEL copies after their engine), workers as numbers.
     if index.name == "engine":
         engines = {name: i for i, name in enumerate(ENGINES)}
         return index.map(lambda v: (engines.get(v.partition("@")[0], len(engines)), v))
+    if index.name == "task":
+        tasks = {name: i for i, name in enumerate(TASKS)}
+        return index.map(lambda v: tasks.get(v, len(tasks)))
     if index.name == "db":
         modes = {name: i for i, name in enumerate(DB_MODES)}
         return index.map(lambda v: modes.get(v, len(modes)))
@@ -160,11 +164,11 @@ def provenance(frame: pd.DataFrame) -> str:
     dirty = str(first.get("git_dirty")) == "True"
     commit = str(first.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
     loads = pd.to_numeric(frame["load_avg_1m"], errors="coerce").dropna()
-    load = f", load average {loads.min():.1f}–{loads.max():.1f}" if len(loads) else ""
+    load = f"; load average {loads.min():.1f}–{loads.max():.1f}" if len(loads) else ""
     pythons = ", ".join(sorted(frame["python_version"].dropna().astype(str).unique())) or "?"
     return (
-        f"{first['sweep_id']}, commit {commit}, {first['cpu_model']} x {first['cpu_count']}, "
-        f"{first['os']}, Python {pythons}{load}"
+        f"Started {first['sweep_id']}; commit {commit}; {first['cpu_model']} x {first['cpu_count']} CPUs; "
+        f"{first['os']}; Python {pythons}{load}"
     )
 
 

@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from benchmarks.compare import summarize
+from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES
 from benchmarks.schema import METRICS
+from benchmarks.tasks import TASKS
 
 
 def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain_per_s") -> Path:
@@ -25,16 +27,18 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
     every = every[every["runs"] > 0]
     if every.empty:
         raise ValueError("no cell finished: nothing to plot")
-    tasks = list(dict.fromkeys(every["task"]))
+    tasks = [task for task in TASKS if task in set(every["task"])]
     dbs = [db for db in DB_MODES if db in set(every["db"])]
     fig, axes = plt.subplots(
         len(tasks), len(dbs), squeeze=False, figsize=(4.2 * len(dbs), 3.4 * len(tasks)), sharey="row"
     )
     m = METRICS[metric]
     # One colour per engine (and file) in every panel.
-    engines = sorted(set(every["engine"]))
+    # Each engine keeps its colour in every plot: taken by its registry position.
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours = {engine: palette[i % len(palette)] for i, engine in enumerate(engines)}
+    known = list(ENGINES)
+    copies = sorted({e for e in every["engine"] if e not in ENGINES})
+    colours = {e: palette[i % len(palette)] for i, e in enumerate(known + copies)}
     styles = {label: ("-", "--", ":")[i % 3] for i, label in enumerate(summaries)}
     for i, task in enumerate(tasks):
         for j, db in enumerate(dbs):
@@ -61,7 +65,9 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             workers = sorted(set(every["workers"]))
+            ax.set_xlim(workers[0] / 1.5, workers[-1] * 1.5)  # room around a single count too
             ax.set_xticks(workers, [str(w) for w in workers])
+            ax.minorticks_off()
             ax.set_title(f"{task}, {db}")
             ax.set_xlabel("workers")
             if j == 0:

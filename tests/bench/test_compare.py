@@ -101,7 +101,7 @@ def test_compare_command_with_one_file(capsys: pytest.CaptureFixture[str]) -> No
     assert cli.main(["compare", str(A), "--metric", "peak_rss_mb"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# {A}\n")
-    assert "commit 93020d14f9" in out and "AMD EPYC x 2" in out
+    assert "; commit 93020d14f9; AMD EPYC x 2 CPUs; Linux" in out
     assert "## noop: peak resident memory, cell process plus worker processes (MiB)" in out
     assert "## noop: all metrics, medians" in out
 
