@@ -234,7 +234,8 @@ def diff(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tup
     sa, sb = summarize(a), summarize(b)
     rows = []
     regressions = 0
-    for key in sa.index.union(sb.index):
+    keys = pd.DataFrame(index=sa.index.union(sb.index)).sort_index(key=_sort_key).index
+    for key in keys:
         in_a, in_b = key in sa.index, key in sb.index
         ra = sa.loc[key] if in_a else None
         rb = sb.loc[key] if in_b else None

@@ -61,6 +61,7 @@ def test_diff_flags_a_regression_by_ratio_not_noise_within_the_ranges() -> None:
     assert rows[("taskito", "noop", "memory", "2")].split("|")[-3].strip() == "0.86"
     assert "REGRESSION" not in rows[("taskito", "noop", "memory", "2")]
     assert "improved" in rows[("huey", "noop", "file", "1")]
+    assert next(iter(rows)) == ("taskito", "noop", "memory", "1"), "registry order, not the alphabet"
 
 
 def test_diff_knows_lower_latency_is_better() -> None:
