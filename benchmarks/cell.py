@@ -84,8 +84,9 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     """
     handles: list[Any] = []
     adapter.start_workers()
-    handles += adapter.enqueue_many(range(cell.warmup))
-    wait_finished(adapter, 0, cell.warmup)
+    if cell.warmup:
+        handles += adapter.enqueue_many(range(cell.warmup))
+        wait_finished(adapter, 0, cell.warmup)
     for i in range(min(cell.samples, 10)):
         job = adapter.enqueue_one(i)
         adapter.result(job, RESULT_TIMEOUT)
@@ -119,8 +120,10 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         timed.append(job)
     handles += timed
 
-    pids = [os.getpid(), *adapter.worker_pids()]
-    peaks = [procs.peak_rss_bytes(pid) for pid in pids]
+    # Read before the workers stop; a worker process that is already gone
+    # cannot be read and is left out.
+    own = procs.peak_rss_bytes(os.getpid())
+    workers = [procs.peak_rss_bytes(pid) for pid in adapter.worker_pids()]
     adapter.stop_workers()
 
     stored = adapter.stored_latencies(timed)
@@ -131,7 +134,7 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         "first_completion_s": first_at - start,
         "latency_samples": len(round_trips),
         "failures": adapter.failures(handles),
-        "peak_rss_mb": sum(p for p in peaks if p is not None) / 2**20 if None not in peaks else None,
+        "peak_rss_mb": (own + sum(w for w in workers if w is not None)) / 2**20 if own else None,
     }
     for kind, samples in (("rtt", round_trips), ("stored", stored or [])):
         values = percentiles(samples)

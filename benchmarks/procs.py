@@ -47,7 +47,9 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILLs ``pid`` and everything below it.
+    """SIGKILLs ``pid`` and everything below it. ``pid`` must be a child of
+    this process not yet waited for, so that its number cannot have been
+    reused by another process.
 
     The tree is read first and everything killed after, because children
     of a dead process are re-parented and could no longer be found. Two
@@ -56,6 +58,14 @@ def kill_tree(pid: int) -> None:
         for victim in [pid, *descendants(pid)]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(victim, signal.SIGKILL)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILLs what is left of a process group whose leader has exited
+    (and may have been waited for: a group's number is not reused while
+    any member lives)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def peak_rss_bytes(pid: int) -> int | None:

@@ -91,26 +91,32 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         start_new_session=True,
     )
     try:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            procs.kill_tree(proc.pid)
-            proc.communicate()
-            return {
-                "status": "timeout",
-                "error": f"killed after {timeout:g}s",
-                "cell_seconds": time.perf_counter() - start,
-            }
-        finally:
-            # Workers a crashed cell left behind would disturb the next cells.
-            procs.kill_tree(proc.pid)
-        seconds = time.perf_counter() - start
-        result = _parse(out)
-        if proc.returncode != 0 or result is None:
-            return {"status": "error", "error": _tail(err or out), "cell_seconds": seconds}
-        return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
+        return _finish(proc, start, timeout)
+    except subprocess.TimeoutExpired:
+        return {
+            "status": "timeout",
+            "error": f"killed after {timeout:g}s",
+            "cell_seconds": time.perf_counter() - start,
+        }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _finish(proc: subprocess.Popen[str], start: float, timeout: float) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the time limit, or Ctrl+C in the sweep
+        procs.kill_tree(proc.pid)  # the cell and its workers, before it is waited for
+        proc.communicate()
+        raise
+    finally:
+        # Whatever a crashed cell left in its group would disturb the next cells.
+        procs.kill_group(proc.pid)
+    seconds = time.perf_counter() - start
+    result = _parse(out)
+    if proc.returncode != 0 or result is None:
+        return {"status": "error", "error": _tail(err or out), "cell_seconds": seconds}
+    return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
 
 
 def probe(cell: Cell, python: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@ workers run in other processes or keep their jobs in Redis."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -141,16 +140,19 @@ class WorkerProcess:
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, each engine's signal for a warm shutdown, then SIGKILL
-        for whatever is left after ``grace`` seconds."""
+        for whatever is left after ``grace`` seconds, stragglers in the
+        worker's process group included."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 proc.wait(grace)
-        procs.kill_tree(proc.pid)
-        proc.wait()
+            except subprocess.TimeoutExpired:
+                procs.kill_tree(proc.pid)
+                proc.wait()
+        procs.kill_group(proc.pid)  # its own group: started in a new session
 
 
 def python_argv(*args: str) -> list[str]:
