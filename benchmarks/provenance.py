@@ -19,11 +19,12 @@ def _git(root: Path, *args: str) -> str | None:
 
 def commit_info(root: Path) -> dict[str, str]:
     """The checked-out commit. Dirty means tracked files differ from it;
-    untracked files (a fresh results CSV, say) do not count."""
+    untracked files and results/ (the benchmark's own output, such as a
+    reference run being redone) do not count."""
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "unknown", "git_branch": "", "git_dirty": ""}
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {
         "git_commit": commit,
         "git_branch": _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "",
