@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from benchmarks import report
 from benchmarks.engines import ENGINES
-from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, adapter_of
 from benchmarks.schema import METRICS
 from benchmarks.sweep import Plan
 from benchmarks.sweep import run as run_sweep
@@ -269,7 +269,7 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
     for engine in pythons:
         if engine not in args.engines:
             top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
-    runnable = [e for e in args.engines if set(ENGINES[e.partition("@")[0]].modes) & set(args.db)]
+    runnable = [e for e in args.engines if set(ENGINES[adapter_of(e)].modes) & set(args.db)]
     if not runnable:
         top.error(f"no engine in --engines runs on --db {','.join(args.db)}")
     out = args.out or report.RESULTS / f"run-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.csv"

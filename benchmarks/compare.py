@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.engines import ENGINES
-from benchmarks.grid import DB_MODES
+from benchmarks.grid import DB_MODES, adapter_of
 from benchmarks.schema import KEY, METRICS
 from benchmarks.tasks import TASKS
 
@@ -87,7 +87,7 @@ def _sort_key(index: pd.Index) -> pd.Index:
     # first, NAME@LABEL copies after their engine), workers as numbers.
     if index.name == "engine":
         engines = {name: i for i, name in enumerate(ENGINES)}
-        return index.map(lambda v: (engines.get(v.partition("@")[0], len(engines)), v))
+        return index.map(lambda v: (engines.get(adapter_of(v), len(engines)), v))
     if index.name == "task":
         tasks = {name: i for i, name in enumerate(TASKS)}
         return index.map(lambda v: tasks.get(v, len(tasks)))

@@ -41,6 +41,12 @@ REDIS_BROKER_DB = 15
 REDIS_RESULTS_DB = 14
 
 
+def adapter_of(engine: str) -> str:
+    """The engine module behind an engine's name in a sweep: NAME@LABEL
+    runs NAME again (under another interpreter, say) as a column of its own."""
+    return engine.partition("@")[0]
+
+
 @dataclass(frozen=True)
 class Cell:
     """One measurement, sent to the cell subprocess as JSON."""
@@ -58,7 +64,7 @@ class Cell:
     @property
     def adapter(self) -> str:
         """The engine module that runs this cell."""
-        return self.engine.split("@", 1)[0]
+        return adapter_of(self.engine)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

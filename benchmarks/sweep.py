@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks import procs, provenance
 from benchmarks.cell import MARK
 from benchmarks.engines import ENGINES
-from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
 from benchmarks.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ class Plan:
             for rep in range(1, self.repeat + 1)
             for engine in self.engines
             for db in self.dbs
-            if db in ENGINES[engine.split("@", 1)[0]].modes
+            if db in ENGINES[adapter_of(engine)].modes
             for task in self.tasks
             for w in self.workers
         ]
@@ -67,7 +67,7 @@ class Plan:
         """A line for each engine that runs in none of the modes asked for."""
         notes = []
         for engine in self.engines:
-            modes = ENGINES[engine.split("@", 1)[0]].modes
+            modes = ENGINES[adapter_of(engine)].modes
             if not set(modes) & set(self.dbs):
                 notes.append(
                     f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}"
