@@ -12,7 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import taskito
+from benchmarks.cell import drain_rate
 from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS, METRICS
 from benchmarks.sweep import Plan, Progress, run_cell
@@ -196,3 +199,11 @@ def test_progress_estimates_time_left_from_each_engines_own_cells() -> None:
     assert "timeout" in lines[1] and "killed after 3s" in lines[1]
     # After the first cell, huey's time is guessed from the mean of all cells so far.
     assert lines[0].endswith("ETA 3s")
+
+
+def test_drain_rate_is_timed_from_the_first_completion_unless_that_saw_most_of_it() -> None:
+    # Workers took 0.5 s to start; 100 of 1,000 were done at the first poll, the rest 0.9 s later.
+    assert drain_rate(1000, start=0.0, first_at=0.5, first_done=100, end=1.4) == pytest.approx(1000)
+    # 999 done at the first poll, 2 ms in, the last one a poll later: timed from the start.
+    assert drain_rate(1000, start=0.0, first_at=0.002, first_done=999, end=0.004) == pytest.approx(250_000)
+    assert drain_rate(1000, start=0.0, first_at=0.004, first_done=1000, end=0.004) == pytest.approx(250_000)
