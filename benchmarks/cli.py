@@ -1,0 +1,348 @@
+"""``python -m benchmarks``: how fast is a task queue on this machine, in which
+mode, against what one would use instead, and did a change make it slower.
+
+    python -m benchmarks                      the default sweep (sweep's defaults)
+    python -m benchmarks sweep [options]      any grid; CSV under results/
+    python -m benchmarks compare A.csv [B.csv] [--plot out.png]
+    python -m benchmarks report               results/README.md from the reference runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from benchmarks import report
+from benchmarks.engines import ENGINES
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, adapter_of
+from benchmarks.schema import METRICS
+from benchmarks.sweep import Plan
+from benchmarks.sweep import run as run_sweep
+from benchmarks.tasks import TASKS
+
+T = TypeVar("T")
+
+# The default sweep: about two minutes on 2 cores with every peer available.
+# The embedded SQLite default (file) and memory, plus Redis for the peers
+# that need a server; as many workers as CPUs, taskito's default. The peers'
+# worker processes take seconds to start and stop, and RQ forks a process
+# per job: they set the pace, and the job count.
+DEFAULTS = {
+    "engines": ",".join(ENGINES),
+    "db": "memory,file,redis",
+    "workers": str(os.cpu_count() or 1),
+    "tasks": "noop",
+    "jobs": 1000,
+    "repeat": 3,
+    "samples": 100,
+    "warmup": 100,
+    "cell_timeout": 120.0,
+}
+SUBCOMMANDS = ("sweep", "compare", "report")
+
+
+def comma_list(choices: Sequence[str] | None = None) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("give at least one value")
+        if len(set(items)) != len(items):
+            raise argparse.ArgumentTypeError(f"{text!r} names a value twice")
+        if choices is not None:
+            unknown = [item for item in items if item not in choices]
+            if unknown:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})"
+                )
+        return items
+
+    return parse
+
+
+def engine_list(text: str) -> list[str]:
+    """Engine names, each optionally NAME@LABEL to run a second copy (under --python)."""
+    engines = comma_list()(text)
+    for engine in engines:
+        name, _, label = engine.partition("@")
+        if name not in ENGINES:
+            raise argparse.ArgumentTypeError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
+        if "@" in engine and not label.replace("-", "").replace(".", "").replace("_", "").isalnum():
+            raise argparse.ArgumentTypeError(f"{engine!r}: the label after @ must be letters, digits, . _ -")
+    return engines
+
+
+def positive(kind: Callable[[str], T], minimum: T) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum:  # type: ignore[operator]
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def int_list(text: str) -> list[int]:
+    return [positive(int, 1)(item) for item in comma_list()(text)]
+
+
+def python_option(text: str) -> tuple[str, str]:
+    engine, sep, path = text.partition("=")
+    if not sep or not engine or not path:
+        raise argparse.ArgumentTypeError(f"expected ENGINE=/path/to/python, got {text!r}")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise argparse.ArgumentTypeError(f"{path} is not an executable file")
+    return engine, path
+
+
+def redis_option(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(f"expected redis://HOST:PORT, got {text!r}")
+    rest = text.split("://", 1)[1]
+    if "/" in rest.rstrip("/") and not text.startswith("unix://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the server only; cells use (and flush) databases 15 and 14"
+        )
+    return text.rstrip("/")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Options of each command: python -m benchmarks COMMAND --help",
+    )
+    sub = top.add_subparsers(dest="command", metavar="{sweep,compare,report}")
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid of cells (the default command)",
+        description="Runs every engine x DB mode x task x workers cell, --repeat times, "
+        "each in a fresh process, and writes one CSV row per run.",
+    )
+    sweep.add_argument(
+        "--engines",
+        type=engine_list,
+        default=DEFAULTS["engines"],
+        metavar="LIST",
+        help=f"engines to run: {', '.join(ENGINES)}; NAME@LABEL runs another copy "
+        "(give it --python). Default: all (unavailable ones are skipped)",
+    )
+    sweep.add_argument(
+        "--db",
+        type=comma_list(list(DB_MODES)),
+        default=DEFAULTS["db"],
+        metavar="LIST",
+        help=f"database modes: {', '.join(DB_MODES)}. Each engine runs in the ones "
+        "it supports (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--workers",
+        type=int_list,
+        default=DEFAULTS["workers"],
+        metavar="LIST",
+        help="worker counts (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--tasks",
+        type=comma_list(list(TASKS)),
+        default=DEFAULTS["tasks"],
+        metavar="LIST",
+        help=f"task kinds: {', '.join(TASKS)} (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--jobs",
+        type=positive(int, 2),
+        default=DEFAULTS["jobs"],
+        help="jobs enqueued and drained per cell (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--repeat",
+        type=positive(int, 1),
+        default=DEFAULTS["repeat"],
+        help="repetitions of each cell (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--samples",
+        type=positive(int, 0),
+        default=DEFAULTS["samples"],
+        help="round trips timed for latency per cell (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--warmup",
+        type=positive(int, 0),
+        default=DEFAULTS["warmup"],
+        help="jobs run before timing, per cell (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--cell-timeout",
+        type=positive(float, 0.001),
+        default=DEFAULTS["cell_timeout"],
+        metavar="SECONDS",
+        help="kill a cell after this long (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--python",
+        type=python_option,
+        action="append",
+        default=[],
+        metavar="ENGINE=PATH",
+        help="run ENGINE's cells under another interpreter",
+    )
+    sweep.add_argument(
+        "--redis",
+        type=redis_option,
+        default=DEFAULT_REDIS_URL,
+        metavar="URL",
+        help="Redis server for celery, rq and dramatiq (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--out", type=Path, metavar="CSV", help="where to write (default: results/run-<UTC time>.csv)"
+    )
+    sweep.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    sweep.add_argument("--workdir", type=Path, help="where cells keep their databases (default: temp)")
+    sweep.set_defaults(parser=sweep)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="tables of one sweep, or of B against A",
+        description="Prints markdown tables: with one CSV each metric per engine and task, "
+        "workers x DB mode; with two, B/A per cell with regressions flagged.",
+    )
+    cmp.add_argument("csv", type=Path, nargs="+", metavar="CSV", help="one or two sweep CSVs (A, then B)")
+    cmp.add_argument(
+        "--metric",
+        action="append",
+        choices=list(METRICS),
+        metavar="NAME",
+        help=f"metric to show (repeatable): {', '.join(METRICS)}",
+    )
+    cmp.add_argument(
+        "--threshold",
+        type=positive(float, 0.0),
+        default=0.10,
+        help="flag B/A worse than this fraction (default: %(default)s)",
+    )
+    cmp.add_argument("--plot", type=Path, metavar="PNG", help="also draw throughput against workers")
+    cmp.add_argument("--fail-on-regression", action="store_true", help="exit 1 if a regression is flagged")
+    cmp.set_defaults(parser=cmp)
+
+    rep = sub.add_parser(
+        "report",
+        help="write results/README.md from the reference runs",
+        description=f"Writes the tables and plots of the reference runs (results/{report.REFERENCE_GLOB}).",
+    )
+    rep.add_argument(
+        "csv", type=Path, nargs="*", metavar="CSV", help="runs to include (default: the references)"
+    )
+    rep.add_argument("--out", type=Path, default=report.RESULTS / "README.md", help="default: %(default)s")
+    rep.set_defaults(parser=rep)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    # No subcommand: the default sweep, with any sweep options given.
+    if not given or (given[0] not in SUBCOMMANDS and given[0] not in ("-h", "--help")):
+        args = parser().parse_args(["sweep", *given])
+    else:
+        args = parser().parse_args(given)
+    # Errors found after parsing are reported with the command's own usage.
+    if args.command == "sweep":
+        return sweep(args.parser, args, given)
+    if args.command == "compare":
+        return compare(args.parser, args)
+    return write_report(args.parser, args)
+
+
+def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
+    pythons = dict(args.python)
+    for engine in pythons:
+        if engine not in args.engines:
+            top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
+    runnable = [e for e in args.engines if set(ENGINES[adapter_of(e)].modes) & set(args.db)]
+    if not runnable:
+        top.error(f"no engine in --engines runs on --db {','.join(args.db)}")
+    out = args.out or report.RESULTS / f"run-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.csv"
+    if out.exists() and not args.force:
+        top.error(f"{out} exists; pass --force to overwrite it")
+    plan = Plan(
+        engines=args.engines,
+        dbs=args.db,
+        workers=args.workers,
+        tasks=args.tasks,
+        jobs=args.jobs,
+        repeat=args.repeat,
+        samples=args.samples,
+        warmup=args.warmup,
+        cell_timeout=args.cell_timeout,
+        out=out,
+        pythons=pythons,
+        redis_url=args.redis,
+        workdir=args.workdir,
+        command=shlex.join(["python", "-m", "benchmarks", *argv]),
+    )
+    path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        from benchmarks import compare as tables
+    except ImportError as exc:
+        print(f"wrote {path}; the tables need pandas ({exc}): pip install '.[bench]'", file=sys.stderr)
+        return 0
+    frame = tables.load(path)
+    print(tables.render(frame))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0 if (frame["status"] == "ok").any() else 1
+
+
+def compare(top: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from benchmarks import compare as tables
+
+    if len(args.csv) > 2:
+        top.error("compare takes one or two CSVs (A, then B)")
+    try:
+        frames = {path.stem: tables.load(path) for path in args.csv}
+    except tables.NotABenchmarkCSV as exc:
+        top.error(str(exc))
+    if len(frames) != len(args.csv):
+        top.error("the two CSVs need different file names")
+    regressions = 0
+    if len(args.csv) == 1:
+        frame = next(iter(frames.values()))
+        print(f"# {args.csv[0]}\n\n{tables.provenance(frame)}\n")
+        print(tables.render(frame, args.metric or tables.DEFAULT_METRICS))
+    else:
+        a, b = frames.values()
+        print(f"# A = {args.csv[0]}, B = {args.csv[1]}\n")
+        print(f"A: {tables.provenance(a)}\nB: {tables.provenance(b)}\n")
+        text, regressions = tables.render_diff(a, b, args.metric or tables.DIFF_METRICS, args.threshold)
+        print(text)
+    if args.plot:
+        from benchmarks import plot
+
+        try:
+            plot.throughput(frames, args.plot)
+        except ValueError as exc:
+            top.error(str(exc))
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 1 if regressions and args.fail_on_regression else 0
+
+
+def write_report(top: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from benchmarks import compare as tables
+
+    csvs = args.csv or report.references()
+    try:
+        path = report.write(csvs, args.out)
+    except tables.NotABenchmarkCSV as exc:
+        top.error(str(exc))
+    print(f"wrote {path} from {len(csvs)} run(s)", file=sys.stderr)
+    return 0

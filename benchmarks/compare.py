@@ -1,0 +1,279 @@
+"""Reads sweep CSVs with pandas: repetitions grouped (median, min, max),
+workers x DB mode per engine and task as markdown, and the ratio of two runs
+with regressions flagged."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.engines import ENGINES
+from benchmarks.grid import DB_MODES, adapter_of
+from benchmarks.schema import KEY, METRICS
+from benchmarks.tasks import TASKS
+
+DEFAULT_METRICS = ["drain_per_s"]
+# What a B/A comparison looks at unless told otherwise.
+DIFF_METRICS = [
+    "drain_per_s",
+    "enqueue_map_per_s",
+    "enqueue_delay_per_s",
+    "latency_rtt_p50_ms",
+    "latency_rtt_p99_ms",
+]
+SUMMARY_METRICS = [
+    "enqueue_map_per_s",
+    "enqueue_delay_per_s",
+    "drain_per_s",
+    "latency_rtt_p50_ms",
+    "latency_rtt_p99_ms",
+    "latency_stored_p50_ms",
+    "latency_stored_p99_ms",
+    "failures",
+    "peak_rss_mb",
+]
+SHORT = {
+    "enqueue_map_per_s": "enqueue batch/s",
+    "enqueue_delay_per_s": "enqueue 1-by-1/s",
+    "drain_per_s": "drain/s",
+    "first_completion_s": "first done s",
+    "latency_rtt_p50_ms": "rtt p50 ms",
+    "latency_rtt_p95_ms": "rtt p95 ms",
+    "latency_rtt_p99_ms": "rtt p99 ms",
+    "latency_stored_p50_ms": "stored p50 ms",
+    "latency_stored_p95_ms": "stored p95 ms",
+    "latency_stored_p99_ms": "stored p99 ms",
+    "failures": "failures",
+    "peak_rss_mb": "peak RSS MiB",
+}
+STATS = ("median", "min", "max")
+
+
+class NotABenchmarkCSV(ValueError):
+    pass
+
+
+def load(path: Path) -> pd.DataFrame:
+    """One sweep's rows; raises NotABenchmarkCSV for any other file."""
+    try:
+        frame = pd.read_csv(path, dtype={"error": str, "git_commit": str, "command": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise NotABenchmarkCSV(f"{path}: cannot read it as CSV: {exc}") from None
+    missing = [c for c in ("status", *KEY, *METRICS) if c not in frame.columns]
+    if missing:
+        raise NotABenchmarkCSV(f"{path}: not a benchmark CSV (no column {', '.join(missing)})")
+    return frame
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell (KEY): median, min and max of every metric over its
+    ok repetitions, ``runs`` (ok repetitions) and ``problems`` (the others)."""
+    # Engines that were skipped measured nothing: left out here, listed by problems().
+    frame = frame[frame["status"] != "skipped"]
+    ok = frame[frame["status"] == "ok"]
+    stats = ok.groupby(KEY)[list(METRICS)].agg(list(STATS))
+    stats.columns = [f"{metric}:{stat}" for metric, stat in stats.columns]
+    counts = frame.assign(ok=frame["status"] == "ok").groupby(KEY)["ok"].agg(runs="sum", total="count")
+    summary = counts.join(stats, how="left")
+    summary["problems"] = summary["total"] - summary["runs"]
+    return summary.drop(columns="total").sort_index(key=_sort_key)
+
+
+def _sort_key(index: pd.Index) -> pd.Index:
+    # Engines, task kinds and DB modes in their registries' order (taskito
+    # first, NAME@LABEL copies after their engine), workers as numbers.
+    if index.name == "engine":
+        engines = {name: i for i, name in enumerate(ENGINES)}
+        return index.map(lambda v: (engines.get(adapter_of(v), len(engines)), v))
+    if index.name == "task":
+        tasks = {name: i for i, name in enumerate(TASKS)}
+        return index.map(lambda v: tasks.get(v, len(tasks)))
+    if index.name == "db":
+        modes = {name: i for i, name in enumerate(DB_MODES)}
+        return index.map(lambda v: modes.get(v, len(modes)))
+    return index
+
+
+def fmt(value: float, metric: str) -> str:
+    """A metric's value the way a person reads it."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    unit = METRICS[metric].unit
+    if unit == "jobs/s" or unit == "jobs":
+        return f"{value:,.0f}"
+    if unit == "MiB":
+        return f"{value:,.1f}"
+    return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
+
+
+def _spread(row: pd.Series, metric: str) -> str:
+    median, low, high = (row[f"{metric}:{stat}"] for stat in STATS)
+    text = fmt(median, metric)
+    if row["runs"] > 1 and text != "-":
+        text += f" ({fmt(low, metric)}–{fmt(high, metric)})"
+    if row["problems"]:
+        text += f" [{int(row['problems'])} not ok]"
+    return text
+
+
+def _markdown(table: pd.DataFrame, left: int) -> str:
+    """GitHub markdown; the first ``left`` columns left-aligned, the rest right."""
+    align = ["left"] * left + ["right"] * (len(table.columns) - left)
+    text: str = table.to_markdown(index=False, colalign=align, disable_numparse=True)
+    return text
+
+
+def _workers(count: int) -> str:
+    return f"{count} worker" + ("" if count == 1 else "s")
+
+
+def pivot(summary: pd.DataFrame, task: str, metric: str) -> str:
+    """Engine and DB mode down, workers across: median (min–max)."""
+    part = summary.xs(task, level="task")
+    workers = sorted(part.index.get_level_values("workers").unique())
+    rows = []
+    for (engine, db), group in part.groupby(level=["engine", "db"], sort=False):
+        cells = {w: _spread(r, metric) for (_, _, w), r in group.iterrows()}
+        rows.append({"engine": engine, "db": db, **{_workers(w): cells.get(w, "") for w in workers}})
+    return _markdown(pd.DataFrame(rows), 2)
+
+
+def overview(summary: pd.DataFrame, task: str, metrics: Sequence[str] = SUMMARY_METRICS) -> str:
+    """Every cell of one task with the medians of several metrics."""
+    part = summary.xs(task, level="task")
+    rows = []
+    for (engine, db, workers), r in part.iterrows():
+        rows.append(
+            {
+                "engine": engine,
+                "db": db,
+                "workers": str(workers),
+                "runs": f"{int(r['runs'])}/{int(r['runs'] + r['problems'])}",
+                **{SHORT[m]: fmt(r[f"{m}:median"], m) for m in metrics},
+            }
+        )
+    return _markdown(pd.DataFrame(rows), 2)
+
+
+def provenance(frame: pd.DataFrame) -> str:
+    """One line on where and how a sweep ran."""
+    first = frame.iloc[0]
+    dirty = str(first.get("git_dirty")) == "True"
+    commit = str(first.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
+    loads = pd.to_numeric(frame["load_avg_1m"], errors="coerce").dropna()
+    load = f"; load average {loads.min():.1f}–{loads.max():.1f}" if len(loads) else ""
+    pythons = ", ".join(sorted(frame["python_version"].dropna().astype(str).unique())) or "?"
+    return (
+        f"Started {first['sweep_id']}; commit {commit}; {first['cpu_model']} x {first['cpu_count']} CPUs; "
+        f"{first['os']}; Python {pythons}{load}"
+    )
+
+
+def problems(frame: pd.DataFrame) -> str:
+    """The cells that did not finish, one line each, skipped engines once."""
+    lines = []
+    bad = frame[frame["status"] != "ok"]
+    for engine, reason in bad[bad["status"] == "skipped"].groupby("engine")["error"].first().items():
+        lines.append(f"- {engine}: skipped: {reason}")
+    for _, r in bad[bad["status"] != "skipped"].iterrows():
+        error = str(r["error"]).strip().splitlines()[-1] if isinstance(r["error"], str) else ""
+        lines.append(
+            f"- {r['engine']} {r['db']} workers={r['workers']} {r['task']} rep {r['repetition']}: "
+            f"{r['status']}: {error}"
+        )
+    return "\n".join(lines)
+
+
+def render(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, heading: str = "##") -> str:
+    """The tables for one sweep, per task: each metric pivoted, then an overview."""
+    summary = summarize(frame)
+    if summary["runs"].sum() == 0:
+        return "No cell finished.\n" + problems(frame) + "\n"
+    runs = int(frame["repetition"].max())
+    parts = []
+    for task in summary.index.get_level_values("task").unique():
+        for metric in metrics:
+            m = METRICS[metric]
+            parts.append(
+                f"{heading} {task}: {m.label} ({m.unit}), median of {runs} (min–max)\n\n"
+                + pivot(summary, task, metric)
+            )
+        parts.append(f"{heading} {task}: all metrics, medians\n\n" + overview(summary, task))
+    if (frame["status"] != "ok").any():
+        parts.append(f"{heading} Cells that did not finish\n\n" + problems(frame))
+    return "\n\n".join(parts) + "\n"
+
+
+def judge(metric: str, a: pd.Series, b: pd.Series, threshold: float) -> str:
+    """Flags "REGRESSION" when B is worse than A by more than ``threshold`` (0.10:
+    10%) and B's best repetition is worse than A's worst, so that noise within
+    the ranges is not flagged; "improved" likewise; "" otherwise."""
+    med_a, min_a, max_a = (a[f"{metric}:{s}"] for s in STATS)
+    med_b, min_b, max_b = (b[f"{metric}:{s}"] for s in STATS)
+    if any(pd.isna(v) for v in (med_a, med_b)):
+        return ""
+    higher = METRICS[metric].higher_is_better
+    if med_a == 0:  # failures going from none to some
+        return "REGRESSION" if (med_b < 0 if higher else med_b > 0) else ""
+    ratio = med_b / med_a
+    if higher:
+        worse = ratio < 1 - threshold and max_b < min_a
+        better = ratio > 1 + threshold and min_b > max_a
+    else:
+        worse = ratio > 1 + threshold and min_b > max_a
+        better = ratio < 1 - threshold and max_b < min_a
+    return "REGRESSION" if worse else "improved" if better else ""
+
+
+def diff(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tuple[str, int]:
+    """B against A for one metric, per cell: medians, B/A and a flag (see
+    ``judge``). Returns the markdown table and how many regressions it flags."""
+    sa, sb = summarize(a), summarize(b)
+    rows = []
+    regressions = 0
+    keys = pd.DataFrame(index=sa.index.union(sb.index)).sort_index(key=_sort_key).index
+    for key in keys:
+        in_a, in_b = key in sa.index, key in sb.index
+        ra = sa.loc[key] if in_a else None
+        rb = sb.loc[key] if in_b else None
+        med_a = ra[f"{metric}:median"] if ra is not None else math.nan
+        med_b = rb[f"{metric}:median"] if rb is not None else math.nan
+        flag = judge(metric, ra, rb, threshold) if ra is not None and rb is not None else ""
+        regressions += flag == "REGRESSION"
+        ratio = med_b / med_a if not pd.isna(med_a) and not pd.isna(med_b) and med_a != 0 else math.nan
+        engine, task, db, workers = key
+        rows.append(
+            {
+                "engine": engine,
+                "task": task,
+                "db": db,
+                "workers": str(workers),
+                "A": fmt(med_a, metric) if in_a else "(not in A)",
+                "B": fmt(med_b, metric) if in_b else "(not in B)",
+                "B/A": "-" if pd.isna(ratio) else f"{ratio:.2f}",
+                "flag": flag,
+            }
+        )
+    return _markdown(pd.DataFrame(rows), 4), regressions
+
+
+def render_diff(
+    a: pd.DataFrame, b: pd.DataFrame, metrics: Sequence[str], threshold: float, heading: str = "##"
+) -> tuple[str, int]:
+    """The B/A tables for several metrics; returns them and the regressions flagged."""
+    parts = []
+    total = 0
+    for metric in metrics:
+        m = METRICS[metric]
+        direction = "higher" if m.higher_is_better else "lower"
+        table, flagged = diff(a, b, metric, threshold)
+        total += flagged
+        parts.append(f"{heading} B/A: {m.label} ({m.unit}, {direction} is better)\n\n{table}")
+    parts.append(
+        f"{total} regression(s) flagged: worse by more than {threshold:.0%} "
+        "with the repetitions' ranges not overlapping."
+    )
+    return "\n\n".join(parts) + "\n", total

@@ -1,0 +1,45 @@
+"""The engines a sweep can measure, one module each.
+
+Adding one: write ``benchmarks/engines/NAME.py`` with a subclass of
+``base.Adapter`` assigned to ``ADAPTER`` (see ``huey.py`` for an
+in-process engine, ``rq.py`` for one with worker processes), and add a line
+to ``ENGINES``. The registry is separate from the modules because the sweep
+process reads it without importing the engines' packages, which may be
+installed only under another interpreter, or not at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.engines.base import Adapter
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    modes: tuple[str, ...]  # the database modes (grid.DB_MODES) it runs in
+    summary: str
+
+
+ENGINES: dict[str, EngineInfo] = {
+    info.name: info
+    for info in (
+        EngineInfo("taskito", ("memory", "file", "file-full"), "this project"),
+        EngineInfo("threadpool", ("memory",), "a plain ThreadPoolExecutor: no queue, the floor"),
+        EngineInfo("huey", ("memory", "file", "file-full"), "Huey: MemoryHuey, SqliteHuey"),
+        EngineInfo("celery", ("redis",), "Celery, Redis broker and result backend"),
+        EngineInfo("rq", ("redis",), "RQ"),
+        EngineInfo("dramatiq", ("redis",), "Dramatiq, Redis broker and result backend"),
+    )
+}
+
+
+def load(name: str) -> type[Adapter]:
+    """The adapter class of an engine; imports the engine's package."""
+    module = importlib.import_module(f"benchmarks.engines.{name}")
+    adapter: type[Adapter] = module.ADAPTER
+    return adapter

@@ -1,0 +1,221 @@
+"""The interface every engine implements, and helpers for engines whose
+workers run in other processes or keep their jobs in Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import procs
+from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
+from benchmarks.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class Unavailable(Exception):
+    """The engine cannot run here: its package or its service is missing."""
+
+
+class Adapter(ABC):
+    """Drives one engine through a cell (see ``benchmarks.cell.measure``).
+
+    The cell enqueues with the workers stopped, starts them, counts
+    completions with ``finished()`` and times ``result()`` round trips.
+    Handles are whatever the engine's enqueue returns.
+    """
+
+    #: False when enqueueing with the workers stopped stores nothing worth
+    #: timing (the thread pool keeps a list until it starts).
+    stores_jobs = True
+
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        self.cell = cell
+        self.workdir = workdir
+        self.fn = TASKS[cell.task]
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        """Raises Unavailable when the engine's service cannot be reached.
+        (A missing package already failed the module's import.)"""
+        return None
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """engine_version, engine_setup (how the workers run), durability and
+        store_version (the database's own version)."""
+
+    @abstractmethod
+    def start_workers(self) -> None:
+        """Starts ``cell.workers`` workers and returns without waiting for jobs."""
+
+    @abstractmethod
+    def stop_workers(self) -> None:
+        """Stops the workers; jobs not yet run stay queued."""
+
+    @abstractmethod
+    def enqueue_one(self, arg: int) -> Any:
+        """The engine's ``delay()``: one call, one job."""
+
+    def enqueue_many(self, args: Sequence[int]) -> list[Any]:
+        """The engine's documented way to enqueue a batch; one by one if it has none."""
+        return [self.enqueue_one(arg) for arg in args]
+
+    @abstractmethod
+    def finished(self) -> int:
+        """Jobs finished so far (succeeded or failed for good), by the engine's own count."""
+
+    @abstractmethod
+    def result(self, handle: Any, timeout: float) -> Any:
+        """Waits for a job's value, the way the engine's users do."""
+
+    @abstractmethod
+    def failures(self, handles: list[Any]) -> int:
+        """How many of these finished jobs failed."""
+
+    def stored_latencies(self, handles: list[Any]) -> list[float] | None:
+        """Seconds from enqueue to finish per job, from the timestamps the
+        engine stores; None for engines that store no such timestamps."""
+        return None
+
+    def worker_pids(self) -> list[int]:
+        """Processes other than this one that run the workers (for peak memory)."""
+        return []
+
+    def check(self) -> None:
+        """Raises if the workers died (worker processes can; threads here cannot)."""
+        return None
+
+    def close(self) -> None:
+        """Releases everything; called once, also after a failure."""
+        return None
+
+
+class WorkerProcess:
+    """A worker command in its own process group, logging to a file in the
+    cell's folder. ``benchmarks`` is put on its path so the worker can import
+    the task functions by name."""
+
+    def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
+        self.argv = argv
+        self.workdir = workdir
+        self.log = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def check(self) -> None:
+        """Raises, with the end of its log, if the worker has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        if self.proc is None or self.proc.poll() is not None:
+            return []
+        return [self.proc.pid, *procs.descendants(self.proc.pid)]
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM, each engine's signal for a warm shutdown, then SIGKILL
+        for whatever is left after ``grace`` seconds, stragglers in the
+        worker's process group included."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                procs.kill_tree(proc.pid)
+                proc.wait()
+        procs.kill_group(proc.pid)  # its own group: started in a new session
+
+
+def python_argv(*args: str) -> list[str]:
+    """This interpreter, running ``args``."""
+    return [sys.executable, *args]
+
+
+# ── Redis ────────────────────────────────────────────────────────────────
+
+
+def redis_url(cell: Cell, db: int) -> str:
+    return f"{cell.redis_url.rstrip('/')}/{db}"
+
+
+def broker_url(cell: Cell) -> str:
+    return redis_url(cell, REDIS_BROKER_DB)
+
+
+def results_url(cell: Cell) -> str:
+    return redis_url(cell, REDIS_RESULTS_DB)
+
+
+def redis_probe(cell: Cell) -> None:
+    import redis
+
+    client = redis.Redis.from_url(broker_url(cell), socket_connect_timeout=1, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise Unavailable(f"no Redis server at {cell.redis_url} ({exc})") from None
+    finally:
+        client.close()
+
+
+def redis_flush(cell: Cell) -> None:
+    """Empties the two databases the cells own, never any other."""
+    import redis
+
+    for url in (broker_url(cell), results_url(cell)):
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+
+
+def redis_describe(cell: Cell) -> dict[str, str]:
+    """The server's version and how durable its writes are."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url(cell))
+    try:
+        version = str(client.info("server")["redis_version"])
+        try:
+            config = client.config_get("appendonly") | client.config_get("appendfsync")
+            aof = _text(config.get("appendonly", "?"))
+            durability = f"appendonly={aof}" + (
+                f" appendfsync={_text(config.get('appendfsync', '?'))}" if aof == "yes" else ""
+            )
+        except redis.ResponseError:  # CONFIG can be disabled on managed servers
+            durability = "unknown"
+    finally:
+        client.close()
+    return {"store_version": f"redis {version}", "durability": durability}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,116 @@
+"""Celery on Redis: broker in one database, results in another (whose size
+counts finished jobs), and ``celery worker`` with its default prefork pool of
+``--concurrency N`` processes, started as its documentation shows.
+
+    python -m benchmarks.engines.celery REDIS_URL worker [celery worker options]
+
+is that worker command, with this module's app and tasks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import celery
+import redis
+from celery import Celery, group
+from celery.result import AsyncResult, ResultSet
+
+from benchmarks.engines import base
+from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
+from benchmarks.tasks import TASKS
+
+
+def make_app(server: str) -> Celery:
+    server = server.rstrip("/")
+    app = Celery(
+        "bench",
+        broker=f"{server}/{REDIS_BROKER_DB}",
+        backend=f"{server}/{REDIS_RESULTS_DB}",
+        set_as_current=True,
+    )
+    app.conf.broker_connection_retry_on_startup = True
+    for name, fn in TASKS.items():
+        app.task(name=name)(fn)
+    return app
+
+
+class CeleryAdapter(base.Adapter):
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        base.redis_flush(cell)
+        self.app = make_app(cell.redis_url)
+        self.task = self.app.tasks[cell.task]
+        self.results = redis.Redis.from_url(base.results_url(cell))
+        self.argv = [
+            sys.executable,
+            "-m",
+            __name__,
+            cell.redis_url,
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={cell.workers}",
+            "--loglevel=WARNING",
+            # Cluster chatter between workers, useless with one worker.
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        self.worker: base.WorkerProcess | None = None
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        base.redis_probe(cell)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine_version": celery.__version__,
+            "engine_setup": f"celery worker --pool=prefork --concurrency={self.cell.workers}",
+            **base.redis_describe(self.cell),
+        }
+
+    def start_workers(self) -> None:
+        self.worker = base.WorkerProcess(self.argv, self.workdir, "celery")
+        self.worker.start()
+
+    def stop_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def check(self) -> None:
+        if self.worker is not None:
+            self.worker.check()
+
+    def enqueue_one(self, arg: int) -> AsyncResult:
+        return self.task.delay(arg)
+
+    def enqueue_many(self, args: Sequence[int]) -> list[Any]:
+        return list(group(self.task.s(arg) for arg in args).apply_async().results)
+
+    def finished(self) -> int:
+        return int(self.results.dbsize())
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        return handle.get(timeout=timeout)
+
+    def failures(self, handles: list[Any]) -> int:
+        values = ResultSet(handles).join_native(propagate=False, timeout=60)
+        return sum(isinstance(value, BaseException) for value in values)
+
+    def worker_pids(self) -> list[int]:
+        return self.worker.pids() if self.worker is not None else []
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.results.close()
+        self.app.close()
+
+
+ADAPTER = CeleryAdapter
+
+if __name__ == "__main__":
+    make_app(sys.argv[1]).worker_main(sys.argv[2:])

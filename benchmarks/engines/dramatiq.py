@@ -1,0 +1,124 @@
+"""Dramatiq on Redis with its Results middleware (results in their own
+database, whose size counts finished jobs): ``dramatiq MODULE --processes 1
+--threads N``, one worker process with N threads like taskito's executors."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.results import Results
+from dramatiq.results.backends import RedisBackend
+from dramatiq.results.errors import ResultFailure
+
+from benchmarks.engines import base
+from benchmarks.grid import Cell
+from benchmarks.tasks import TASKS
+
+# How the worker processes learn the server: ``setup`` takes no arguments.
+URL_ENV = "BENCH_DRAMATIQ_REDIS"
+
+
+def declare(cell: Cell) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
+    """The broker, the result backend and one actor per task kind."""
+    broker = RedisBroker(url=base.broker_url(cell))
+    backend = RedisBackend(url=base.results_url(cell))
+    broker.add_middleware(Results(backend=backend))
+    dramatiq.set_broker(broker)
+    actors = {
+        name: dramatiq.actor(fn, actor_name=name, broker=broker, store_results=True, max_retries=0)
+        for name, fn in TASKS.items()
+    }
+    return broker, backend, actors
+
+
+def setup() -> None:
+    """Run by ``dramatiq benchmarks.engines.dramatiq:setup`` in each worker process."""
+    declare(_cell_for(os.environ[URL_ENV]))
+
+
+def _cell_for(server: str) -> Cell:
+    # Only the server matters to declare(); the rest is never read.
+    return Cell("dramatiq", "redis", 1, "noop", 1, 1, 0, 0, redis_url=server)
+
+
+class DramatiqAdapter(base.Adapter):
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        base.redis_flush(cell)
+        self.broker, self.backend, actors = declare(cell)
+        self.actor = actors[cell.task]
+        self.results = redis.Redis.from_url(base.results_url(cell))
+        self.argv = [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            f"{__name__}:setup",
+            "--processes=1",
+            f"--threads={cell.workers}",
+        ]
+        self.worker: base.WorkerProcess | None = None
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        base.redis_probe(cell)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine_version": dramatiq.__version__,
+            "engine_setup": f"dramatiq --processes=1 --threads={self.cell.workers}",
+            **base.redis_describe(self.cell),
+        }
+
+    def start_workers(self) -> None:
+        os.environ[URL_ENV] = self.cell.redis_url
+        self.worker = base.WorkerProcess(self.argv, self.workdir, "dramatiq")
+        self.worker.start()
+
+    def stop_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def check(self) -> None:
+        if self.worker is not None:
+            self.worker.check()
+
+    def enqueue_one(self, arg: int) -> Any:
+        return self.actor.send(arg)
+
+    def enqueue_many(self, args: Sequence[int]) -> list[Any]:
+        batch = dramatiq.group(self.actor.message(arg) for arg in args).run()
+        return list(batch.children)
+
+    def finished(self) -> int:
+        return int(self.results.dbsize())
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        return handle.get_result(backend=self.backend, block=True, timeout=int(timeout * 1000))
+
+    def failures(self, handles: list[Any]) -> int:
+        failed = 0
+        for message in handles:
+            try:
+                message.get_result(backend=self.backend)
+            except ResultFailure:
+                failed += 1
+        return failed
+
+    def worker_pids(self) -> list[int]:
+        return self.worker.pids() if self.worker is not None else []
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.results.close()
+        self.broker.close()
+
+
+ADAPTER = DramatiqAdapter

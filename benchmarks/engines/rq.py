@@ -1,0 +1,100 @@
+"""RQ: ``rq worker-pool -n N``, N worker processes that each fork a work horse
+per job (RQ's default ``Worker``), on one Redis database."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import redis
+import rq
+from rq.job import Job
+from rq.results import Result
+
+from benchmarks.engines import base
+from benchmarks.grid import Cell
+
+QUEUE = "bench"
+
+
+class RQAdapter(base.Adapter):
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        base.redis_flush(cell)
+        self.redis = redis.Redis.from_url(base.broker_url(cell))
+        self.queue = rq.Queue(QUEUE, connection=self.redis)
+        self.argv = [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker-pool",
+            f"--num-workers={cell.workers}",
+            f"--url={base.broker_url(cell)}",
+            "--logging-level=WARNING",
+            QUEUE,
+        ]
+        self.worker: base.WorkerProcess | None = None
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        base.redis_probe(cell)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine_version": rq.__version__,
+            "engine_setup": f"rq worker-pool --num-workers={self.cell.workers} (a forked work horse per job)",
+            **base.redis_describe(self.cell),
+        }
+
+    def start_workers(self) -> None:
+        self.worker = base.WorkerProcess(self.argv, self.workdir, "rq")
+        self.worker.start()
+
+    def stop_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def check(self) -> None:
+        if self.worker is not None:
+            self.worker.check()
+
+    def enqueue_one(self, arg: int) -> Job:
+        return self.queue.enqueue(self.fn, arg)
+
+    def enqueue_many(self, args: Sequence[int]) -> list[Job]:
+        return list(self.queue.enqueue_many([rq.Queue.prepare_data(self.fn, (arg,)) for arg in args]))
+
+    def finished(self) -> int:
+        return int(self.queue.finished_job_registry.count + self.queue.failed_job_registry.count)
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        result = handle.latest_result(timeout=max(1, round(timeout)))
+        if result is None:
+            raise TimeoutError(f"no result for RQ job {handle.id} within {timeout}s")
+        if result.type != Result.Type.SUCCESSFUL:
+            raise RuntimeError(f"RQ job {handle.id} failed: {result.exc_string}")
+        return result.return_value
+
+    def failures(self, handles: list[Any]) -> int:
+        return int(self.queue.failed_job_registry.count)
+
+    def stored_latencies(self, handles: list[Any]) -> list[float]:
+        latencies = []
+        for job in handles:
+            job.refresh()
+            if job.ended_at is not None and job.enqueued_at is not None:
+                latencies.append((job.ended_at - job.enqueued_at).total_seconds())
+        return latencies
+
+    def worker_pids(self) -> list[int]:
+        return self.worker.pids() if self.worker is not None else []
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.redis.close()
+
+
+ADAPTER = RQAdapter

@@ -1,0 +1,87 @@
+"""The floor: ``concurrent.futures.ThreadPoolExecutor`` running the task with
+no queue, storage or serialization at all. Jobs "enqueued" while it is stopped
+wait in a list and are submitted when it starts, so its enqueue rates are
+not measured."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from benchmarks.engines.base import Adapter
+from benchmarks.grid import Cell
+
+
+class Pending:
+    """A job submitted before the pool started: becomes a Future then."""
+
+    def __init__(self, arg: int) -> None:
+        self.arg = arg
+        self.future: Future[Any] | None = None
+
+
+class ThreadPoolAdapter(Adapter):
+    stores_jobs = False
+
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        self.pool: ThreadPoolExecutor | None = None
+        self.backlog: list[Pending] = []
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "engine_version": sys.version.split()[0],
+            "engine_setup": f"ThreadPoolExecutor({self.cell.workers})",
+            "durability": "memory",
+            "store_version": "",
+        }
+
+    def _on_done(self, future: Future[Any]) -> None:
+        with self.lock:
+            self.count += 1
+
+    def _submit(self, job: Pending) -> None:
+        assert self.pool is not None
+        fn: Callable[[int], object] = self.fn
+        job.future = self.pool.submit(fn, job.arg)
+        job.future.add_done_callback(self._on_done)
+
+    def start_workers(self) -> None:
+        self.pool = ThreadPoolExecutor(self.cell.workers)
+        backlog, self.backlog = self.backlog, []
+        for job in backlog:
+            self._submit(job)
+
+    def stop_workers(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+
+    def enqueue_one(self, arg: int) -> Pending:
+        job = Pending(arg)
+        if self.pool is None:
+            self.backlog.append(job)
+        else:
+            self._submit(job)
+        return job
+
+    def finished(self) -> int:
+        return self.count
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        return handle.future.result(timeout)
+
+    def failures(self, handles: list[Any]) -> int:
+        return sum(1 for h in handles if h.future is not None and h.future.exception() is not None)
+
+    def close(self) -> None:
+        self.stop_workers()
+
+
+ADAPTER = ThreadPoolAdapter

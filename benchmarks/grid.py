@@ -1,0 +1,77 @@
+"""What a sweep is made of: database modes and cells.
+
+A cell is one engine, database mode, worker count, task kind and job count,
+run once (one repetition). This module, ``cell``, ``tasks`` and
+``engines`` use the standard library only, because a cell may run under
+another interpreter (``--python ENGINE=PATH``) that has nothing but its
+engine installed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class DbMode:
+    name: str
+    backend: str  # what holds the jobs: memory, sqlite, redis
+    summary: str
+
+
+# A PostgreSQL mode is one more entry here (backend "postgres"), listed in the
+# modes of the engines that support it, with its server URL passed to cells
+# the way ``redis_url`` is.
+DB_MODES: dict[str, DbMode] = {
+    mode.name: mode
+    for mode in (
+        DbMode("memory", "memory", "in the process's memory (taskito ':memory:', MemoryHuey, a thread pool)"),
+        DbMode("file", "sqlite", "a SQLite file in WAL mode, at the engine's default durability"),
+        DbMode("file-full", "sqlite", "a SQLite file synced to disk on every commit"),
+        DbMode("redis", "redis", "a Redis server"),
+    )
+}
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
+# Cells flush these Redis databases before they start; never 0, where other
+# programs keep their data. Engines with a result store keep it in the
+# second one, so that its size counts finished jobs.
+REDIS_BROKER_DB = 15
+REDIS_RESULTS_DB = 14
+
+
+def adapter_of(engine: str) -> str:
+    """The engine module behind an engine's name in a sweep: NAME@LABEL
+    runs NAME again (under another interpreter, say) as a column of its own."""
+    return engine.partition("@")[0]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement, sent to the cell subprocess as JSON."""
+
+    engine: str  # an engine's name, or NAME@LABEL for a second copy (other --python)
+    db: str
+    workers: int
+    task: str
+    jobs: int
+    repetition: int
+    samples: int  # delay().result() round trips timed for latency
+    warmup: int  # jobs run and waited for before anything is timed
+    redis_url: str = DEFAULT_REDIS_URL
+
+    @property
+    def adapter(self) -> str:
+        """The engine module that runs this cell."""
+        return adapter_of(self.engine)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Cell:
+        return cls(**json.loads(text))
+
+    def label(self) -> str:
+        return f"{self.engine} {self.db} workers={self.workers} {self.task}"

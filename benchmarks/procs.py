@@ -1,0 +1,80 @@
+"""Process trees on Linux, read from /proc: who descends from whom, peak memory.
+
+Used to kill a cell with every worker it started (some engines' workers
+start their own sessions, so a process group does not reach them) and to
+add up the peak memory of an engine's worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def _parents() -> dict[int, int]:
+    parents = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone while we looked
+            continue
+        # The command name (field 2) is in parentheses and may hold spaces.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process below ``pid`` (not ``pid`` itself)."""
+    if not PROC.is_dir():
+        return []
+    children: dict[int, list[int]] = {}
+    for child, parent in _parents().items():
+        children.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILLs ``pid`` and everything below it. ``pid`` must be a child of
+    this process not yet waited for, so that its number cannot have been
+    reused by another process.
+
+    The tree is read first and everything killed after, because children
+    of a dead process are re-parented and could no longer be found. Two
+    rounds catch a process forked while the first was under way."""
+    for _ in range(2):
+        for victim in [pid, *descendants(pid)]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(victim, signal.SIGKILL)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILLs what is left of a process group whose leader has exited
+    (and may have been waited for: a group's number is not reused while
+    any member lives)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The most resident memory ``pid`` has used so far (VmHWM), or None."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None

@@ -1,0 +1,69 @@
+"""The CSV a sweep writes: one row per cell and repetition, these columns in
+this order. ``compare`` and ``report`` read the same names from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    unit: str
+    higher_is_better: bool
+
+
+METRICS: dict[str, Metric] = {
+    "enqueue_map_per_s": Metric("enqueue, batch call", "jobs/s", True),
+    "enqueue_delay_per_s": Metric("enqueue, one call per job", "jobs/s", True),
+    "drain_per_s": Metric("drain of a pre-loaded batch", "jobs/s", True),
+    "first_completion_s": Metric("worker start to first completion", "s", False),
+    "latency_rtt_p50_ms": Metric("delay().result() round trip p50", "ms", False),
+    "latency_rtt_p95_ms": Metric("delay().result() round trip p95", "ms", False),
+    "latency_rtt_p99_ms": Metric("delay().result() round trip p99", "ms", False),
+    "latency_stored_p50_ms": Metric("enqueue to finish, stored timestamps, p50", "ms", False),
+    "latency_stored_p95_ms": Metric("enqueue to finish, stored timestamps, p95", "ms", False),
+    "latency_stored_p99_ms": Metric("enqueue to finish, stored timestamps, p99", "ms", False),
+    "failures": Metric("jobs that failed", "jobs", False),
+    "peak_rss_mb": Metric("peak resident memory, cell process plus worker processes", "MiB", False),
+}
+
+# A cell less its repetition: what repetitions are grouped by.
+KEY = ["engine", "task", "db", "workers"]
+
+STATUSES = ("ok", "timeout", "error", "skipped")
+
+# Every column, with what it holds. The order is the CSV's.
+COLUMNS: dict[str, str] = {
+    "sweep_id": "when the sweep started (UTC); the same for every row of one sweep",
+    "timestamp": "when this cell started (UTC, ISO 8601)",
+    "status": "ok, timeout (killed at --cell-timeout), error, or skipped (engine unavailable)",
+    "error": "why the cell did not finish: the end of its error output, or why the engine was skipped",
+    "engine": "the engine as named in --engines (NAME or NAME@LABEL)",
+    "db": "database mode: memory, file, file-full, redis",
+    "backend": "what holds the jobs in that mode: memory, sqlite, redis",
+    "durability": "the durability setting the engine ran with (SQLite synchronous level, Redis AOF)",
+    "workers": "worker threads or processes",
+    "task": "task kind: noop, cpu_light, io_sleep",
+    "jobs": "jobs enqueued (half one by one, half in a batch) and drained",
+    "repetition": "1-based repetition of this cell",
+    "samples": "round trips timed for latency",
+    "warmup": "jobs run before anything was timed",
+    "cell_seconds": "wall time of the cell's process, start-up included",
+    "engine_version": "the engine's version (the Python version for the thread pool)",
+    "engine_setup": "how the workers ran",
+    "store_version": "the database's own version (SQLite library, Redis server)",
+    **{name: f"{metric.label} ({metric.unit})" for name, metric in METRICS.items()},
+    "latency_samples": "round trips that were timed",
+    "python_version": "the interpreter that ran the cell",
+    "python_implementation": "CPython, PyPy, ...",
+    "python_executable": "path of that interpreter (--python)",
+    "git_commit": "commit of the benchmark harness and of taskito, when run from this tree",
+    "git_branch": "its branch",
+    "git_dirty": "True if tracked files differed from the commit",
+    "cpu_model": "processor model",
+    "cpu_count": "logical CPUs",
+    "os": "operating system and kernel",
+    "load_avg_1m": "the machine's 1-minute load average when the cell started (noise from other work)",
+    "command": "the command that ran the sweep",
+}

@@ -1,0 +1,255 @@
+"""Runs a grid of cells, each in a fresh subprocess, and writes one CSV row
+per cell and repetition as it goes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import procs, provenance
+from benchmarks.cell import MARK
+from benchmarks.engines import ENGINES
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
+from benchmarks.schema import COLUMNS
+
+ROOT = Path(__file__).resolve().parent.parent
+# Runs benchmarks.cell with this tree appended to the path, not prepended: a
+# --python interpreter must import its own installed engine (taskito
+# included), not the source tree's.
+BOOT = f"import sys; sys.path.append({str(ROOT)!r}); from benchmarks.cell import main; main()"
+PROBE_TIMEOUT = 60.0
+
+
+@dataclass
+class Plan:
+    engines: list[str]
+    dbs: list[str]
+    workers: list[int]
+    tasks: list[str]
+    jobs: int
+    repeat: int
+    samples: int
+    warmup: int
+    cell_timeout: float
+    out: Path
+    pythons: dict[str, str] = field(default_factory=dict)  # engine -> interpreter
+    redis_url: str = DEFAULT_REDIS_URL
+    workdir: Path | None = None
+    command: str = ""
+
+    def python(self, engine: str) -> str:
+        return self.pythons.get(engine, sys.executable)
+
+    def cells(self) -> list[Cell]:
+        """Repetitions outermost: noise from other work on the machine then
+        spreads over every cell instead of spoiling all runs of one."""
+        return [
+            Cell(engine, db, w, task, self.jobs, rep, self.samples, self.warmup, self.redis_url)
+            for rep in range(1, self.repeat + 1)
+            for engine in self.engines
+            for db in self.dbs
+            if db in ENGINES[adapter_of(engine)].modes
+            for task in self.tasks
+            for w in self.workers
+        ]
+
+    def unsupported(self) -> list[str]:
+        """A line for each engine that runs in none of the modes asked for."""
+        notes = []
+        for engine in self.engines:
+            modes = ENGINES[adapter_of(engine)].modes
+            if not set(modes) & set(self.dbs):
+                notes.append(
+                    f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}"
+                )
+        return notes
+
+
+def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = None) -> dict[str, Any]:
+    """Runs one cell in a fresh process; kills it and everything it started
+    after ``timeout`` seconds. Returns the row's status, error, cell_seconds
+    and, when it finished, what it measured."""
+    folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
+        cwd=folder,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        return _finish(proc, start, timeout)
+    except subprocess.TimeoutExpired:
+        return {
+            "status": "timeout",
+            "error": f"killed after {timeout:g}s",
+            "cell_seconds": time.perf_counter() - start,
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _finish(proc: subprocess.Popen[str], start: float, timeout: float) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:  # the time limit, or Ctrl+C in the sweep
+        procs.kill_tree(proc.pid)  # the cell and its workers, before it is waited for
+        proc.communicate()
+        raise
+    finally:
+        # Whatever a crashed cell left in its group would disturb the next cells.
+        procs.kill_group(proc.pid)
+    seconds = time.perf_counter() - start
+    result = _parse(out)
+    if proc.returncode != 0 or result is None:
+        return {"status": "error", "error": _tail(err or out), "cell_seconds": seconds}
+    return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
+
+
+def probe(cell: Cell, python: str) -> dict[str, Any]:
+    """Whether the cell's engine can run: {"available": bool, "reason": str}."""
+    try:
+        proc = subprocess.run(
+            [python, "-c", BOOT, "probe", cell.to_json()],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        return {"available": False, "reason": f"cannot run {python}: {exc}"}
+    except subprocess.TimeoutExpired:
+        return {"available": False, "reason": f"probe did not answer within {PROBE_TIMEOUT:g}s"}
+    result = _parse(proc.stdout)
+    if result is None:
+        return {"available": False, "reason": f"probe failed: {_tail(proc.stderr or proc.stdout)}"}
+    return result
+
+
+def _parse(out: str) -> dict[str, Any] | None:
+    for line in reversed(out.splitlines()):
+        if line.startswith(MARK):
+            parsed: dict[str, Any] = json.loads(line[len(MARK) :])
+            return parsed
+    return None
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _cell_text(value: Any) -> Any:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+class Progress:
+    """One line per cell with an estimate of the time left, from the mean
+    duration so far of the same engine's cells (engines differ tenfold)."""
+
+    def __init__(self, cells: list[Cell], write: Callable[[str], None]) -> None:
+        self.cells = cells
+        self.write = write
+        self.durations: dict[str, list[float]] = {}
+
+    def done(self, index: int, row: dict[str, Any]) -> None:
+        cell = self.cells[index]
+        self.durations.setdefault(cell.engine, []).append(float(row["cell_seconds"]))
+        every = [d for ds in self.durations.values() for d in ds]
+        overall = sum(every) / len(every)
+        eta = 0.0
+        for later in self.cells[index + 1 :]:
+            own = self.durations.get(later.engine)
+            eta += sum(own) / len(own) if own else overall
+        if row["status"] == "ok":
+            detail = f"drain {float(row['drain_per_s']):>10,.0f}/s"
+        elif row["status"] == "skipped" or not row["error"]:
+            detail = ""  # the reason was written once, before the first cell
+        else:
+            detail = row["error"].splitlines()[-1][:60]
+        width = len(str(len(self.cells)))
+        self.write(
+            f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<40} rep {cell.repetition} "
+            f"{row['status']:<7} {row['cell_seconds']:5.1f}s  {detail}  ETA {_duration(eta)}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
+    """Runs the plan, writing rows to ``plan.out`` as cells finish."""
+    cells = plan.cells()
+    for note in plan.unsupported():
+        write(note)
+    static = {
+        "sweep_id": _now(),
+        "command": plan.command,
+        **provenance.commit_info(ROOT),
+        **provenance.machine_info(),
+    }
+    available: dict[str, dict[str, Any]] = {}
+    for engine in plan.engines:
+        first = next((c for c in cells if c.engine == engine), None)
+        if first is None:
+            continue
+        available[engine] = probe(first, plan.python(engine))
+        if not available[engine]["available"]:
+            write(f"{engine}: skipped: {available[engine]['reason']}")
+
+    plan.out.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(cells, write)
+    write(f"{len(cells)} cells, writing {plan.out}")
+    with plan.out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for index, cell in enumerate(cells):
+            row = _row(plan, cell, static, available[cell.engine])
+            writer.writerow({k: _cell_text(v) for k, v in row.items()})
+            f.flush()
+            progress.done(index, row)
+    return plan.out
+
+
+def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        **static,
+        "timestamp": _now(),
+        "load_avg_1m": provenance.load_avg(),
+        "engine": cell.engine,
+        "db": cell.db,
+        "backend": DB_MODES[cell.db].backend,
+        "workers": cell.workers,
+        "task": cell.task,
+        "jobs": cell.jobs,
+        "repetition": cell.repetition,
+        "samples": cell.samples,
+        "warmup": cell.warmup,
+    }
+    # The interpreter, as the probe saw it, also for cells that die early.
+    row.update({k: v for k, v in probe.items() if k.startswith("python_")})
+    if probe["available"]:
+        row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
+    else:
+        row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
+    return row
