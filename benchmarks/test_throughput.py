@@ -57,7 +57,8 @@ def test_round_trip(benchmark: BenchmarkFixture, queue: Queue, worker: TaskitoWo
     task = queue.task(name="noop")(noop)
 
     def round_trip() -> int:
-        return task.delay(1).result(timeout=10)
+        value: int = task.delay(1).result(timeout=10)
+        return value
 
     assert benchmark(round_trip) == 1
     record_rate(benchmark, 1, workers=worker.threads, db=queue.db_path)
