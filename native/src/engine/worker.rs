@@ -92,6 +92,10 @@ const MAX_CLAIM: usize = 512;
 const BUFFER_SECONDS: f64 = 0.005;
 /// How often the maintenance thread checkpoints the write-ahead log.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How often the completion rate is sampled, at the longest...
+const RATE_WINDOW: Duration = Duration::from_millis(20);
+/// ...and how many completions make a sample early.
+const RATE_MIN_JOBS: u64 = 128;
 /// Most outcomes committed in one transaction.
 const MAX_COMPLETE: usize = 1024;
 
@@ -458,11 +462,19 @@ impl RateMeter {
 
     fn sample(&mut self, count: u64) {
         let elapsed = self.last_at.elapsed();
-        if elapsed < Duration::from_millis(20) {
+        let done = count - self.last_count;
+        // Every 20 ms, or sooner once enough jobs finished to measure: a
+        // backlog of short jobs must not run its first thousand through a
+        // buffer sized for an unknown rate.
+        if elapsed < RATE_WINDOW && (done < RATE_MIN_JOBS || elapsed.is_zero()) {
             return;
         }
-        let instant = (count - self.last_count) as f64 / elapsed.as_secs_f64();
-        self.rate = 0.6 * self.rate + 0.4 * instant;
+        let instant = done as f64 / elapsed.as_secs_f64();
+        self.rate = if self.rate == 0.0 {
+            instant
+        } else {
+            0.6 * self.rate + 0.4 * instant
+        };
         self.last_count = count;
         self.last_at = Instant::now();
     }
