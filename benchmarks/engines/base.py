@@ -97,6 +97,39 @@ class Adapter(ABC):
         return None
 
 
+class ProcessWorkerAdapter(Adapter):
+    """An engine whose workers run as a separate process started from a
+    command line (Celery, RQ, Dramatiq on Redis). Subclasses set ``argv``
+    (the command) and ``worker_name`` (its log's name)."""
+
+    argv: list[str]
+    worker_name: str
+
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        self.worker: WorkerProcess | None = None
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        redis_probe(cell)
+
+    def start_workers(self) -> None:
+        self.worker = WorkerProcess(self.argv, self.workdir, self.worker_name)
+        self.worker.start()
+
+    def stop_workers(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def check(self) -> None:
+        if self.worker is not None:
+            self.worker.check()
+
+    def worker_pids(self) -> list[int]:
+        return self.worker.pids() if self.worker is not None else []
+
+
 class WorkerProcess:
     """A worker command in its own process group, logging to a file in the
     cell's folder. ``benchmarks`` is put on its path so the worker can import

@@ -38,7 +38,9 @@ def make_app(server: str) -> Celery:
     return app
 
 
-class CeleryAdapter(base.Adapter):
+class CeleryAdapter(base.ProcessWorkerAdapter):
+    worker_name = "celery"
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         base.redis_flush(cell)
@@ -59,11 +61,6 @@ class CeleryAdapter(base.Adapter):
             "--without-mingle",
             "--without-heartbeat",
         ]
-        self.worker: base.WorkerProcess | None = None
-
-    @classmethod
-    def probe(cls, cell: Cell) -> None:
-        base.redis_probe(cell)
 
     def describe(self) -> dict[str, str]:
         return {
@@ -71,19 +68,6 @@ class CeleryAdapter(base.Adapter):
             "engine_setup": f"celery worker --pool=prefork --concurrency={self.cell.workers}",
             **base.redis_describe(self.cell),
         }
-
-    def start_workers(self) -> None:
-        self.worker = base.WorkerProcess(self.argv, self.workdir, "celery")
-        self.worker.start()
-
-    def stop_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
-
-    def check(self) -> None:
-        if self.worker is not None:
-            self.worker.check()
 
     def enqueue_one(self, arg: int) -> AsyncResult:
         return self.task.delay(arg)
@@ -100,9 +84,6 @@ class CeleryAdapter(base.Adapter):
     def failures(self, handles: list[Any]) -> int:
         values = ResultSet(handles).join_native(propagate=False, timeout=60)
         return sum(isinstance(value, BaseException) for value in values)
-
-    def worker_pids(self) -> list[int]:
-        return self.worker.pids() if self.worker is not None else []
 
     def close(self) -> None:
         self.stop_workers()

@@ -48,7 +48,9 @@ def _cell_for(server: str) -> Cell:
     return Cell("dramatiq", "redis", 1, "noop", 1, 1, 0, 0, redis_url=server)
 
 
-class DramatiqAdapter(base.Adapter):
+class DramatiqAdapter(base.ProcessWorkerAdapter):
+    worker_name = "dramatiq"
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         base.redis_flush(cell)
@@ -63,11 +65,6 @@ class DramatiqAdapter(base.Adapter):
             "--processes=1",
             f"--threads={cell.workers}",
         ]
-        self.worker: base.WorkerProcess | None = None
-
-    @classmethod
-    def probe(cls, cell: Cell) -> None:
-        base.redis_probe(cell)
 
     def describe(self) -> dict[str, str]:
         return {
@@ -78,17 +75,7 @@ class DramatiqAdapter(base.Adapter):
 
     def start_workers(self) -> None:
         os.environ[URL_ENV] = self.cell.redis_url
-        self.worker = base.WorkerProcess(self.argv, self.workdir, "dramatiq")
-        self.worker.start()
-
-    def stop_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
-
-    def check(self) -> None:
-        if self.worker is not None:
-            self.worker.check()
+        super().start_workers()
 
     def enqueue_one(self, arg: int) -> Any:
         return self.actor.send(arg)
@@ -111,9 +98,6 @@ class DramatiqAdapter(base.Adapter):
             except ResultFailure:
                 failed += 1
         return failed
-
-    def worker_pids(self) -> list[int]:
-        return self.worker.pids() if self.worker is not None else []
 
     def close(self) -> None:
         self.stop_workers()

@@ -19,7 +19,9 @@ from benchmarks.grid import Cell
 QUEUE = "bench"
 
 
-class RQAdapter(base.Adapter):
+class RQAdapter(base.ProcessWorkerAdapter):
+    worker_name = "rq"
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         base.redis_flush(cell)
@@ -35,11 +37,6 @@ class RQAdapter(base.Adapter):
             "--logging-level=WARNING",
             QUEUE,
         ]
-        self.worker: base.WorkerProcess | None = None
-
-    @classmethod
-    def probe(cls, cell: Cell) -> None:
-        base.redis_probe(cell)
 
     def describe(self) -> dict[str, str]:
         return {
@@ -47,19 +44,6 @@ class RQAdapter(base.Adapter):
             "engine_setup": f"rq worker-pool --num-workers={self.cell.workers} (a forked work horse per job)",
             **base.redis_describe(self.cell),
         }
-
-    def start_workers(self) -> None:
-        self.worker = base.WorkerProcess(self.argv, self.workdir, "rq")
-        self.worker.start()
-
-    def stop_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
-
-    def check(self) -> None:
-        if self.worker is not None:
-            self.worker.check()
 
     def enqueue_one(self, arg: int) -> Job:
         return self.queue.enqueue(self.fn, arg)
@@ -88,9 +72,6 @@ class RQAdapter(base.Adapter):
             if job.ended_at is not None and job.enqueued_at is not None:
                 latencies.append((job.ended_at - job.enqueued_at).total_seconds())
         return latencies
-
-    def worker_pids(self) -> list[int]:
-        return self.worker.pids() if self.worker is not None else []
 
     def close(self) -> None:
         self.stop_workers()
