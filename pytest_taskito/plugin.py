@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,11 +177,19 @@ def worker(queue: Queue, taskito_settings: Settings, taskito_app: Queue | None) 
     """A worker on ``queue`` with --taskito-workers threads, stopped after the
     test within --taskito-timeout (the test fails, naming the stuck tasks,
     if they do not finish)."""
-    if taskito_app is not None:
-        copy_tasks(taskito_app, queue)
-    queue.start_worker(workers=taskito_settings.workers)
-    yield TaskitoWorker(queue, threads=taskito_settings.workers, timeout=taskito_settings.timeout)
-    failure = stop_worker(queue, taskito_settings.timeout, "worker teardown")
+    with _running_worker(queue, taskito_app, taskito_settings, "worker teardown"):
+        yield TaskitoWorker(queue, threads=taskito_settings.workers, timeout=taskito_settings.timeout)
+
+
+@contextmanager
+def _running_worker(queue: Queue, app: Queue | None, settings: Settings, what: str) -> Iterator[None]:
+    """A worker on ``queue`` (serving ``app``'s tasks too) for the block; on
+    leaving it, the worker is stopped and the test fails if tasks were stuck."""
+    if app is not None:
+        copy_tasks(app, queue)
+    queue.start_worker(workers=settings.workers)
+    yield
+    failure = stop_worker(queue, settings.timeout, what)
     if failure:
         pytest.fail(failure, pytrace=False)
 
@@ -216,14 +224,9 @@ def _taskito_session(
 
 @pytest.fixture(scope="session")
 def _taskito_session_worker(_taskito_session: _Session, taskito_app: Queue | None) -> Iterator[None]:
-    session_queue, settings = _taskito_session.queue, _taskito_session.settings
-    if taskito_app is not None:
-        copy_tasks(taskito_app, session_queue)
-    session_queue.start_worker(workers=settings.workers)
-    yield
-    failure = stop_worker(session_queue, settings.timeout, "session worker teardown")
-    if failure:
-        pytest.fail(failure, pytrace=False)
+    session = _taskito_session
+    with _running_worker(session.queue, taskito_app, session.settings, "session worker teardown"):
+        yield
 
 
 @dataclass
