@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,3 +30,14 @@ def test_readme_example_runs(code: str, tmp_path: Path) -> None:
             "cat.png resized to 640px",
             "['a.png resized to 100px', 'b.png resized to 200px']",
         ]
+
+
+def test_the_two_setup_commands_exist() -> None:
+    setup = README.read_text().split("## Set up", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", setup, re.S)
+    assert block is not None
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands == ["scripts/bench", "scripts/test"]
+    for command in commands:
+        script = README.parent / command
+        assert script.is_file() and os.access(script, os.X_OK), command
