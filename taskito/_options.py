@@ -27,11 +27,15 @@ def optional_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float
     return None if value is None else seconds(name, value, allow_zero=allow_zero)
 
 
+# Counts cross into the engine as 32-bit unsigned integers.
+COUNT_MAX = 2**32 - 1
+
+
 def count(name: str, value: Any, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    if not minimum <= value <= COUNT_MAX:
+        raise InvalidArgumentError(f"{name} must be between {minimum} and {COUNT_MAX}, got {value}")
     return value
 
 

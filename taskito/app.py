@@ -52,7 +52,7 @@ class Queue:
     ``result_ttl`` the seconds completed jobs are kept (None: forever).
     ``durability="full"`` makes every enqueue survive a power cut, not only
     a crash of the process. Idle workers notice new work written by other
-    processes within ``max_idle_poll`` seconds (at most 50 ms).
+    processes within 50 ms.
 
     ``lease_duration`` is how long a worker holds a job without renewing
     its lease; jobs of a worker that died run again after it.
@@ -90,8 +90,13 @@ class Queue:
         self.default_priority = _options.priority(default_priority)
         self.result_ttl = _options.optional_seconds("result_ttl", result_ttl, allow_zero=False)
         self.lease_duration = _options.seconds("lease_duration", lease_duration, allow_zero=False)
-        heartbeat = heartbeat_interval if heartbeat_interval is not None else lease_duration / 5
+        heartbeat = heartbeat_interval if heartbeat_interval is not None else self.lease_duration / 5
         self.heartbeat_interval = _options.seconds("heartbeat_interval", heartbeat, allow_zero=False)
+        if self.heartbeat_interval * 2 > self.lease_duration:
+            raise InvalidArgumentError(
+                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most half of "
+                f"lease_duration ({self.lease_duration:g}s), so a lease is renewed before it runs out"
+            )
         self.shutdown_timeout = _options.seconds("shutdown_timeout", shutdown_timeout)
         self.jobs_per_gil = _options.count("jobs_per_gil", jobs_per_gil, minimum=1)
         busy = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
@@ -341,7 +346,9 @@ class Queue:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
                 raise TypeError("queues must be a list of queue names or None")
             queues = list(queues)
-        threads = self.workers if workers is None else _options.count("workers", workers, minimum=1)
+        threads = (
+            self.workers if workers is None else (_options.count("workers", workers) or os.cpu_count() or 1)
+        )
         with self._worker_lock:
             self._engine.start_worker(
                 self._execute,
@@ -364,6 +371,10 @@ class Queue:
         restore = _install_stop_signals(self._engine.request_stop)
         try:
             self.start_worker(queues, workers=workers)
+        except BaseException:
+            restore()  # and leave alone a worker that was already running
+            raise
+        try:
             while not self._engine.wait_worker(0.1):
                 if self._engine.worker_stopping():
                     break
@@ -378,8 +389,15 @@ class Queue:
         for enqueueing.
 
         Returns how many tasks were still running when the time ran out (0
-        normally); their threads cannot be killed and are left behind."""
+        normally); their threads cannot be killed and are left behind.
+        Called from inside a task, it starts the shutdown in the background
+        and returns 0 at once."""
         grace = self.shutdown_timeout if timeout is None else _options.seconds("timeout", timeout)
+        if _current.get() is not None:
+            # Called by a task: stopping waits for every task, this one
+            # included, so it has to happen elsewhere, after this one returns.
+            threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
+            return 0
         left = self._engine.stop_worker(grace)
         if left:
             logger.warning(
@@ -437,15 +455,21 @@ class Queue:
             if inspect.iscoroutine(value):
                 value = asyncio.run(value)
         except JobCancelledError as exc:
-            return CANCELLED, str(exc)
+            if context.cancel_requested():
+                return CANCELLED, str(exc)
+            # Not this job's cancellation (a sub-job's result(), say): a failure.
+            return _failure(exc, retryable=task.should_retry(exc))
         except BaseException as exc:
             return _failure(exc, retryable=task.should_retry(exc))
         finally:
             _current.reset(token)
         try:
-            return OK, self._serializer.dumps(value)
+            result = self._serializer.dumps(value)
+            if not isinstance(result, bytes):
+                raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
         except Exception as exc:
             return _failure(exc, "cannot serialize the task's result: ", retryable=False)
+        return OK, result
 
 
 def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> Outcome:
@@ -460,6 +484,7 @@ _EVENT_LEVELS = {
     "lease_expired": logging.WARNING,
     "timed_out": logging.WARNING,
     "storage_error": logging.ERROR,
+    "runner_panicked": logging.ERROR,
 }
 
 

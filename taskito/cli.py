@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in info["tasks"]:
             print(f"  {name}")
         print("jobs:")
-        for status, n in queue.stats().items():
+        for status, n in info["stats"].items():
             print(f"  {status:<10} {n}")
     return 0
 

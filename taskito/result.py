@@ -9,7 +9,9 @@ from taskito.exceptions import (
     JobCancelledError,
     JobNotFoundError,
     JobTimeoutError,
+    SerializationError,
     TaskFailedError,
+    TaskitoError,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +94,9 @@ class JobResult:
         poll_interval: float = 0.05,
         max_poll_interval: float = 0.5,
     ) -> Any:
-        """``result()`` for asyncio: waits without blocking the event loop."""
+        """``result()`` for asyncio. The wait does not block the event loop;
+        each look at the job (on wake-up, and every poll interval) is one
+        short database read on the loop's thread."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         interval = poll_interval
@@ -122,7 +126,12 @@ class JobResult:
         status, value, error = outcome
         if status == "complete":
             assert value is not None
-            return self._queue._serializer.loads(value)
+            try:
+                return self._queue._serializer.loads(value)
+            except TaskitoError:
+                raise  # a SignatureError says more than a wrapper would
+            except Exception as exc:
+                raise SerializationError(f"cannot decode the result of job {self.id}: {exc}") from exc
         if status == "cancelled":
             raise JobCancelledError(f"job {self.id} was cancelled")
         raise task_failed(self.id, self._snapshot().get("task_name", "?"), error)

@@ -86,17 +86,18 @@ class TaskWrapper(Generic[P, R]):
         """
         dumps = self._queue._serializer.dumps
         no_kwargs: dict[str, Any] = {}
-        try:
-            # One pass, no per-item function calls beyond the serializer's:
-            # this loop is most of map()'s cost.
-            payloads = [
-                dumps((args if type(args) is tuple else _map_item(i, args), no_kwargs))
-                for i, args in enumerate(iterable)
-            ]
-        except SerializationError:
-            raise
-        except Exception as exc:
-            raise SerializationError(f"cannot serialize the arguments of {self.name}: {exc}") from exc
+        payloads = []
+        # One pass, no per-item function calls beyond the serializer's: this
+        # loop is most of map()'s cost. What the iterable itself raises is
+        # not a serialization problem and goes through unchanged.
+        for i, args in enumerate(iterable):
+            call = args if type(args) is tuple else _map_item(i, args)
+            try:
+                payloads.append(dumps((call, no_kwargs)))
+            except Exception as exc:
+                raise SerializationError(
+                    f"cannot serialize the arguments of {self.name} (item {i}): {exc}"
+                ) from exc
         return self._queue._submit(self, payloads)
 
     def should_retry(self, exc: BaseException) -> bool:
@@ -112,7 +113,7 @@ class TaskWrapper(Generic[P, R]):
 def _map_item(index: int, args: Any) -> tuple[Any, ...]:
     if isinstance(args, tuple | list):
         return tuple(args)
-    raise SerializationError(
+    raise TypeError(
         f"map() takes an iterable of argument tuples; item {index} is "
         f"{type(args).__name__} (write [(x,) for x in items] for one argument each)"
     )

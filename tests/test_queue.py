@@ -589,3 +589,59 @@ def test_a_memory_queue_refuses_to_follow_a_fork() -> None:
 
         assert _in_child(child) == 0
         assert q.stats()["pending"] == 0
+
+
+def test_run_worker_beside_a_running_worker_leaves_it_running(queue: Queue) -> None:
+    @queue.task()
+    def f() -> int:
+        return 1
+
+    queue.start_worker()
+    with pytest.raises(InvalidArgumentError, match="already running"):
+        queue.run_worker()
+    assert f.delay().result(timeout=10) == 1
+
+
+def test_a_queue_is_collected_after_its_worker_stops(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    q = Queue(str(tmp_path / "gc.db"))
+    q.task(name="t")(lambda: 1).delay()
+    q.start_worker()
+    q.shutdown()
+    ref = weakref.ref(q)
+    del q
+    gc.collect()
+    assert ref() is None, "the stopped worker must not keep the Queue alive"
+
+
+def test_counts_beyond_the_engines_range_are_invalid(queue: Queue) -> None:
+    @queue.task()
+    def f() -> None: ...
+
+    with pytest.raises(InvalidArgumentError):
+        f.apply_async(max_retries=2**40)
+    with pytest.raises(InvalidArgumentError):
+        queue.list_jobs(limit=2**40)
+    assert queue.stats()["pending"] == 0
+
+
+def test_a_forked_child_leaves_the_parents_worker_alone(tmp_path: Path) -> None:
+    with Queue(str(tmp_path / "forkw.db"), workers=1) as q:
+
+        @q.task(name="t")
+        def t() -> int:
+            return 2
+
+        q.start_worker()
+        assert t.delay().result(timeout=10) == 2
+
+        def child() -> bool:
+            # Closing in the child must neither stop the parent's threads
+            # (which do not exist here) nor close the parent's connections.
+            q.close()
+            return True
+
+        assert _in_child(child) == 0
+        assert t.delay().result(timeout=10) == 2, "the parent's worker still runs"

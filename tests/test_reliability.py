@@ -16,6 +16,7 @@ from taskito import (
     InvalidArgumentError,
     JobCancelledError,
     JobNotFoundError,
+    JobTimeoutError,
     Queue,
     SignatureError,
     TaskFailedError,
@@ -334,3 +335,65 @@ def test_a_task_that_ignores_interruption_does_not_crash_the_exit(tmp_path: Path
     proc = subprocess.run([sys.executable, "-c", STUBBORN], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "left behind 1"
     assert proc.returncode == 7, proc.stderr
+
+
+def test_a_sub_jobs_cancellation_fails_the_parent_instead_of_cancelling_it(make_queue: MakeQueue) -> None:
+    q = make_queue(workers=2)
+
+    @q.task()
+    def child() -> None: ...
+
+    @q.task(max_retries=1, retry_backoff=0)
+    def parent(child_id: str) -> None:
+        q.get_job(child_id).result(timeout=5)  # type: ignore[union-attr]
+
+    sub = child.apply_async(delay=3600)
+    q.cancel_job(sub.id)
+    q.start_worker()
+    job = parent.delay(sub.id)
+    with pytest.raises(TaskFailedError) as info:
+        job.result(timeout=10)
+    assert info.value.exc_type == "taskito.JobCancelledError"
+    assert job.status == "dead" and len(job.errors) == 2, "a failure, retried like any other"
+
+
+def test_a_task_can_shut_its_own_worker_down(queue: Queue) -> None:
+    @queue.task()
+    def stop_everything() -> str:
+        assert queue.shutdown(timeout=5) == 0
+        return "asked"
+
+    queue.start_worker()
+    job = stop_everything.delay()
+    assert job.result(timeout=10) == "asked"
+    assert job.status == "complete"
+    # The shutdown runs in the background; a second shutdown waits for it.
+    assert queue.shutdown(timeout=10) == 0
+    waiting = stop_everything.delay()
+    with pytest.raises(JobTimeoutError):
+        waiting.result(timeout=0.2)
+
+
+def test_a_serializer_returning_text_fails_the_job_without_retrying(make_queue: MakeQueue) -> None:
+    class Textual:
+        def dumps(self, obj: Any) -> bytes:
+            import pickle
+
+            return pickle.dumps(obj) if isinstance(obj, tuple) else "not bytes"  # type: ignore[return-value]
+
+        def loads(self, data: bytes) -> Any:
+            import pickle
+
+            return pickle.loads(data)
+
+    q = make_queue(serializer=Textual())
+
+    @q.task(max_retries=3)
+    def f() -> int:
+        return 1
+
+    q.start_worker()
+    job = f.delay()
+    with pytest.raises(TaskFailedError, match="not bytes"):
+        job.result(timeout=10)
+    assert len(job.errors) == 1

@@ -136,6 +136,13 @@ impl Hub {
         drop(state);
         slot.changed.notify_all();
     }
+
+    /// Forgets a final state reported for `id` (the job was revived).
+    pub fn forget_finished(&self, id: i64) {
+        if let Some(watched) = self.watchers.lock().get(&id) {
+            watched.slot.state.lock().finished = None;
+        }
+    }
 }
 
 /// A registration made by [`Hub::watch`]; unregisters on drop.
@@ -245,6 +252,17 @@ mod tests {
         let t = thread::spawn(move || h.notify_work());
         assert!(hub.wait_work(seen, Duration::from_secs(5)));
         t.join().unwrap();
+    }
+
+    #[test]
+    fn a_revived_job_is_not_reported_finished() {
+        let hub = Hub::new();
+        let watch = hub.watch(3);
+        hub.finished(3, done);
+        assert!(watch.get().is_some());
+        hub.forget_finished(3);
+        assert_eq!(watch.get(), None);
+        assert_eq!(hub.watch(3).wait(Duration::from_millis(5)), None);
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub trait Runner: Send + Sync + 'static {
 
     /// Asks the task running this attempt to stop: it ran past its timeout,
     /// or the worker is shutting down and its grace period is over. Best
-    /// effort; the attempt's outcome is fenced out either way.
+    /// effort; the attempt's outcome is fenced out either way. Called from
+    /// the worker's own threads: must not block.
     fn interrupt(&self, _job: &AttemptRef) {}
 }
 
@@ -46,6 +47,8 @@ pub enum Event {
     LeaseExpired { id: i64, dead: bool },
     /// A job ran past its timeout and was failed.
     TimedOut { id: i64, attempt: u32 },
+    /// The runner panicked (a bug); the jobs it held were handed back.
+    RunnerPanicked { jobs: usize },
     /// Storage failed; the operation will be retried.
     StorageError {
         during: &'static str,
@@ -54,6 +57,8 @@ pub enum Event {
 }
 
 pub trait EventSink: Send + Sync + 'static {
+    /// Called from the worker's own threads (renewing leases, committing):
+    /// must not block.
     fn event(&self, event: Event);
 }
 
@@ -125,7 +130,7 @@ impl Engine {
         match options.delay {
             Some(delay) if !delay.is_zero() => self
                 .hub
-                .notify_due(crate::job::now_micros() + crate::job::micros(delay)),
+                .notify_due(crate::job::now_micros().saturating_add(crate::job::micros(delay))),
             _ => self.hub.notify_work(),
         }
     }
@@ -160,6 +165,8 @@ impl Engine {
     pub fn retry_dead(&self, id: i64) -> Result<bool> {
         let revived = self.storage.retry_dead(id)?;
         if revived {
+            // Waiters registered before must not be handed the old death.
+            self.hub.forget_finished(id);
             self.hub.notify_work();
         }
         Ok(revived)

@@ -520,3 +520,95 @@ fn a_lone_job_goes_straight_to_an_idle_worker() {
         State::Ready
     );
 }
+
+/// A runner that panics on payload [0] after taking a second job.
+struct PanickyRunner;
+
+impl Runner for PanickyRunner {
+    fn run(
+        &self,
+        first: ClaimedJob,
+        next: &mut dyn FnMut() -> Option<ClaimedJob>,
+        done: &mut dyn FnMut(Outcome),
+    ) {
+        if first.payload == [0] && first.attempt == 1 {
+            panic!("a bug in the runner");
+        }
+        let mut job = Some(first);
+        while let Some(j) = job {
+            done(Outcome {
+                job: j.attempt_ref(),
+                finished_at: now_micros(),
+                kind: echo(&j),
+            });
+            job = next();
+        }
+    }
+}
+
+#[test]
+fn a_runner_panic_hands_its_jobs_back() {
+    let engine = engine();
+    let events = Arc::new(Events::default());
+    let mut o = options("t");
+    o.retry_backoff = 0.0;
+    let id = engine.enqueue(&o, &[vec![0]]).unwrap()[0];
+    let worker = Worker::start(
+        engine.clone(),
+        Arc::new(PanickyRunner),
+        events.clone(),
+        config(1),
+    )
+    .unwrap();
+    // Released at once, not after a lease: the second attempt completes.
+    assert_eq!(wait(&engine, id).state, State::Complete);
+    assert_eq!(engine.storage.get_job(id).unwrap().unwrap().attempt, 2);
+    assert_eq!(
+        events.count(|e| matches!(e, Event::RunnerPanicked { jobs: 1 })),
+        1
+    );
+    assert_eq!(worker.stop(WAIT), 0);
+    assert_eq!(worker.inflight(), 0, "its capacity was given back");
+}
+
+#[test]
+fn delayed_jobs_from_another_process_run_on_time_under_a_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let open = || {
+        Engine::new(Arc::new(
+            SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
+        ))
+    };
+    let (local, other) = (open(), open());
+    // Each job stands for a millisecond of work: a backlog of seconds.
+    let (worker, _) = start(&local, config(1), |job| {
+        std::thread::sleep(Duration::from_millis(1));
+        echo(job)
+    });
+    let backlog: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    local.enqueue(&options("t"), &backlog).unwrap();
+    let mut urgent = options("t");
+    urgent.priority = 100;
+    urgent.delay = Some(Duration::from_millis(50));
+    let id = other.enqueue(&urgent, &[vec![9]]).unwrap()[0];
+    assert_eq!(wait(&other, id).state, State::Complete);
+    assert!(
+        local.storage.stats().unwrap().get(Status::Pending) > 1000,
+        "it waited for the backlog"
+    );
+    worker.stop(WAIT);
+}
+
+#[test]
+fn more_executors_than_a_claim_holds_still_claim() {
+    let engine = engine();
+    let (worker, _) = start(&engine, config(600), echo);
+    let ids = engine
+        .enqueue(&options("t"), &[vec![1], vec![2], vec![3]])
+        .unwrap();
+    for id in ids {
+        assert_eq!(wait(&engine, id).state, State::Complete);
+    }
+    worker.stop(WAIT);
+}

@@ -183,6 +183,28 @@ impl Shared {
         let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
     }
 
+    /// A runner panicked (a bug) holding these attempts: hand their jobs
+    /// back to the queue and free their capacity, so they run again.
+    fn abandon(&self, jobs: &[AttemptRef]) {
+        {
+            let mut held = self.held.lock();
+            for job in jobs {
+                if matches!(held.get(&job.id), Some(h) if h.job.token == job.token) {
+                    held.remove(&job.id);
+                }
+            }
+        }
+        for _ in jobs {
+            self.attempt_finished();
+        }
+        if let Err(e) = self.storage().release(jobs, false) {
+            self.report("releasing the jobs of a failed runner", &e);
+        }
+        self.events
+            .event(Event::RunnerPanicked { jobs: jobs.len() });
+        self.engine.hub.notify_work();
+    }
+
     /// Records freshly claimed jobs as held by this worker.
     fn hold(&self, jobs: &[ClaimedJob]) {
         self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
@@ -375,23 +397,27 @@ impl Worker {
         let _ = shared.outcomes.send(WriterMsg::Stop);
         let _ = threads.writer.join();
         if left_behind > 0 {
-            let abandoned: Vec<(AttemptRef, bool)> = shared
-                .held
-                .lock()
-                .values()
-                .map(|h| (h.job, h.started.is_some()))
-                .collect();
-            let refs: Vec<AttemptRef> = abandoned.iter().map(|(job, _)| *job).collect();
-            if let Err(e) = shared.storage().release(&refs, false) {
-                shared.report("releasing abandoned jobs", &e);
+            // Still held: jobs whose tasks are running (their attempt counts)
+            // and jobs a stuck executor never reached (refunded).
+            let (running, never_started): (Vec<AttemptRef>, Vec<AttemptRef>) = {
+                let held = shared.held.lock();
+                let (running, waiting): (Vec<&Held>, Vec<&Held>) =
+                    held.values().partition(|h| h.started.is_some());
+                (
+                    running.iter().map(|h| h.job).collect(),
+                    waiting.iter().map(|h| h.job).collect(),
+                )
+            };
+            for (jobs, refund) in [(&running, false), (&never_started, true)] {
+                if let Err(e) = shared.storage().release(jobs, refund) {
+                    shared.report("releasing abandoned jobs", &e);
+                }
             }
             shared.engine.hub.notify_work();
             // Their jobs belong to the queue again; free the threads if the
             // tasks let themselves be interrupted.
-            for (job, started) in abandoned {
-                if started {
-                    shared.runner.interrupt(&job);
-                }
+            for job in &running {
+                shared.runner.interrupt(job);
             }
         } else {
             for handle in threads.executors {
@@ -481,7 +507,7 @@ impl RateMeter {
 
     /// Jobs to keep claimed beyond the ones executing.
     fn buffer(&self, concurrency: usize) -> usize {
-        ((self.rate * BUFFER_SECONDS) as usize).clamp(concurrency, MAX_CLAIM)
+        ((self.rate * BUFFER_SECONDS) as usize).clamp(concurrency, MAX_CLAIM.max(concurrency))
     }
 }
 
@@ -489,6 +515,7 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
     let hub = shared.engine.hub.clone();
     let config = &shared.config;
     let mut next_due: Micros = i64::MIN;
+    let mut last_promote = Instant::now();
     let mut idle = config.idle_poll_min;
     let mut rate = RateMeter::new();
     let mut error_pause = Duration::from_millis(10);
@@ -509,7 +536,10 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             }
         }
         let now = now_micros();
-        if next_due <= now {
+        // Also every idle_poll_max however busy the worker is: delayed jobs
+        // and retries that other processes wrote give no local hint.
+        if next_due <= now || last_promote.elapsed() >= config.idle_poll_max {
+            last_promote = Instant::now();
             match shared.storage().promote_due(now) {
                 Ok(due) => next_due = due.unwrap_or(i64::MAX),
                 Err(e) => {
@@ -591,6 +621,8 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
         // path of a lone job. Under load everything goes to the writer, which
         // commits many outcomes per transaction.
         let held_back: RefCell<Option<Outcome>> = RefCell::new(None);
+        // Handed to the runner and not yet reported: what a runner panic strands.
+        let in_hand = RefCell::new(vec![first.attempt_ref()]);
         let mut taken = 1;
         let mut next = || {
             if taken >= limit || shared.stopping() {
@@ -603,12 +635,14 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
                     }
                     taken += 1;
                     shared.mark_started(&job);
+                    in_hand.borrow_mut().push(job.attempt_ref());
                     Some(job)
                 }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
             }
         };
         let mut done = |outcome: Outcome| {
+            in_hand.borrow_mut().retain(|job| *job != outcome.job);
             shared.attempt_finished();
             if jobs.is_empty() && shared.outcomes.is_empty() {
                 if let Some(earlier) = held_back.borrow_mut().replace(outcome) {
@@ -625,12 +659,7 @@ fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
             commit(&shared, &mut vec![outcome], false);
         }
         if run.is_err() {
-            // A bug in the runner. The jobs it held stay leased to this worker
-            // until the lease runs out, then run again elsewhere.
-            shared.events.event(Event::StorageError {
-                during: "running a job (the runner panicked)",
-                message: "executor panic".into(),
-            });
+            shared.abandon(&in_hand.into_inner());
         }
     }
 }
@@ -749,16 +778,17 @@ fn maintenance(shared: Arc<Shared>) {
                 return;
             }
         }
+        // Leases first: nothing else here may delay their renewal.
+        if last_heartbeat.elapsed() >= config.heartbeat {
+            last_heartbeat = Instant::now();
+            heartbeat(&shared);
+        }
         enforce_timeouts(&shared);
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
             if let Err(e) = shared.storage().checkpoint() {
                 shared.report("checkpointing the log", &e);
             }
-        }
-        if last_heartbeat.elapsed() >= config.heartbeat {
-            last_heartbeat = Instant::now();
-            heartbeat(&shared);
         }
     }
 }
@@ -780,10 +810,6 @@ fn enforce_timeouts(shared: &Shared) {
         }
     }
     for (job, timeout) in overdue {
-        shared.events.event(Event::TimedOut {
-            id: job.id,
-            attempt: job.attempt,
-        });
         let failure = Failure {
             error_type: "TaskTimeoutError".into(),
             message: format!(
@@ -798,6 +824,10 @@ fn enforce_timeouts(shared: &Shared) {
             finished_at: now_micros(),
             kind: OutcomeKind::Failure(failure),
         }));
+        shared.events.event(Event::TimedOut {
+            id: job.id,
+            attempt: job.attempt,
+        });
         shared.runner.interrupt(&job);
     }
 }
@@ -807,7 +837,9 @@ fn heartbeat(shared: &Shared) {
     let storage = shared.storage();
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
-        if let Err(e) = storage.renew_leases(&held, now_micros() + micros(config.lease)) {
+        if let Err(e) =
+            storage.renew_leases(&held, now_micros().saturating_add(micros(config.lease)))
+        {
             shared.report("renewing leases", &e);
         }
     }
@@ -818,19 +850,21 @@ fn heartbeat(shared: &Shared) {
                 shared
                     .events
                     .event(Event::LeaseExpired { id: job.id, dead });
-                if dead {
-                    if let Ok(Some(finished)) = storage.finished(job.id) {
-                        shared.engine.hub.finished(job.id, || finished);
+                match job.applied {
+                    Applied::Retry(at) => shared.engine.hub.notify_due(at),
+                    // Final (dead, or cancelled on request): wake its waiters.
+                    _ => {
+                        if let Ok(Some(finished)) = storage.finished(job.id) {
+                            shared.engine.hub.finished(job.id, || finished);
+                        }
                     }
-                } else if let Applied::Retry(at) = job.applied {
-                    shared.engine.hub.notify_due(at);
                 }
             }
         }
         Err(e) => shared.report("recovering expired leases", &e),
     }
     if let Some(ttl) = config.result_ttl {
-        if let Err(e) = storage.purge_finished(now_micros() - micros(ttl)) {
+        if let Err(e) = storage.purge_finished(now_micros().saturating_sub(micros(ttl))) {
             shared.report("purging expired results", &e);
         }
     }

@@ -70,7 +70,7 @@ impl Engine {
     /// and threads are unusable: a file database is reopened (the inherited
     /// handles are leaked, never closed, so the parent's locks stay intact);
     /// a `:memory:` one cannot follow the fork and is refused.
-    fn engine(&self) -> Result<Arc<engine::Engine>> {
+    fn engine(&self, py: Python<'_>) -> Result<Arc<engine::Engine>> {
         {
             let state = self.state.read();
             match &*state {
@@ -96,16 +96,19 @@ impl Engine {
                     .into(),
             ));
         }
-        let reopened = open(&self.config)?;
+        let reopened = py.detach(|| open(&self.config))?;
         let engine = reopened.engine.clone();
         *state = Some(reopened);
         Ok(engine)
     }
 
+    /// This process's worker. A child made by `fork()` has none: the
+    /// parent's threads do not exist there.
     fn worker(&self) -> Option<Arc<Worker>> {
         self.state
             .read()
             .as_ref()
+            .filter(|open| open.pid == std::process::id())
             .and_then(|open| open.worker.clone())
     }
 }
@@ -189,7 +192,7 @@ impl Engine {
             retry_backoff,
             timeout: optional_seconds(timeout, "timeout")?,
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let ids = py.detach(|| engine.enqueue(&options, &bytes))?;
         Ok(ids.into_iter().map(format_id).collect())
     }
@@ -198,7 +201,7 @@ impl Engine {
         let Ok(id) = parse_id(job_id) else {
             return Ok(None);
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let record = py.detach(|| engine.storage.get_job(id))?;
         record.map(|r| record_dict(py, &r)).transpose()
     }
@@ -220,20 +223,20 @@ impl Engine {
             limit,
             offset,
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let records = py.detach(|| engine.storage.list_jobs(&filter))?;
         records.iter().map(|r| record_dict(py, r)).collect()
     }
 
     fn job_errors<'py>(&self, py: Python<'py>, job_id: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let id = parse_id(job_id)?;
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let errors = py.detach(|| engine.storage.errors(id))?;
         errors.iter().map(|e| error_dict(py, e)).collect()
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let stats = py.detach(|| engine.storage.stats())?;
         let dict = PyDict::new(py);
         for status in Status::ALL {
@@ -252,7 +255,7 @@ impl Engine {
         let Ok(id) = parse_id(job_id) else {
             return Ok(false);
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         Ok(py.detach(|| engine.cancel(id))?)
     }
 
@@ -262,7 +265,7 @@ impl Engine {
         let Ok(id) = parse_id(job_id) else {
             return Ok("not_found");
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         Ok(match py.detach(|| engine.request_cancel(id))? {
             CancelRequest::Cancelled => "cancelled",
             CancelRequest::Requested => "requested",
@@ -273,7 +276,7 @@ impl Engine {
 
     fn cancel_requested(&self, py: Python<'_>, job_id: &str) -> PyResult<bool> {
         let id = parse_id(job_id)?;
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         Ok(py.detach(|| engine.storage.cancel_requested(id))?)
     }
 
@@ -281,23 +284,27 @@ impl Engine {
         let Ok(id) = parse_id(job_id) else {
             return Ok(false);
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         Ok(py.detach(|| engine.retry_dead(id))?)
     }
 
     /// Deletes dead jobs that died more than `older_than` seconds ago.
     fn purge_dead(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
         let age = micros(seconds(older_than, "older_than")?);
-        let engine = self.engine()?;
-        Ok(py.detach(|| engine.storage.purge_dead(now_micros() - age))?)
+        let engine = self.engine(py)?;
+        Ok(py.detach(|| engine.storage.purge_dead(now_micros().saturating_sub(age)))?)
     }
 
     /// Deletes completed and cancelled jobs that finished more than
     /// `older_than` seconds ago.
     fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
         let age = micros(seconds(older_than, "older_than")?);
-        let engine = self.engine()?;
-        Ok(py.detach(|| engine.storage.purge_finished(now_micros() - age))?)
+        let engine = self.engine(py)?;
+        Ok(py.detach(|| {
+            engine
+                .storage
+                .purge_finished(now_micros().saturating_sub(age))
+        })?)
     }
 
     /// Blocks (without the GIL) until the job is final; returns
@@ -317,16 +324,16 @@ impl Engine {
             .min(FOREVER);
         let poll = seconds(poll_interval, "poll_interval")?;
         let max_poll = seconds(max_poll_interval, "max_poll_interval")?;
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         let finished = py.detach(|| engine.wait(id, timeout, poll, max_poll))?;
         finished_tuple(py, finished)
     }
 
     /// A registration for `await job.aresult()`: a pipe that turns readable
     /// when the job finishes in this process.
-    fn watch(&self, job_id: &str) -> PyResult<AsyncWatch> {
+    fn watch(&self, py: Python<'_>, job_id: &str) -> PyResult<AsyncWatch> {
         let id = parse_id(job_id)?;
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         AsyncWatch::new(engine, id)
     }
 
@@ -357,18 +364,22 @@ impl Engine {
             result_ttl: optional_seconds(result_ttl, "result_ttl")?,
             ..WorkerConfig::default()
         };
-        let engine = self.engine()?;
+        let engine = self.engine(py)?;
         if let Some(worker) = self.worker() {
             if !worker.wait_stopped(Some(Duration::ZERO)) {
                 return Err(Error::invalid("a worker is already running for this Queue").into());
             }
         }
-        let runner = Arc::new(PyRunner::new(execute));
-        let events = Arc::new(PyEvents { on_event });
+        let (runner, events) = python_side(py, execute, on_event)?;
         let worker = py.detach(|| Worker::start(engine, runner, events, config))?;
         let id = worker.id().to_string();
-        if let Some(open) = self.state.write().as_mut() {
-            open.worker = Some(worker);
+        match self.state.write().as_mut() {
+            Some(open) => open.worker = Some(worker),
+            None => {
+                // Closed while the worker started: nothing else could stop it.
+                py.detach(|| worker.stop(Duration::ZERO));
+                return Err(Error::Closed("this Queue has been closed".into()).into());
+            }
         }
         Ok(id)
     }
@@ -398,10 +409,22 @@ impl Engine {
     /// still inside a task when `grace` ran out.
     fn stop_worker(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
         let grace = seconds(grace, "timeout")?;
-        match self.worker() {
-            None => Ok(0),
-            Some(worker) => Ok(py.detach(|| worker.stop(grace))),
+        let Some(worker) = self.worker() else {
+            return Ok(0);
+        };
+        let left = py.detach(|| worker.stop(grace));
+        // The worker holds the Queue's `execute` method: keeping it would keep
+        // the Queue alive through a cycle Python's collector cannot see.
+        if let Some(open) = self.state.write().as_mut() {
+            if open
+                .worker
+                .as_ref()
+                .is_some_and(|w| Arc::ptr_eq(w, &worker))
+            {
+                open.worker = None;
+            }
         }
+        Ok(left)
     }
 
     /// Jobs claimed by this process's worker and not finished yet.
@@ -414,7 +437,12 @@ impl Engine {
     fn close(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
         let left = self.stop_worker(py, grace)?;
         let closed = self.state.write().take();
-        py.detach(move || drop(closed));
+        match closed {
+            // In a child made by fork(), the inherited connections must not be
+            // closed (closing drops locks the parent holds): leak them.
+            Some(open) if open.pid != std::process::id() => std::mem::forget(open),
+            closed => py.detach(move || drop(closed)),
+        }
         Ok(left)
     }
 
@@ -539,31 +567,126 @@ fn error_dict<'py>(py: Python<'py>, e: &ErrorRecord) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-/// Runs jobs by calling the Queue's Python `execute` function.
-struct PyRunner {
+/// What engine threads hand to the `taskito-python` thread because it needs
+/// the GIL. The dispatcher, writer and maintenance threads never wait for the
+/// GIL themselves: a task holding it (in C code, say) would otherwise hold up
+/// lease renewals and commits, and other workers would reap live jobs.
+enum Notice {
+    Event(Event),
+    Interrupt(AttemptRef),
+}
+
+/// Makes the runner and the event sink of one worker, and starts the thread
+/// that calls into Python for both. That thread ends when the worker (and
+/// with it every sender) is gone.
+#[allow(clippy::type_complexity)]
+fn python_side(
+    py: Python<'_>,
     execute: Py<PyAny>,
-    /// Which Python thread runs which attempt (job id -> thread, lease token),
-    /// so that `interrupt` can reach the right task.
+    on_event: Py<PyAny>,
+) -> PyResult<(Arc<dyn Runner>, Arc<dyn EventSink>)> {
+    let (notices, inbox) = crossbeam_channel::unbounded::<Notice>();
+    let tasks = Arc::new(RunningTasks::default());
+    let tasks_here = tasks.clone();
+    py.detach(|| {
+        std::thread::Builder::new()
+            .name("taskito-python".into())
+            .spawn(move || {
+                for notice in inbox {
+                    Python::attach(|py| match notice {
+                        Notice::Event(event) => log_event(py, &on_event, event),
+                        Notice::Interrupt(job) => tasks_here.interrupt(py, &job),
+                    });
+                }
+            })
+            .map_err(|e| Error::io("cannot start the worker's Python thread", e))
+    })?;
+    let runner = PyRunner {
+        execute,
+        tasks,
+        notices: notices.clone(),
+    };
+    Ok((Arc::new(runner), Arc::new(PyEvents { notices })))
+}
+
+/// Which Python thread runs which attempt, so that an interrupt reaches the
+/// right task and only that one.
+#[derive(Default)]
+struct RunningTasks {
+    /// Job id -> (thread, lease token).
     running: parking_lot::Mutex<HashMap<i64, (c_ulong, i64)>>,
     /// Threads sent an interrupt that their task may not have seen yet.
     interrupted: parking_lot::Mutex<HashSet<c_ulong>>,
     any_interrupted: AtomicBool,
 }
 
-impl PyRunner {
-    fn new(execute: Py<PyAny>) -> Self {
-        PyRunner {
-            execute,
-            running: Default::default(),
-            interrupted: Default::default(),
-            any_interrupted: AtomicBool::new(false),
+impl RunningTasks {
+    fn started(&self, job: &ClaimedJob, thread: c_ulong) {
+        self.running.lock().insert(job.id, (thread, job.token));
+    }
+
+    /// Called with the GIL held, once the task returned.
+    fn finished(&self, job: &ClaimedJob, thread: c_ulong) {
+        {
+            let mut running = self.running.lock();
+            // A retry of the same job may run on another executor meanwhile.
+            if running
+                .get(&job.id)
+                .is_some_and(|&(_, token)| token == job.token)
+            {
+                running.remove(&job.id);
+            }
+        }
+        if self.any_interrupted.load(Ordering::Acquire) {
+            // An interrupt aimed at the task that just returned must not hit
+            // the next task of this thread: drop it if it is still pending.
+            let mut interrupted = self.interrupted.lock();
+            if interrupted.remove(&thread) {
+                // SAFETY: GIL held; a NULL exception clears any pending
+                // asynchronous exception of that thread.
+                unsafe {
+                    pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, std::ptr::null_mut());
+                }
+            }
+            self.any_interrupted
+                .store(!interrupted.is_empty(), Ordering::Release);
         }
     }
 
+    /// Raises `TaskInterrupted` inside the task of this attempt at its next
+    /// Python bytecode (a task blocked in C code, such as a long
+    /// `time.sleep`, sees it when that call returns).
+    fn interrupt(&self, py: Python<'_>, job: &AttemptRef) {
+        // The GIL is held: the target thread is not running Python, so it
+        // cannot finish this attempt between the check and the raise.
+        let Some(&(thread, token)) = self.running.lock().get(&job.id) else {
+            return;
+        };
+        if token != job.token {
+            return;
+        }
+        let class = errors::TASK_INTERRUPTED.get(py).expect("created at import");
+        self.interrupted.lock().insert(thread);
+        self.any_interrupted.store(true, Ordering::Release);
+        // SAFETY: GIL held; the class is a live exception type.
+        unsafe {
+            pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, class.as_ptr());
+        }
+    }
+}
+
+/// Runs jobs by calling the Queue's Python `execute` function.
+struct PyRunner {
+    execute: Py<PyAny>,
+    tasks: Arc<RunningTasks>,
+    notices: crossbeam_channel::Sender<Notice>,
+}
+
+impl PyRunner {
     fn run_one(&self, py: Python<'_>, execute: &Bound<'_, PyAny>, job: &ClaimedJob) -> OutcomeKind {
-        // SAFETY: plain FFI getters, called with the GIL held.
+        // SAFETY: a plain FFI getter.
         let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
-        self.running.lock().insert(job.id, (thread, job.token));
+        self.tasks.started(job, thread);
         let args = (
             job.task_name.as_str(),
             PyBytes::new(py, &job.payload),
@@ -576,10 +699,7 @@ impl PyRunner {
             .into_pyobject(py)
             .and_then(|args| call_parking_at_exit(execute, &args))
             .and_then(|r| parse_outcome(&r));
-        self.running.lock().remove(&job.id);
-        if self.any_interrupted.load(Ordering::Acquire) {
-            self.clear_interrupt(thread);
-        }
+        self.tasks.finished(job, thread);
         match outcome {
             Ok(kind) => kind,
             // `execute` itself failed: a BaseException it let through, or an
@@ -598,21 +718,6 @@ impl PyRunner {
                 retryable: true,
             }),
         }
-    }
-
-    /// An interrupt aimed at a task that has returned must not hit the next
-    /// task this thread runs: drop it if it is still pending.
-    fn clear_interrupt(&self, thread: c_ulong) {
-        let mut interrupted = self.interrupted.lock();
-        if interrupted.remove(&thread) {
-            // SAFETY: called with the GIL held; a NULL exception clears any
-            // pending asynchronous exception of that thread.
-            unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, std::ptr::null_mut());
-            }
-        }
-        self.any_interrupted
-            .store(!interrupted.is_empty(), Ordering::Release);
     }
 }
 
@@ -643,27 +748,8 @@ impl Runner for PyRunner {
         })
     }
 
-    /// Raises `TaskInterrupted` inside the task at its next Python bytecode
-    /// (a task blocked in C code, such as a long `time.sleep`, sees it when
-    /// that call returns).
     fn interrupt(&self, job: &AttemptRef) {
-        Python::attach(|py| {
-            // The GIL is held: the target thread is not running Python, so it
-            // cannot finish this attempt between the check and the raise.
-            let Some(&(thread, token)) = self.running.lock().get(&job.id) else {
-                return;
-            };
-            if token != job.token {
-                return;
-            }
-            let class = errors::TASK_INTERRUPTED.get(py).expect("created at import");
-            self.interrupted.lock().insert(thread);
-            self.any_interrupted.store(true, Ordering::Release);
-            // SAFETY: GIL held; the class is a live exception type.
-            unsafe {
-                pyo3::ffi::PyThreadState_SetAsyncExc(thread as _, class.as_ptr());
-            }
-        });
+        let _ = self.notices.send(Notice::Interrupt(*job));
     }
 }
 
@@ -731,43 +817,50 @@ fn parse_outcome(result: &Bound<'_, PyAny>) -> PyResult<OutcomeKind> {
     })
 }
 
-/// Hands engine events to a Python callback (which logs them).
+/// Hands engine events to the Python thread, which logs them.
 struct PyEvents {
-    on_event: Py<PyAny>,
+    notices: crossbeam_channel::Sender<Notice>,
 }
 
 impl EventSink for PyEvents {
     fn event(&self, event: Event) {
-        let (kind, id, message) = match event {
-            Event::StaleOutcome { id, attempt } => (
-                "stale_outcome",
-                Some(id),
-                format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
-            ),
-            Event::LeaseExpired { id, dead } => (
-                "lease_expired",
-                Some(id),
-                if dead {
-                    "its worker stopped renewing the lease and no attempts are left: moved to the dead letters".to_string()
-                } else {
-                    "its worker stopped renewing the lease: scheduled to run again".to_string()
-                },
-            ),
-            Event::TimedOut { id, attempt } => (
-                "timed_out",
-                Some(id),
-                format!("attempt {attempt} ran past its timeout and was failed"),
-            ),
-            Event::StorageError { during, message } => {
-                ("storage_error", None, format!("{during}: {message} (will retry)"))
-            }
-        };
-        Python::attach(|py| {
-            let id = id.map(format_id);
-            if let Err(err) = self.on_event.call1(py, (kind, id, message)) {
-                err.write_unraisable(py, None);
-            }
-        });
+        let _ = self.notices.send(Notice::Event(event));
+    }
+}
+
+/// Calls the Queue's `on_event(kind, job_id, message)` (Python logging).
+fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
+    let (kind, id, message) = match event {
+        Event::StaleOutcome { id, attempt } => (
+            "stale_outcome",
+            Some(id),
+            format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
+        ),
+        Event::LeaseExpired { id, dead } => (
+            "lease_expired",
+            Some(id),
+            if dead {
+                "its worker stopped renewing the lease and no attempts are left: moved to the dead letters".to_string()
+            } else {
+                "its worker stopped renewing the lease: scheduled to run again".to_string()
+            },
+        ),
+        Event::TimedOut { id, attempt } => (
+            "timed_out",
+            Some(id),
+            format!("attempt {attempt} ran past its timeout and was failed"),
+        ),
+        Event::RunnerPanicked { jobs } => (
+            "runner_panicked",
+            None,
+            format!("an executor failed (a bug in taskito); its {jobs} job(s) were handed back to the queue"),
+        ),
+        Event::StorageError { during, message } => {
+            ("storage_error", None, format!("{during}: {message} (will retry)"))
+        }
+    };
+    if let Err(err) = on_event.call1(py, (kind, id.map(format_id), message)) {
+        err.write_unraisable(py, None);
     }
 }
 

@@ -334,6 +334,16 @@ fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
         .optional()?)
 }
 
+/// Cancels the job if it has not started (pending, delayed or waiting to retry).
+fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1 AND status IN (0, 1, 4)",
+        )?
+        .execute(params![id, now])?;
+    Ok(changed == 1)
+}
+
 fn timeout_millis(timeout: Duration) -> i64 {
     timeout.as_millis().max(1) as i64
 }
@@ -347,7 +357,7 @@ fn insert_jobs<P: AsRef<[u8]>>(
     now: Micros,
     claim: Option<&DirectClaim>,
 ) -> Result<Vec<i64>> {
-    let due = now + options.delay.map(micros).unwrap_or(0);
+    let due = now.saturating_add(options.delay.map(micros).unwrap_or(0));
     let state = match (claim, due > now) {
         (Some(_), _) => State::Running,
         (None, true) => State::Scheduled,
@@ -373,7 +383,7 @@ fn insert_jobs<P: AsRef<[u8]>>(
     stmt.raw_bind_parameter(12, claim.is_some() as i64)?;
     stmt.raw_bind_parameter(13, claim.map(|c| c.worker_id))?;
     stmt.raw_bind_parameter(14, claim.map(|_| now))?;
-    stmt.raw_bind_parameter(15, claim.map(|c| now + micros(c.lease)))?;
+    stmt.raw_bind_parameter(15, claim.map(|c| now.saturating_add(micros(c.lease))))?;
     let mut ids = Vec::with_capacity(payloads.len());
     for payload in payloads {
         stmt.raw_bind_parameter(2, payload.as_ref())?;
@@ -403,7 +413,7 @@ fn fail_attempt(
 ) -> Result<Applied> {
     let retry = failure.retryable && job.attempt <= job.max_retries;
     let (next, due) = if retry {
-        let due = now + micros(retry_delay(job.retry_backoff, job.attempt));
+        let due = now.saturating_add(micros(retry_delay(job.retry_backoff, job.attempt)));
         (
             if due == now {
                 State::Ready
@@ -522,7 +532,7 @@ impl Storage for SqliteStorage {
             let mut stmt = tx.prepare_cached(&sql)?;
             stmt.raw_bind_parameter(1, request.worker_id)?;
             stmt.raw_bind_parameter(2, now)?;
-            stmt.raw_bind_parameter(3, now + micros(request.lease))?;
+            stmt.raw_bind_parameter(3, now.saturating_add(micros(request.lease)))?;
             stmt.raw_bind_parameter(4, request.limit as i64)?;
             for (i, queue) in request.queues.unwrap_or(&[]).iter().enumerate() {
                 stmt.raw_bind_parameter(i + 5, queue)?;
@@ -686,14 +696,8 @@ impl Storage for SqliteStorage {
     }
 
     fn cancel(&self, id: i64) -> Result<bool> {
-        self.write(|tx| {
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1 AND status IN (0, 1, 4)",
-                )?
-                .execute(params![id, now_micros()])?;
-            Ok(changed == 1)
-        })
+        let now = now_micros();
+        self.write(|tx| cancel_unstarted(tx, id, now))
     }
 
     fn request_cancel(&self, id: i64) -> Result<CancelRequest> {
@@ -712,10 +716,7 @@ impl Storage for SqliteStorage {
                 }
                 Some(s) if s.is_final() => CancelRequest::AlreadyFinal,
                 Some(_) => {
-                    tx.prepare_cached(
-                        "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1",
-                    )?
-                    .execute(params![id, now])?;
+                    cancel_unstarted(tx, id, now)?;
                     CancelRequest::Cancelled
                 }
             })
@@ -836,7 +837,7 @@ impl Storage for SqliteStorage {
 
     fn errors(&self, id: i64) -> Result<Vec<ErrorRecord>> {
         let sql =
-            format!("SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY attempt");
+            format!("SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY rowid");
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([id], error_record)?;

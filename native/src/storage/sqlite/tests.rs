@@ -813,3 +813,38 @@ fn enqueue_claimed_claims_only_when_nothing_waits_ahead() {
 fn claim_ids(s: &SqliteStorage) -> Vec<i64> {
     claim(s, 100).iter().map(|j| j.id).collect()
 }
+
+#[test]
+fn a_delay_past_the_end_of_time_saturates_instead_of_wrapping() {
+    let s = memory();
+    let mut forever = opts("t");
+    forever.delay = Some(Duration::from_secs(u64::MAX / 2));
+    let id = s.enqueue(&forever, &payloads(1)).unwrap()[0];
+    let job = s.get_job(id).unwrap().unwrap();
+    assert_eq!(job.scheduled_at, i64::MAX);
+    assert_eq!(job.state, State::Scheduled);
+    assert!(claim(&s, 1).is_empty());
+}
+
+#[test]
+fn errors_stay_in_the_order_they_happened_across_retry_dead() {
+    let s = memory();
+    let mut o = opts("t");
+    o.max_retries = 1;
+    o.retry_backoff = 0.0;
+    let id = s.enqueue(&o, &payloads(1)).unwrap()[0];
+    for _round in 0..2 {
+        for _ in 0..2 {
+            let job = claim(&s, 1).remove(0);
+            s.complete(&[failure(&job, true)]).unwrap();
+        }
+        assert_eq!(state(&s, id), State::Dead);
+        s.retry_dead(id).unwrap();
+    }
+    let errors = s.errors(id).unwrap();
+    assert_eq!(
+        errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 1, 2]
+    );
+    assert!(errors.windows(2).all(|w| w[0].failed_at <= w[1].failed_at));
+}
