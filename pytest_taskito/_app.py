@@ -50,24 +50,26 @@ _SETTINGS = (
     "lease_duration",
     "heartbeat_interval",
     "jobs_per_gil",
+    "busy_timeout",
+    "max_payload_size",
 )
 
 
-def load_app(spec: str) -> Queue:
-    """The ``taskito.Queue`` named by ``"package.module:attribute"``."""
+def load_app(spec: str, source: str = "taskito_app") -> Queue:
+    """The ``taskito.Queue`` named by ``"package.module:attribute"``, given
+    by ``source`` (the flag, environment variable or ini key it came from)."""
+    what = f"the app {spec!r} (from {source})"
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise pytest.UsageError(f"taskito_app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+        raise pytest.UsageError(f"{what}: cannot import {module_name!r}: {exc}") from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise pytest.UsageError(
-                f"taskito_app {spec!r}: {module_name} has no attribute {attribute!r}"
-            ) from None
-    return check_app(target, f"taskito_app {spec!r}")
+            raise pytest.UsageError(f"{what}: {module_name} has no attribute {attribute!r}") from None
+    return check_app(target, what)
 
 
 def check_app(app: object, what: str = "the taskito_app fixture") -> Queue:
@@ -79,7 +81,8 @@ def check_app(app: object, what: str = "the taskito_app fixture") -> Queue:
 
 
 def app_settings(app: Queue) -> dict[str, Any]:
-    """The app's Queue settings, as keyword arguments for a test Queue."""
+    """The app's Queue settings, as keyword arguments for a test Queue. The
+    serializer object carries the signing key, if the app has one."""
     settings = {name: getattr(app, name) for name in _SETTINGS}
     settings["serializer"] = app._serializer
     return settings
@@ -110,11 +113,4 @@ def copy_tasks(app: Queue, test_queue: Queue) -> None:
     for name, task in app.tasks.items():
         if name in have:
             continue
-        test_queue.task(
-            name=name,
-            max_retries=task.max_retries,
-            retry_backoff=task.retry_backoff,
-            timeout=task.timeout,
-            priority=task.priority,
-            queue=task.queue_name,
-        )(task.fn)
+        test_queue.task(**task.options)(task.fn)

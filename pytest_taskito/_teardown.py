@@ -110,22 +110,32 @@ def stop_worker(queue: Queue, timeout: float, what: str) -> str | None:
     left = queue.shutdown(timeout=timeout)
     if not left:
         return None
-    # Still inside a task: those the interrupt cannot reach (blocked in C)
-    # and those still unwinding from it.
     after = running_tasks(queue)
-    interrupted = wait_unwound(queue, set(after))
-    # Where each stuck task was: now if it is still there, else when the
-    # teardown began (the interrupt has unwound it since).
+    unwound = wait_unwound(queue, set(after))
+    # The tasks still running when the time ran out are those still in a
+    # thread, and those the engine's interrupt has unwound since: their jobs
+    # were handed back to the queue, which leaves them pending with no start
+    # time (a job that finished or failed in time keeps its start time).
+    abandoned = {job_id for job_id in {*before, *after} if job_id in after or _handed_back(queue, job_id)}
+    blocked = set(after) - unwound
+    interrupted = abandoned - blocked
+    # Where each was: now if still there, else when the teardown began.
     tasks = {job_id: before[job_id] for job_id in interrupted if job_id in before}
-    tasks.update({job_id: task for job_id, task in after.items() if job_id not in interrupted})
-    # The snapshot's other "running" jobs were claimed but never started, or
-    # finished: the engine released or completed them.
-    snapshot = {job_id: data for job_id, data in snapshot.items() if job_id in after}
+    tasks.update({job_id: after[job_id] for job_id in blocked})
+    snapshot = {job_id: data for job_id, data in snapshot.items() if job_id in abandoned}
     text = report(queue, what, left, timeout, snapshot, tasks, interrupted)
     return (
         text
         + "\nTheir jobs were handed back to the queue. Make the task return in time, or raise its timeout."
     )
+
+
+def _handed_back(queue: Queue, job_id: str) -> bool:
+    job = queue.get_job(job_id)
+    if job is None:
+        return False
+    data = job.to_dict()
+    return data["status"] == "pending" and data["started_at"] is None
 
 
 def drain(queue: Queue, since: str | None, timeout: float, what: str) -> str | None:
@@ -137,14 +147,21 @@ def drain(queue: Queue, since: str | None, timeout: float, what: str) -> str | N
     deadline = time.monotonic() + timeout
     slice_ = SLICE_MIN
     while True:
-        # Cancel first, so nothing new starts while the running ones finish;
-        # again on every round, for jobs those enqueue.
+        # What runs is read first, then everything not started is cancelled,
+        # so nothing new starts while the running ones finish; again every
+        # round, for jobs those enqueue or that fail into a retry meanwhile.
+        # Done after a round that began with nothing running and then found
+        # nothing to cancel: from such a state nothing of the test can start.
+        running = list(scan(queue, "running", since))
+        found = 0
         for status in ("pending", "failed"):
             for job in scan(queue, status, since):
+                found += 1
                 queue.cancel_job(job.id)
-        running = list(scan(queue, "running", since))
         if not running:
-            return None
+            if not found:
+                return None
+            continue
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             snapshot = {job.id: job.to_dict() for job in running}

@@ -90,7 +90,6 @@ class TaskitoWorker:
         self.timeout = timeout
         self._since = since
         self._reported: set[str] = set()
-        self._dead_seen = -1
 
     def __repr__(self) -> str:
         return f"<TaskitoWorker {self.queue!r} threads={self.threads}>"
@@ -223,7 +222,7 @@ class TaskitoWorker:
         """Raises the earliest job (of this test, or ``among``) that failed for
         good and was not raised before."""
         __tracebackhide__ = True
-        if stats["dead"] == self._dead_seen:
+        if stats["dead"] == 0:
             return
         candidates = [
             job
@@ -231,10 +230,6 @@ class TaskitoWorker:
             if job.id not in self._reported and (among is None or job.id in among)
         ]
         if not candidates:
-            if among is None:
-                # Every dead job of this test has been raised: skip the scan
-                # until the count moves.
-                self._dead_seen = stats["dead"]
             return
         first = min(candidates, key=lambda job: job.to_dict()["finished_at"] or 0.0)
         self._reported.add(first.id)

@@ -96,8 +96,9 @@ def taskito_app(pytestconfig: pytest.Config) -> Queue | None:
 
     Override it in conftest.py to return your Queue object. Its tasks then
     run on each test's isolated queue, and the app enqueues there too."""
-    spec = pytestconfig.stash[SETTINGS].app
-    return None if spec is None else load_app(spec)
+    settings = pytestconfig.stash[SETTINGS]
+    spec = settings.app
+    return None if spec is None else load_app(spec, settings.sources.get("app", "taskito_app"))
 
 
 @pytest.fixture(scope="session")

@@ -99,17 +99,17 @@ class Queue:
             )
         self.shutdown_timeout = _options.seconds("shutdown_timeout", shutdown_timeout)
         self.jobs_per_gil = _options.count("jobs_per_gil", jobs_per_gil, minimum=1)
-        busy = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
+        self.busy_timeout = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
         if not isinstance(durability, str):
             raise TypeError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.durability = durability
-        payload_limit = _options.count("max_payload_size", max_payload_size, minimum=1)
+        self.max_payload_size = _options.count("max_payload_size", max_payload_size, minimum=1)
         self._serializer = resolve(serializer)
         if signing_key is not None:
             self._serializer = SignedSerializer(self._serializer, signing_key)
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         self._worker_lock = threading.Lock()
-        self._engine = Engine(self.db_path, durability, busy, payload_limit)
+        self._engine = Engine(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)

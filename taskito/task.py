@@ -100,6 +100,21 @@ class TaskWrapper(Generic[P, R]):
                 ) from exc
         return self._queue._submit(self, payloads)
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """How it was registered, as keyword arguments of ``queue.task()``."""
+        return {
+            "name": self.name,
+            "max_retries": self.max_retries,
+            "retry_backoff": self.retry_backoff,
+            "timeout": self.timeout,
+            "priority": self.priority,
+            "queue": self.queue_name,
+            "soft_timeout": self.soft_timeout,
+            "retry_on": self.retry_on,
+            "dont_retry_on": self.dont_retry_on,
+        }
+
     def should_retry(self, exc: BaseException) -> bool:
         """Whether a failure with ``exc`` is worth another attempt."""
         if self.dont_retry_on and isinstance(exc, self.dont_retry_on):

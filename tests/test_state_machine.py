@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
 
-from taskito import Queue, TaskFailedError
+from taskito import JobTimeoutError, Queue, TaskFailedError
 
 pytestmark = pytest.mark.slow
 
@@ -36,6 +37,8 @@ class ModelJob:
     key: int
     max_retries: int
     delayed: bool
+    # Retries wait an hour: a failure leaves the job "failed" (retry scheduled).
+    slow_retry: bool
     failures_left: int
     status: str = "pending"
     attempt: int = 0
@@ -51,14 +54,16 @@ class JobLifeCycle(RuleBasedStateMachine):
         self.queue = Queue(":memory:", workers=2)
         self.model: dict[str, ModelJob] = {}
 
-        @self.queue.task(name="scripted", retry_backoff=0)
         def scripted(key: int) -> int:
             if REMAINING_FAILURES[key] > 0:
                 REMAINING_FAILURES[key] -= 1
                 raise Boom(f"scripted failure of {key}")
             return key
 
-        self.task = scripted
+        self.tasks = {
+            False: self.queue.task(name="scripted", retry_backoff=0)(scripted),
+            True: self.queue.task(name="scripted_slow_retry", retry_backoff=3600)(scripted),
+        }
 
     def teardown(self) -> None:
         self.queue.close()
@@ -67,24 +72,25 @@ class JobLifeCycle(RuleBasedStateMachine):
         target=jobs,
         failures=st.integers(0, 4),
         max_retries=st.integers(0, 2),
-        priority=st.integers(-2, 2),
         delayed=st.booleans(),
+        slow_retry=st.booleans(),
     )
-    def enqueue(self, failures: int, max_retries: int, priority: int, delayed: bool) -> str:
+    def enqueue(self, failures: int, max_retries: int, delayed: bool, slow_retry: bool) -> str:
         key = next(KEYS)
         REMAINING_FAILURES[key] = failures
-        job = self.task.apply_async(
-            args=(key,), max_retries=max_retries, priority=priority, delay=3600 if delayed else None
+        job = self.tasks[slow_retry].apply_async(
+            args=(key,), max_retries=max_retries, delay=3600 if delayed else None
         )
-        self.model[job.id] = ModelJob(key, max_retries, delayed, failures_left=failures)
+        self.model[job.id] = ModelJob(key, max_retries, delayed, slow_retry, failures_left=failures)
         return job.id
 
     @rule(job_id=jobs)
     def cancel(self, job_id: str) -> None:
         expected = self.model[job_id]
         cancelled = self.queue.cancel_job(job_id)
-        # The worker is stopped between rules: only pending jobs can be cancelled.
-        assert cancelled == (expected.status == "pending" and not expected.purged)
+        # The worker is stopped between rules: only jobs that have not
+        # started (pending, or waiting to retry) can be cancelled.
+        assert cancelled == (expected.status in ("pending", "failed") and not expected.purged)
         if cancelled:
             expected.status = "cancelled"
 
@@ -96,9 +102,17 @@ class JobLifeCycle(RuleBasedStateMachine):
                 continue
             job = self.queue.get_job(job_id)
             assert job is not None
-            with contextlib.suppress(TaskFailedError):
-                assert job.result(timeout=30) == expected.key
             self.run_model(expected)
+            if expected.status == "failed":
+                # Its retry is an hour away: wait for the failure instead.
+                deadline = time.monotonic() + 30
+                while job.status != "failed":
+                    assert time.monotonic() < deadline, "the first attempt never failed"
+                    with contextlib.suppress(JobTimeoutError):
+                        job.result(timeout=0.01)
+            else:
+                with contextlib.suppress(TaskFailedError):
+                    assert job.result(timeout=30) == expected.key
         assert self.queue.shutdown() == 0
 
     def run_model(self, expected: ModelJob) -> None:
@@ -112,6 +126,9 @@ class JobLifeCycle(RuleBasedStateMachine):
             expected.errors += 1
             if expected.attempt > expected.max_retries:
                 expected.status = "dead"
+                return
+            if expected.slow_retry:
+                expected.status = "failed"
                 return
 
     @rule(job_id=jobs)

@@ -3,11 +3,12 @@ test's isolated database, and the app is exactly as it was afterwards."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 
-from pytest_taskito._app import _SETTINGS, NOT_COPIED, REDIRECTED
+from pytest_taskito._app import _SETTINGS, NOT_COPIED, REDIRECTED, copy_tasks
 from taskito import Queue
 
 from .conftest import ini
@@ -131,12 +132,15 @@ def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pyteste
     [
         (
             "taskito_app = nosuchmodule:queue",
-            "taskito_app 'nosuchmodule:queue': cannot import 'nosuchmodule'*",
+            "the app 'nosuchmodule:queue' (from ini taskito_app): cannot import 'nosuchmodule'*",
         ),
-        ("taskito_app = myapp:nope", "taskito_app 'myapp:nope': myapp has no attribute 'nope'"),
+        (
+            "taskito_app = myapp:nope",
+            "the app 'myapp:nope' (from ini taskito_app): myapp has no attribute 'nope'",
+        ),
         (
             "taskito_app = myapp:double",
-            "taskito_app 'myapp:double' must be a taskito.Queue (or None), got TaskWrapper",
+            "the app 'myapp:double' (from ini taskito_app) must be a taskito.Queue (or None), got TaskWrapper",
         ),
     ],
 )
@@ -173,8 +177,34 @@ def test_bad_queue_options_are_reported(project: pytest.Pytester, options: str, 
 
 
 def test_every_queue_attribute_is_either_copied_or_decided_by_the_plugin(tmp_path: Path) -> None:
-    # A new Queue attribute must be placed in one of the two lists, and
-    # considered for REDIRECTED, before this passes.
+    # A new Queue attribute or constructor parameter must be placed in one of
+    # the lists, and considered for REDIRECTED, before this passes.
     with Queue(tmp_path / "q.db") as queue:
         assert set(vars(queue)) == set(_SETTINGS) | {"_serializer"} | NOT_COPIED
     assert set(REDIRECTED) <= set(vars(queue))
+    parameters = set(inspect.signature(Queue.__init__).parameters) - {"self"}
+    carried_by_the_serializer = {"serializer", "signing_key"}
+    assert parameters == set(_SETTINGS) | carried_by_the_serializer | (NOT_COPIED & parameters)
+
+
+def test_every_task_option_is_copied(tmp_path: Path) -> None:
+    with Queue(tmp_path / "q.db") as queue:
+
+        @queue.task(
+            name="t",
+            max_retries=7,
+            retry_backoff=2.5,
+            timeout=9,
+            priority=4,
+            queue="q",
+            soft_timeout=3,
+            retry_on=[KeyError],
+            dont_retry_on=ValueError,
+        )
+        def t() -> None: ...
+
+        options = set(inspect.signature(Queue.task).parameters) - {"self", "fn"}
+        assert set(t.options) == options
+        with Queue(":memory:") as test_queue:
+            copy_tasks(queue, test_queue)
+            assert test_queue.tasks["t"].options == t.options

@@ -374,3 +374,32 @@ def test_a_task_that_never_finishes_fails_teardown_within_the_timeout(project: p
     )
     # Three teardowns of about a second each, not the 30 s default, and no hang at exit.
     assert result.duration < 30
+
+
+FAILURE_AFTER_PURGE = """
+import pytest
+from taskito import TaskFailedError
+
+def test_a_new_failure_after_a_purge_is_raised(queue, worker):
+    @queue.task(max_retries=0)
+    def boom(n):
+        raise ValueError(f"boom {n}")
+
+    boom.delay(1)
+    with pytest.raises(TaskFailedError, match="boom 1"):
+        worker.wait_idle()
+    worker.wait_idle()  # raised once only
+    assert queue.purge_dead() == 1
+    job = boom.delay(2)  # as many dead jobs as before, but a new failure
+    with pytest.raises(TaskFailedError):
+        job.result(timeout=10)
+    with pytest.raises(TaskFailedError, match="boom 2"):
+        worker.wait_idle()
+"""
+
+
+def test_wait_idle_raises_a_new_failure_even_when_the_dead_count_is_unchanged(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(FAILURE_AFTER_PURGE)
+    project.runpytest().assert_outcomes(passed=1)
