@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,20 +97,23 @@ class Adapter(ABC):
 
 
 class ProcessWorkerAdapter(Adapter):
-    """An engine whose workers run as a separate process started from a
-    command line (Celery, RQ, Dramatiq on Redis). Subclasses set ``argv``
-    (the command) and ``worker_name`` (its log's name)."""
+    """An engine on Redis whose workers run as a separate process started
+    from a command line (Celery, RQ, Dramatiq). Subclasses set ``argv`` (the
+    command) and ``worker_name`` (its log's name), and close their clients
+    in ``close_clients``."""
 
     argv: list[str]
     worker_name: str
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
+        # What an earlier cell left in Redis would be counted as finished.
+        redis_flush(cell.redis_url)
         self.worker: WorkerProcess | None = None
 
     @classmethod
     def probe(cls, cell: Cell) -> None:
-        redis_probe(cell)
+        redis_probe(cell.redis_url)
 
     def start_workers(self) -> None:
         self.worker = WorkerProcess(self.argv, self.workdir, self.worker_name)
@@ -128,6 +130,14 @@ class ProcessWorkerAdapter(Adapter):
 
     def worker_pids(self) -> list[int]:
         return self.worker.pids() if self.worker is not None else []
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.close_clients()
+
+    @abstractmethod
+    def close_clients(self) -> None:
+        """Closes the engine's connections in this process."""
 
 
 class WorkerProcess:
@@ -188,53 +198,52 @@ class WorkerProcess:
         procs.kill_group(proc.pid)  # its own group: started in a new session
 
 
-def python_argv(*args: str) -> list[str]:
-    """This interpreter, running ``args``."""
-    return [sys.executable, *args]
-
-
 # ── Redis ────────────────────────────────────────────────────────────────
 
 
-def redis_url(cell: Cell, db: int) -> str:
-    return f"{cell.redis_url.rstrip('/')}/{db}"
+# Each takes the server's URL (``Cell.redis_url``, no database): worker
+# processes that know nothing else build the same URLs from it.
 
 
-def broker_url(cell: Cell) -> str:
-    return redis_url(cell, REDIS_BROKER_DB)
+def redis_url(server: str, db: int) -> str:
+    return f"{server.rstrip('/')}/{db}"
 
 
-def results_url(cell: Cell) -> str:
-    return redis_url(cell, REDIS_RESULTS_DB)
+def broker_url(server: str) -> str:
+    return redis_url(server, REDIS_BROKER_DB)
 
 
-def redis_probe(cell: Cell) -> None:
+def results_url(server: str) -> str:
+    return redis_url(server, REDIS_RESULTS_DB)
+
+
+def redis_probe(server: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(broker_url(cell), socket_connect_timeout=1, socket_timeout=2)
+    client = redis.Redis.from_url(broker_url(server), socket_connect_timeout=1, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unavailable(f"no Redis server at {cell.redis_url} ({exc})") from None
+        raise Unavailable(f"no Redis server at {server} ({exc})") from None
     finally:
         client.close()
 
 
-def redis_flush(cell: Cell) -> None:
+def redis_flush(server: str) -> None:
     """Empties the two databases the cells own, never any other."""
     import redis
 
-    for url in (broker_url(cell), results_url(cell)):
+    for url in (broker_url(server), results_url(server)):
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
 
 
-def redis_describe(cell: Cell) -> dict[str, str]:
+def redis_describe(server: str) -> dict[str, str]:
     """The server's version and how durable its writes are."""
     import redis
 
-    client = redis.Redis.from_url(broker_url(cell))
+    client = redis.Redis.from_url(broker_url(server))
     try:
         version = str(client.info("server")["redis_version"])
         try:

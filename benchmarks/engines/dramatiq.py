@@ -25,10 +25,10 @@ from benchmarks.tasks import TASKS
 URL_ENV = "BENCH_DRAMATIQ_REDIS"
 
 
-def declare(cell: Cell) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
+def declare(server: str) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
     """The broker, the result backend and one actor per task kind."""
-    broker = RedisBroker(url=base.broker_url(cell))
-    backend = RedisBackend(url=base.results_url(cell))
+    broker = RedisBroker(url=base.broker_url(server))
+    backend = RedisBackend(url=base.results_url(server))
     broker.add_middleware(Results(backend=backend))
     dramatiq.set_broker(broker)
     actors = {
@@ -40,12 +40,7 @@ def declare(cell: Cell) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
 
 def setup() -> None:
     """Run by ``dramatiq benchmarks.engines.dramatiq:setup`` in each worker process."""
-    declare(_cell_for(os.environ[URL_ENV]))
-
-
-def _cell_for(server: str) -> Cell:
-    # Only the server matters to declare(); the rest is never read.
-    return Cell("dramatiq", "redis", 1, "noop", 1, 1, 0, 0, redis_url=server)
+    declare(os.environ[URL_ENV])
 
 
 class DramatiqAdapter(base.ProcessWorkerAdapter):
@@ -53,10 +48,9 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        base.redis_flush(cell)
-        self.broker, self.backend, actors = declare(cell)
+        self.broker, self.backend, actors = declare(cell.redis_url)
         self.actor = actors[cell.task]
-        self.results = redis.Redis.from_url(base.results_url(cell))
+        self.results = redis.Redis.from_url(base.results_url(cell.redis_url))
         self.argv = [
             sys.executable,
             "-m",
@@ -70,7 +64,7 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
         return {
             "engine_version": dramatiq.__version__,
             "engine_setup": f"dramatiq --processes=1 --threads={self.cell.workers}",
-            **base.redis_describe(self.cell),
+            **base.redis_describe(self.cell.redis_url),
         }
 
     def start_workers(self) -> None:
@@ -99,8 +93,7 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
                 failed += 1
         return failed
 
-    def close(self) -> None:
-        self.stop_workers()
+    def close_clients(self) -> None:
         self.results.close()
         self.broker.close()
 

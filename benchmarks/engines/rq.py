@@ -24,8 +24,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        base.redis_flush(cell)
-        self.redis = redis.Redis.from_url(base.broker_url(cell))
+        self.redis = redis.Redis.from_url(base.broker_url(cell.redis_url))
         self.queue = rq.Queue(QUEUE, connection=self.redis)
         self.argv = [
             sys.executable,
@@ -33,7 +32,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
             "rq.cli",
             "worker-pool",
             f"--num-workers={cell.workers}",
-            f"--url={base.broker_url(cell)}",
+            f"--url={base.broker_url(cell.redis_url)}",
             "--logging-level=WARNING",
             QUEUE,
         ]
@@ -42,7 +41,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
         return {
             "engine_version": rq.__version__,
             "engine_setup": f"rq worker-pool --num-workers={self.cell.workers} (a forked work horse per job)",
-            **base.redis_describe(self.cell),
+            **base.redis_describe(self.cell.redis_url),
         }
 
     def enqueue_one(self, arg: int) -> Job:
@@ -73,8 +72,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
                 latencies.append((job.ended_at - job.enqueued_at).total_seconds())
         return latencies
 
-    def close(self) -> None:
-        self.stop_workers()
+    def close_clients(self) -> None:
         self.redis.close()
 
 
