@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,27 @@ RESULT_TIMEOUT = 60.0
 SETTLE = 10
 
 
-def percentiles(samples: list[float]) -> tuple[float, float, float] | None:
-    """p50, p95 and p99 in milliseconds (nearest rank), or None without samples."""
+def percentile(samples: Sequence[float], percent: int) -> float:
+    """The nearest-rank percentile: the smallest sample that at least
+    ``percent``% of the samples are less than or equal to. p99 of 100
+    samples is the 99th smallest, not the largest; p50 of 4 is the 2nd.
+    The rank, ceil(n * percent / 100), is computed in integers so that no
+    float rounding can move it."""
+    if not samples:
+        raise ValueError("no samples")
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    ordered = sorted(samples)
+    rank = -(-len(ordered) * percent // 100)  # 1-based
+    return ordered[rank - 1]
+
+
+def percentiles(samples: Sequence[float]) -> tuple[float, float, float] | None:
+    """p50, p95 and p99 of samples in seconds, in milliseconds; None without samples."""
     if not samples:
         return None
-    ordered = sorted(samples)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3
-
-    return rank(0.50), rank(0.95), rank(0.99)
+    p50, p95, p99 = (percentile(samples, p) * 1e3 for p in (50, 95, 99))
+    return p50, p95, p99
 
 
 def wait_finished(adapter: Adapter, base: int, total: int) -> tuple[float, int, float]:

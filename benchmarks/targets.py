@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
+from benchmarks.cell import percentile
 from taskito import Queue
 
 TARGETS = {
@@ -35,11 +36,6 @@ TARGETS = {
 
 def noop(x: int) -> int:
     return x
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def wait_for_completions(queue: Queue, total: int, timeout: float = 300) -> None:
@@ -81,8 +77,8 @@ def taskito_run(db_path: str, workers: int, jobs: int, samples: int) -> dict[str
     return {
         "enqueue_per_s": jobs / enqueue_s,
         "process_per_s": jobs / process_s,
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
     }
 
 
@@ -99,8 +95,8 @@ def threadpool_run(jobs: int, samples: int) -> dict[str, float]:
             latencies.append(time.perf_counter() - t0)
     return {
         "process_per_s": jobs / process_s,
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
     }
 
 
@@ -136,8 +132,8 @@ def huey_run(db_path: str, jobs: int, samples: int) -> dict[str, float] | None:
     return {
         "enqueue_per_s": jobs / enqueue_s,
         "process_per_s": jobs / process_s,
-        "p50_ms": percentile(latencies, 0.50) * 1e3,
-        "p99_ms": percentile(latencies, 0.99) * 1e3,
+        "p50_ms": percentile(latencies, 50) * 1e3,
+        "p99_ms": percentile(latencies, 99) * 1e3,
     }
 
 
