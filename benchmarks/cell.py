@@ -8,6 +8,25 @@
 reachable. Either prints one line, ``BENCH-RESULT`` and a JSON object, as
 its last line of output; the sweep adds the provenance and writes the CSV
 row. Engines may print what they like before it.
+
+The drain, the same for every engine: the backlog's jobs are enqueued with
+the workers stopped, then the workers are started. Each job's completion
+time is the engine's own where it stores one (taskito ``finished_at``, RQ
+``ended_at``, Celery ``date_done``), else taken by a hook the engine calls
+as each job finishes (Huey's ``SIGNAL_COMPLETE``, a Dramatiq middleware,
+the thread pool's done callback); all in Unix time, one clock for every
+process. From those times:
+
+- ``first_completion_s``: from the call that starts the workers to the
+  first completion: start-up (processes, imports, connections, first claim);
+- ``drain_per_s``: the jobs after the first divided by the time from the
+  first completion to the last: how fast running workers get through a
+  backlog, whatever their start-up took.
+
+Polling the engine's count of finished jobs only tells the cell that the
+drain is over; it does not time it. The thread pool has no queue to hold a
+backlog: its jobs are submitted when it starts, so its drain includes the
+``submit()`` of each job.
 """
 
 from __future__ import annotations
@@ -26,10 +45,10 @@ from benchmarks.engines.base import Adapter, Unavailable
 from benchmarks.grid import Cell
 
 MARK = "BENCH-RESULT "
-# How often the drain reads the engine's count of finished jobs. Each read
-# costs the engine something, so not too often; at 100,000 jobs/s a 2 ms
-# step still resolves a 10,000-job drain to 2%.
-POLL = 0.002
+# How often the cell reads the engine's count of finished jobs to learn that
+# a backlog is done. The reads time nothing (completion times do) but cost
+# the engine something (a SQLite count, a Redis DBSIZE), so not too often.
+POLL = 0.005
 # Checked between polls: a worker process that died is an error now, not a
 # timeout later.
 CHECK_EVERY = 0.5
@@ -61,40 +80,42 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float, float] | None:
     return p50, p95, p99
 
 
-def wait_finished(adapter: Adapter, base: int, total: int) -> tuple[float, int, float]:
-    """Polls until ``total`` jobs beyond ``base`` have finished. Returns the
-    time of the first poll that saw any finished, how many it saw, and the
-    time of the poll that saw them all."""
-    if total <= 0:
-        now = time.perf_counter()
-        return now, 0, now
-    first: tuple[float, int] | None = None
+def wait_finished(adapter: Adapter, base: int, total: int) -> None:
+    """Returns once ``total`` jobs beyond ``base`` have finished, by the
+    engine's count; raises as soon as a worker process is found dead."""
     next_check = time.perf_counter() + CHECK_EVERY
-    while True:
-        done = adapter.finished() - base
+    while adapter.finished() - base < total:
         now = time.perf_counter()
-        if first is None and done > 0:
-            first = (now, done)
-        if done >= total:
-            assert first is not None
-            return first[0], first[1], now
         if now >= next_check:
             adapter.check()
             next_check = now + CHECK_EVERY
         time.sleep(POLL)
 
 
-def drain_rate(jobs: int, start: float, first_at: float, first_done: int, end: float) -> float:
-    """Jobs per second of a drain, timed from the first completion seen to
-    the last, so that a worker process's start-up (reported apart as
-    ``first_completion_s``) does not count against its throughput.
+def drain(finished: Sequence[float | None], start: float, read_at: float) -> tuple[float, float | None]:
+    """``first_completion_s`` and ``drain_per_s`` (see the module's
+    docstring) from the completion times of the backlog's jobs (Unix time,
+    in any order), ``start`` (Unix time just before the workers were
+    started) and ``read_at`` (when the times were read, after the workers
+    stopped). The rate is None if every job finished at the same recorded
+    instant: no interval to divide by.
 
-    When the first poll already saw most of the backlog done, the few jobs
-    left over one poll interval say nothing about the rate (1 job in 2 ms
-    reads as 500/s), so such a drain is timed from the workers' start."""
-    if first_done <= jobs // 2 and end > first_at:
-        return (jobs - first_done) / (end - first_at)
-    return jobs / (end - start)
+    A time before ``start`` or after ``read_at`` means the clocks or the
+    jobs got mixed up: an error, not a number."""
+    missing = sum(t is None for t in finished)
+    if missing:
+        raise RuntimeError(f"{missing} of the drain's {len(finished)} jobs have no completion time")
+    times = [t for t in finished if t is not None]
+    if len(times) < 2:
+        raise ValueError(f"a drain rate needs at least 2 jobs, got {len(times)}")
+    first, last = min(times), max(times)
+    if first < start or last > read_at:
+        raise RuntimeError(
+            f"completion times {first:.6f}..{last:.6f} fall outside the drain, "
+            f"{start:.6f}..{read_at:.6f} (Unix time)"
+        )
+    rate = (len(times) - 1) / (last - first) if last > first else None
+    return first - start, rate
 
 
 def settle(adapter: Adapter, cell: Cell) -> list[Any]:
@@ -114,7 +135,7 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
        workers, none timed (imports, connections, caches, first claims);
     2. with the workers stopped, half the jobs enqueued by single calls and
        the other half by the engine's batch call, each timed;
-    3. the workers started and the backlog drained (see ``drain_rate``);
+    3. the workers started and the backlog drained (see ``drain``);
     4. ``cell.samples`` enqueue-and-wait round trips, one at a time, after
        a few untimed ones: work the drain left behind (Celery's client
        reading the notifications of the results it holds: half a second
@@ -130,17 +151,17 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
 
     base = adapter.finished()
     half = cell.jobs // 2
-    start = time.perf_counter()
-    handles += [adapter.enqueue_one(i) for i in range(half)]
-    delay_s = time.perf_counter() - start
-    start = time.perf_counter()
-    handles += adapter.enqueue_many(range(half, cell.jobs))
-    map_s = time.perf_counter() - start
+    t0 = time.perf_counter()
+    backlog = [adapter.enqueue_one(i) for i in range(half)]
+    delay_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    backlog += adapter.enqueue_many(range(half, cell.jobs))
+    map_s = time.perf_counter() - t0
+    handles += backlog
 
-    start = time.perf_counter()
+    start = time.time()  # Unix time: the clock of the completion times
     adapter.start_workers()
-    first_at, first_done, end = wait_finished(adapter, base, cell.jobs)
-    drain_per_s = drain_rate(cell.jobs, start, first_at, first_done, end)
+    wait_finished(adapter, base, cell.jobs)
 
     handles += settle(adapter, cell)
     round_trips = []
@@ -159,12 +180,13 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     workers = [procs.peak_rss_bytes(pid) for pid in adapter.worker_pids()]
     adapter.stop_workers()
 
+    first_completion_s, drain_per_s = drain(adapter.finished_at(backlog), start, time.time())
     stored = adapter.stored_latencies(timed)
     result: dict[str, Any] = {
         "enqueue_delay_per_s": half / delay_s if adapter.stores_jobs and delay_s > 0 else None,
         "enqueue_map_per_s": (cell.jobs - half) / map_s if adapter.stores_jobs and map_s > 0 else None,
         "drain_per_s": drain_per_s,
-        "first_completion_s": first_at - start,
+        "first_completion_s": first_completion_s,
         "latency_samples": len(round_trips),
         "failures": adapter.failures(handles),
         "peak_rss_mb": (own + sum(w for w in workers if w is not None)) / 2**20 if own else None,

@@ -16,8 +16,9 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "enqueue_map_per_s": Metric("enqueue, batch call", "jobs/s", True),
     "enqueue_delay_per_s": Metric("enqueue, one call per job", "jobs/s", True),
-    "drain_per_s": Metric("drain of a pre-loaded batch", "jobs/s", True),
-    "first_completion_s": Metric("worker start to first completion", "s", False),
+    # Both from the jobs' completion times: see benchmarks/cell.py.
+    "drain_per_s": Metric("drain of a pre-loaded batch, first to last completion", "jobs/s", True),
+    "first_completion_s": Metric("workers started to first completion (start-up)", "s", False),
     "latency_rtt_p50_ms": Metric("delay().result() round trip p50", "ms", False),
     "latency_rtt_p95_ms": Metric("delay().result() round trip p95", "ms", False),
     "latency_rtt_p99_ms": Metric("delay().result() round trip p99", "ms", False),

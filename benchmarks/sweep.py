@@ -180,7 +180,8 @@ class Progress:
             own = self.durations.get(later.engine)
             eta += sum(own) / len(own) if own else overall
         if row["status"] == "ok":
-            detail = f"drain {float(row['drain_per_s']):>10,.0f}/s"
+            rate = row["drain_per_s"]  # None when every job finished at one recorded instant
+            detail = "drain          -" if rate is None else f"drain {float(rate):>10,.0f}/s"
         elif row["status"] == "skipped" or not row["error"]:
             detail = ""  # the reason was written once, before the first cell
         else:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ class Unavailable(Exception):
 class Adapter(ABC):
     """Drives one engine through a cell (see ``benchmarks.cell.measure``).
 
-    The cell enqueues with the workers stopped, starts them, counts
-    completions with ``finished()`` and times ``result()`` round trips.
-    Handles are whatever the engine's enqueue returns.
+    The cell enqueues with the workers stopped, starts them, waits for
+    ``finished()`` to count the backlog done, times the drain by
+    ``finished_at()`` and times ``result()`` round trips. Handles are
+    whatever the engine's enqueue returns.
     """
 
     #: False when enqueueing with the workers stopped stores nothing worth
@@ -71,6 +73,15 @@ class Adapter(ABC):
         """Jobs finished so far (succeeded or failed for good), by the engine's own count."""
 
     @abstractmethod
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        """When each of these jobs finished (succeeded or failed for good),
+        in Unix time, None for a job with no record. Unix time
+        (``time.time()``) because it is one clock for every process on the
+        machine. The engine's own timestamp where it stores one; otherwise
+        taken by a hook the engine calls as each job finishes. Called once,
+        after the workers have stopped."""
+
+    @abstractmethod
     def result(self, handle: Any, timeout: float) -> Any:
         """Waits for a job's value, the way the engine's users do."""
 
@@ -94,6 +105,16 @@ class Adapter(ABC):
     def close(self) -> None:
         """Releases everything; called once, also after a failure."""
         return None
+
+
+def unix_time(moment: datetime | None) -> float | None:
+    """An engine's stored datetime as Unix time. One without a time zone is
+    refused: what it means would depend on this machine's zone."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError(f"stored time {moment} has no time zone")
+    return moment.timestamp()
 
 
 class ProcessWorkerAdapter(Adapter):

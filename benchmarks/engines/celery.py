@@ -76,6 +76,10 @@ class CeleryAdapter(base.ProcessWorkerAdapter):
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get(timeout=timeout)
 
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        # date_done: set by the worker as it stores the result, to the microsecond.
+        return [base.unix_time(handle.date_done) for handle in handles]
+
     def failures(self, handles: list[Any]) -> int:
         values = ResultSet(handles).join_native(propagate=False, timeout=60)
         return sum(isinstance(value, BaseException) for value in values)

@@ -1,11 +1,17 @@
 """Dramatiq on Redis with its Results middleware (results in their own
 database, whose size counts finished jobs): ``dramatiq MODULE --processes 1
---threads N``, one worker process with N threads like taskito's executors."""
+--threads N``, one worker process with N threads like taskito's executors.
+
+Dramatiq stores no completion times: a middleware in the worker process
+(``FinishTimes``) notes them and writes them to a file at shutdown.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,9 @@ from benchmarks.tasks import TASKS
 
 # How the worker processes learn the server: ``setup`` takes no arguments.
 URL_ENV = "BENCH_DRAMATIQ_REDIS"
+# FinishTimes's files, one per worker process, in the worker's working
+# directory: the cell's folder (see base.WorkerProcess).
+FINISH_TIMES = "dramatiq-finished-"
 
 
 def declare(server: str) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
@@ -38,9 +47,29 @@ def declare(server: str) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
     return broker, backend, actors
 
 
+class FinishTimes(dramatiq.Middleware):  # type: ignore[misc]  # dramatiq is untyped
+    """Notes the Unix time each message finished, in the worker process, and
+    writes the notes to ``FINISH_TIMES<pid>.json`` when the worker shuts down:
+    a dictionary lookup per job, no I/O while jobs run."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        self.times[message.message_id] = time.time()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        Path(f"{FINISH_TIMES}{os.getpid()}.json").write_text(json.dumps(self.times))
+
+
 def setup() -> None:
     """Run by ``dramatiq benchmarks.engines.dramatiq:setup`` in each worker process."""
-    declare(os.environ[URL_ENV])
+    broker, _, _ = declare(os.environ[URL_ENV])
+    # Before Results: "after" hooks run in reverse order, so the time is
+    # taken once the result is stored, as Huey's and Celery's are.
+    broker.add_middleware(FinishTimes(), before=Results)
 
 
 class DramatiqAdapter(base.ProcessWorkerAdapter):
@@ -83,6 +112,12 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get_result(backend=self.backend, block=True, timeout=int(timeout * 1000))
+
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        times: dict[str, float] = {}
+        for notes in self.workdir.glob(f"{FINISH_TIMES}*.json"):
+            times.update(json.loads(notes.read_text()))
+        return [times.get(message.message_id) for message in handles]
 
     def failures(self, handles: list[Any]) -> int:
         failed = 0

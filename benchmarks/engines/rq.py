@@ -61,6 +61,14 @@ class RQAdapter(base.ProcessWorkerAdapter):
             raise RuntimeError(f"RQ job {handle.id} failed: {result.exc_string}")
         return result.return_value
 
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        # ended_at: set by the work horse as the job returns, stored to the microsecond.
+        times = []
+        for job in handles:
+            job.refresh()
+            times.append(base.unix_time(job.ended_at))
+        return times
+
     def failures(self, handles: list[Any]) -> int:
         return int(self.queue.failed_job_registry.count)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.cell import percentile, percentiles
+from benchmarks.cell import drain, percentile, percentiles
 
 
 def test_percentile_is_the_nearest_rank() -> None:
@@ -32,3 +32,42 @@ def test_percentiles_are_in_milliseconds_and_none_without_samples() -> None:
 def test_percentile_refuses_what_has_no_rank(samples: list[float], percent: int) -> None:
     with pytest.raises(ValueError):
         percentile(samples, percent)
+
+
+START = 1_800_000_000.0  # Unix time, as the engines record it
+
+
+def test_drain_splits_start_up_from_the_rate_of_running_workers() -> None:
+    # Workers took 0.5 s to finish their first job, then one job per millisecond.
+    times = [START + 0.5 + i / 1000 for i in range(1000)]
+    first_completion_s, rate = drain(times[::-1], START, START + 10)
+    assert first_completion_s == pytest.approx(0.5)
+    assert rate == pytest.approx(1000)
+
+
+def test_drain_rate_does_not_depend_on_how_much_was_done_at_any_moment() -> None:
+    # The pool finishes the whole backlog within 4 ms of starting: what a
+    # 2 ms poll read as 250,000/s or 500/s depending on when it looked.
+    times = [START + 0.000_05 + i * 0.000_004 for i in range(1000)]
+    first_completion_s, rate = drain(times, START, START + 1)
+    # A float holds Unix time to about 0.24 µs.
+    assert first_completion_s == pytest.approx(0.000_05, abs=1e-6)
+    assert rate == pytest.approx(250_000, rel=1e-3)
+
+
+def test_drain_without_an_interval_has_no_rate() -> None:
+    assert drain([START + 1, START + 1], START, START + 2) == (pytest.approx(1.0), None)
+
+
+@pytest.mark.parametrize(
+    ("times", "message"),
+    [
+        ([START + 1, None, None], "2 of the drain's 3 jobs have no completion time"),
+        ([START - 0.001, START + 1], "fall outside the drain"),  # before the workers started
+        ([START + 1, START + 3], "fall outside the drain"),  # after the times were read
+        ([START + 1], "at least 2 jobs"),
+    ],
+)
+def test_drain_refuses_times_that_cannot_be_the_drains(times: list[float | None], message: str) -> None:
+    with pytest.raises((RuntimeError, ValueError), match=message):
+        drain(times, START, START + 2)

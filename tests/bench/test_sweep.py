@@ -12,10 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import taskito
-from benchmarks.cell import drain_rate
 from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS, METRICS
 from benchmarks.sweep import Plan, Progress, run_cell
@@ -79,6 +76,10 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
         assert row["command"].startswith("python -m benchmarks sweep --engines")
         assert row["backend"] == {"memory": "memory", "file": "sqlite"}[row["db"]]
         assert float(row["drain_per_s"]) > 0
+        # The drain's start-up and its rate, from completion times: together
+        # no longer than the cell.
+        startup, drain_s = float(row["first_completion_s"]), (30 - 1) / float(row["drain_per_s"])
+        assert startup > 0 and startup + drain_s < float(row["cell_seconds"])
         assert float(row["enqueue_map_per_s"]) > 0
         assert float(row["enqueue_delay_per_s"]) > 0
         assert 0 < float(row["latency_rtt_p50_ms"]) <= float(row["latency_rtt_p99_ms"])
@@ -199,11 +200,3 @@ def test_progress_estimates_time_left_from_each_engines_own_cells() -> None:
     assert "timeout" in lines[1] and "killed after 3s" in lines[1]
     # After the first cell, huey's time is guessed from the mean of all cells so far.
     assert lines[0].endswith("ETA 3s")
-
-
-def test_drain_rate_is_timed_from_the_first_completion_unless_that_saw_most_of_it() -> None:
-    # Workers took 0.5 s to start; 100 of 1,000 were done at the first poll, the rest 0.9 s later.
-    assert drain_rate(1000, start=0.0, first_at=0.5, first_done=100, end=1.4) == pytest.approx(1000)
-    # 999 done at the first poll, 2 ms in, the last one a poll later: timed from the start.
-    assert drain_rate(1000, start=0.0, first_at=0.002, first_done=999, end=0.004) == pytest.approx(250_000)
-    assert drain_rate(1000, start=0.0, first_at=0.004, first_done=1000, end=0.004) == pytest.approx(250_000)
