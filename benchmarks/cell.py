@@ -140,13 +140,19 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
        a few untimed ones: work the drain left behind (Celery's client
        reading the notifications of the results it holds: half a second
        after 1,000 jobs) belongs to the drain, not to the round trip.
+
+    Memory (``peak_pss_mb``) is the PSS of this process and all below it
+    (``procs.tree_pss_bytes``), read at the end of each step, outside the
+    timed parts: the largest of those reads, not a peak between them.
     """
     handles: list[Any] = []
+    memory: list[int | None] = []
     adapter.start_workers()
     if cell.warmup:
         handles += adapter.enqueue_many(range(cell.warmup))
         wait_finished(adapter, 0, cell.warmup)
     handles += settle(adapter, cell)
+    memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
     base = adapter.finished()
@@ -158,10 +164,12 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     backlog += adapter.enqueue_many(range(half, cell.jobs))
     map_s = time.perf_counter() - t0
     handles += backlog
+    memory.append(procs.tree_pss_bytes(os.getpid()))
 
     start = time.time()  # Unix time: the clock of the completion times
     adapter.start_workers()
     wait_finished(adapter, base, cell.jobs)
+    memory.append(procs.tree_pss_bytes(os.getpid()))
 
     handles += settle(adapter, cell)
     round_trips = []
@@ -173,11 +181,7 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         round_trips.append(time.perf_counter() - t0)
         timed.append(job)
     handles += timed
-
-    # Read before the workers stop; a worker process that is already gone
-    # cannot be read and is left out.
-    own = procs.peak_rss_bytes(os.getpid())
-    workers = [procs.peak_rss_bytes(pid) for pid in adapter.worker_pids()]
+    memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
     first_completion_s, drain_per_s = drain(adapter.finished_at(backlog), start, time.time())
@@ -189,7 +193,7 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         "first_completion_s": first_completion_s,
         "latency_samples": len(round_trips),
         "failures": adapter.failures(handles),
-        "peak_rss_mb": (own + sum(w for w in workers if w is not None)) / 2**20 if own else None,
+        "peak_pss_mb": max(read) / 2**20 if (read := [m for m in memory if m is not None]) else None,
     }
     for kind, samples in (("rtt", round_trips), ("stored", stored or [])):
         values = percentiles(samples)

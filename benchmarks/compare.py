@@ -33,7 +33,7 @@ SUMMARY_METRICS = [
     "latency_stored_p50_ms",
     "latency_stored_p99_ms",
     "failures",
-    "peak_rss_mb",
+    "peak_pss_mb",
 ]
 SHORT = {
     "enqueue_map_per_s": "enqueue batch/s",
@@ -47,7 +47,7 @@ SHORT = {
     "latency_stored_p95_ms": "stored p95 ms",
     "latency_stored_p99_ms": "stored p99 ms",
     "failures": "failures",
-    "peak_rss_mb": "peak RSS MiB",
+    "peak_pss_mb": "peak PSS MiB",
 }
 STATS = ("median", "min", "max")
 

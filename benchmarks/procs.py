@@ -1,8 +1,8 @@
-"""Process trees on Linux, read from /proc: who descends from whom, peak memory.
+"""Process trees on Linux, read from /proc: who descends from whom, memory.
 
 Used to kill a cell with every worker it started (some engines' workers
 start their own sessions, so a process group does not reach them) and to
-add up the peak memory of an engine's worker processes.
+add up the memory of a cell's processes.
 """
 
 from __future__ import annotations
@@ -68,13 +68,27 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """The most resident memory ``pid`` has used so far (VmHWM), or None."""
+def pss_bytes(pid: int) -> int | None:
+    """``pid``'s proportional set size now (Pss in /proc/PID/smaps_rollup):
+    its resident memory with each page shared with other processes counted
+    as its share (a page that 3 processes map counts a third in each). None
+    if it cannot be read (gone, or a kernel older than 4.14)."""
     try:
-        status = (PROC / str(pid) / "status").read_text()
+        rollup = (PROC / str(pid) / "smaps_rollup").read_text()
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def tree_pss_bytes(pid: int) -> int | None:
+    """The PSS of ``pid`` and every process below it, added up: forked
+    workers' copy-on-write pages count once in all, not once per process.
+    None if ``pid``'s own cannot be read; a descendant that exits meanwhile
+    is left out."""
+    own = pss_bytes(pid)
+    if own is None:
+        return None
+    return own + sum(pss_bytes(child) or 0 for child in descendants(pid))

@@ -26,7 +26,7 @@ METRICS: dict[str, Metric] = {
     "latency_stored_p95_ms": Metric("enqueue to finish, stored timestamps, p95", "ms", False),
     "latency_stored_p99_ms": Metric("enqueue to finish, stored timestamps, p99", "ms", False),
     "failures": Metric("jobs that failed", "jobs", False),
-    "peak_rss_mb": Metric("peak resident memory, cell process plus worker processes", "MiB", False),
+    "peak_pss_mb": Metric("memory of the cell and its workers (largest PSS total read)", "MiB", False),
 }
 
 # A cell less its repetition: what repetitions are grouped by.

@@ -94,10 +94,6 @@ class Adapter(ABC):
         engine stores; None for engines that store no such timestamps."""
         return None
 
-    def worker_pids(self) -> list[int]:
-        """Processes other than this one that run the workers (for peak memory)."""
-        return []
-
     def check(self) -> None:
         """Raises if the workers died (worker processes can; threads here cannot)."""
         return None
@@ -149,9 +145,6 @@ class ProcessWorkerAdapter(Adapter):
         if self.worker is not None:
             self.worker.check()
 
-    def worker_pids(self) -> list[int]:
-        return self.worker.pids() if self.worker is not None else []
-
     def close(self) -> None:
         self.stop_workers()
         self.close_clients()
@@ -196,11 +189,6 @@ class WorkerProcess:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-    def pids(self) -> list[int]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        return [self.proc.pid, *procs.descendants(self.proc.pid)]
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, each engine's signal for a warm shutdown, then SIGKILL

@@ -102,11 +102,11 @@ def test_compare_command_with_two_files_and_a_plot(
 
 
 def test_compare_command_with_one_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["compare", str(A), "--metric", "peak_rss_mb"]) == 0
+    assert cli.main(["compare", str(A), "--metric", "peak_pss_mb"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# {A}\n")
     assert "; commit 93020d14f9; AMD EPYC x 2 CPUs; Linux" in out
-    assert "## noop: peak resident memory, cell process plus worker processes (MiB)" in out
+    assert "## noop: memory of the cell and its workers (largest PSS total read) (MiB)" in out
     assert "## noop: all metrics, medians" in out
 
 
@@ -144,7 +144,7 @@ def test_report_writes_tables_plot_and_glossary(tmp_path: Path) -> None:
         "### noop: drain of a pre-loaded batch, first to last completion (jobs/s), median of 3 (min–max)"
         in text
     )
-    assert "| `peak_rss_mb` |" in text
+    assert "| `peak_pss_mb` |" in text
     assert matplotlib.image.imread(out.parent / "a.png").shape[0] > 200
 
 
