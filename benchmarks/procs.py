@@ -8,11 +8,16 @@ add up the memory of a cell's processes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import sys
+import time
+from collections.abc import Collection
 from pathlib import Path
 
 PROC = Path("/proc")
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def _parents() -> dict[int, int]:
@@ -58,6 +63,43 @@ def kill_tree(pid: int) -> None:
         for victim in [pid, *descendants(pid)]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(victim, signal.SIGKILL)
+
+
+def become_subreaper() -> bool:
+    """Makes this process the one that inherits its orphaned descendants
+    (``prctl(PR_SET_CHILD_SUBREAPER)``), instead of init: a worker whose
+    cell died stays below this process, where ``descendants`` finds it.
+    Idempotent. False where Linux refuses or is not there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def kill_descendants_except(keep: Collection[int], timeout: float = 10.0) -> list[int]:
+    """SIGKILLs every descendant of this process whose pid is not in
+    ``keep`` (those that were there before), and reaps the ones that are or
+    become its children (a subreaper's adopted orphans: nobody else will
+    wait for them). Repeats until none is left, as killing a process hands
+    its children to this one, or ``timeout`` runs out. Returns the pids
+    killed.
+
+    Only for a process that starts no other children meanwhile, such as
+    the sweep between two cells."""
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while left := [pid for pid in descendants(me) if pid not in keep]:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+            with contextlib.suppress(ChildProcessError):  # not (yet) a child of this process
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)  # for the kernel to finish the kills and re-parent
+    return sorted(killed)
 
 
 def kill_group(pgid: int) -> None:

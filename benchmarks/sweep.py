@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -76,47 +77,59 @@ class Plan:
 
 
 def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = None) -> dict[str, Any]:
-    """Runs one cell in a fresh process; kills it and everything it started
-    after ``timeout`` seconds. Returns the row's status, error, cell_seconds
-    and, when it finished, what it measured."""
+    """Runs one cell in a fresh process; kills it after ``timeout`` seconds.
+    Either way, kills everything it started that is still running: workers
+    a crashed cell never stopped would disturb the next cells. Returns the
+    row's status, error, cell_seconds and, when it finished, what it
+    measured.
+
+    Workers start their own sessions, out of reach of the cell's process
+    group, and outlive a cell that dies without stopping them; this process
+    becomes their subreaper so that they stay its descendants and can be
+    found. Their output goes to files, not pipes: a worker holding the
+    cell's stdout open would keep a pipe reader waiting until it exited."""
+    procs.become_subreaper()
+    before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
+    out, err = folder / "cell.stdout", folder / "cell.stderr"
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
-        cwd=folder,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        return _finish(proc, start, timeout)
-    except subprocess.TimeoutExpired:
-        return {
-            "status": "timeout",
-            "error": f"killed after {timeout:g}s",
-            "cell_seconds": time.perf_counter() - start,
-        }
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            _wait(proc, timeout)
+        except subprocess.TimeoutExpired:
+            return {
+                "status": "timeout",
+                "error": f"killed after {timeout:g}s",
+                "cell_seconds": time.perf_counter() - start,
+            }
+        finally:
+            procs.kill_descendants_except(before)
+        seconds = time.perf_counter() - start
+        output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
+        result = _parse(output)
+        if proc.returncode != 0 or result is None:
+            return {"status": "error", "error": _tail(errors or output), "cell_seconds": seconds}
+        return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _finish(proc: subprocess.Popen[str], start: float, timeout: float) -> dict[str, Any]:
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
     try:
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout)
     except BaseException:  # the time limit, or Ctrl+C in the sweep
         procs.kill_tree(proc.pid)  # the cell and its workers, before it is waited for
-        proc.communicate()
+        proc.wait()
         raise
-    finally:
-        # Whatever a crashed cell left in its group would disturb the next cells.
-        procs.kill_group(proc.pid)
-    seconds = time.perf_counter() - start
-    result = _parse(out)
-    if proc.returncode != 0 or result is None:
-        return {"status": "error", "error": _tail(err or out), "cell_seconds": seconds}
-    return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
 
 
 def probe(cell: Cell, python: str) -> dict[str, Any]:

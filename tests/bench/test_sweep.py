@@ -8,6 +8,7 @@ import importlib.util
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,48 @@ def test_a_hung_cell_is_killed_at_the_time_limit_and_the_sweep_goes_on(tmp_path:
         assert row["drain_per_s"] == ""
     assert list(work.iterdir()) == [], "each cell's folder is removed"
     assert "- taskito memory workers=2 io_sleep rep 1: timeout: killed after 1s" in proc.stdout
+
+
+def test_workers_a_crashed_cell_left_in_their_own_session_are_killed(tmp_path: Path) -> None:
+    # An "interpreter" whose cells start a worker the way WorkerProcess does
+    # (its own session, out of reach of the cell's process group), then die
+    # without stopping it, as a cell killed by the OOM killer would.
+    marker = f"bench-orphan-{os.getpid()}-{tmp_path.name}"
+    pidfile, python = tmp_path / "worker.pid", tmp_path / "python"
+    spawn = (
+        "import subprocess, sys\n"
+        f"worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', {marker!r}],"
+        " start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(worker.pid))\n"
+        "sys.exit(3)\n"
+    )
+    real = shlex.quote(sys.executable)
+    python.write_text(
+        f'#!/bin/sh\nif [ "$3" = run ]; then exec {real} -c {shlex.quote(spawn)}; fi\nexec {real} "$@"\n'
+    )
+    python.chmod(0o755)
+    out = tmp_path / "crash.csv"
+    try:
+        proc = bench(
+            "--engines", "taskito", "--python", f"taskito={python}", "--db", "memory", "--workers", "1",
+            "--jobs", "2", "--repeat", "1", "--out", str(out),
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        _, rows = read(out)
+        assert [r["status"] for r in rows] == ["error"]
+        worker = int(pidfile.read_text())
+        assert not running(worker, marker), "the crashed cell's worker outlived the sweep"
+    finally:
+        if pidfile.exists() and running(int(pidfile.read_text()), marker):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def running(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and still the process with ``marker`` on its command line."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
 
 
 def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
