@@ -213,20 +213,23 @@ def interpreter() -> dict[str, str]:
 def run(cell: Cell, workdir: Path) -> dict[str, Any]:
     adapter = engines.load(cell.adapter)(cell, workdir)
     try:
-        return {**interpreter(), **adapter.describe(), **measure(adapter, cell)}
+        return {**interpreter(), **adapter.build(), **adapter.describe(), **measure(adapter, cell)}
     finally:
         adapter.close()
 
 
 def probe(cell: Cell) -> dict[str, Any]:
+    """Also says which interpreter and engine build would run, so that a
+    row whose cell dies early still says it."""
     try:
-        engines.load(cell.adapter).probe(cell)
+        adapter = engines.load(cell.adapter)
+        adapter.probe(cell)
     except ModuleNotFoundError as exc:
         reason = f"package {exc.name!r} is not installed for {sys.executable} (pip install '.[bench]')"
         return {"available": False, "reason": reason}
     except Unavailable as exc:
         return {"available": False, "reason": str(exc)}
-    return {"available": True, "reason": "", **interpreter()}
+    return {"available": True, "reason": "", **interpreter(), **adapter.build()}
 
 
 def main(argv: list[str] | None = None) -> None:

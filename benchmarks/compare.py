@@ -161,8 +161,11 @@ def overview(summary: pd.DataFrame, task: str, metrics: Sequence[str] = SUMMARY_
 def provenance(frame: pd.DataFrame) -> str:
     """One line on where and how a sweep ran."""
     first = frame.iloc[0]
-    dirty = str(first.get("git_dirty")) == "True"
-    commit = str(first.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
+    # Rows of a taskito from elsewhere have no commit: take one that has.
+    stamped = frame[frame["git_commit"].notna()] if "git_commit" in frame else frame.iloc[:0]
+    tree = stamped.iloc[0] if len(stamped) else first
+    dirty = str(tree.get("git_dirty")) == "True"
+    commit = str(tree.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
     loads = pd.to_numeric(frame["load_avg_1m"], errors="coerce").dropna()
     load = f"; load average {loads.min():.1f}–{loads.max():.1f}" if len(loads) else ""
     pythons = ", ".join(sorted(frame["python_version"].dropna().astype(str).unique())) or "?"

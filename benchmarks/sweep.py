@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks import procs, provenance
 from benchmarks.cell import MARK
-from benchmarks.engines import ENGINES
+from benchmarks.engines import ENGINES, TREE_ENGINE
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
 from benchmarks.schema import COLUMNS
 
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # included), not the source tree's.
 BOOT = f"import sys; sys.path.append({str(ROOT)!r}); from benchmarks.cell import main; main()"
 PROBE_TIMEOUT = 60.0
+BUILD = ("engine_path", "engine_build")  # what Adapter.build() says
 
 
 @dataclass
@@ -260,10 +261,15 @@ def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) 
         "samples": cell.samples,
         "warmup": cell.warmup,
     }
-    # The interpreter, as the probe saw it, also for cells that die early.
-    row.update({k: v for k, v in probe.items() if k.startswith("python_")})
+    # The interpreter and engine build, as the probe saw them, also for
+    # cells that die early; a cell that runs says it again from inside.
+    row.update({k: v for k, v in probe.items() if k.startswith("python_") or k in BUILD})
     if probe["available"]:
         row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
     else:
         row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
+    if cell.adapter == TREE_ENGINE and not provenance.vouches_for(ROOT, row.get("engine_path")):
+        # A taskito installed elsewhere (--python): this tree's commit says
+        # nothing about it; engine_path and engine_build do.
+        row.update({"git_commit": "", "git_branch": "", "git_dirty": ""})
     return row

@@ -24,6 +24,10 @@ class EngineInfo:
     modes: tuple[str, ...]  # the database modes (grid.DB_MODES) it runs in
 
 
+# The engine whose source is this tree: the tree's commit describes it only
+# when it was imported from here (see provenance.vouches_for).
+TREE_ENGINE = "taskito"
+
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from benchmarks import procs
@@ -35,6 +36,8 @@ class Adapter(ABC):
     #: False when enqueueing with the workers stopped stores nothing worth
     #: timing (the thread pool keeps a list until it starts).
     stores_jobs = True
+    #: The engine's package, to say which installation ran (``build``).
+    package: ModuleType
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         self.cell = cell
@@ -46,6 +49,13 @@ class Adapter(ABC):
         """Raises Unavailable when the engine's service cannot be reached.
         (A missing package already failed the module's import.)"""
         return None
+
+    @classmethod
+    def build(cls) -> dict[str, str]:
+        """engine_path: the folder the engine's package was imported from;
+        engine_build: what tells apart builds of one version, for engines
+        with compiled parts ("" for the others, whose version says it)."""
+        return {"engine_path": package_path(cls.package), "engine_build": ""}
 
     @abstractmethod
     def describe(self) -> dict[str, str]:
@@ -101,6 +111,11 @@ class Adapter(ABC):
     def close(self) -> None:
         """Releases everything; called once, also after a failure."""
         return None
+
+
+def package_path(package: ModuleType) -> str:
+    assert package.__file__ is not None, f"{package.__name__} is a namespace package"
+    return str(Path(package.__file__).resolve().parent)
 
 
 def unix_time(moment: datetime | None) -> float | None:

@@ -35,6 +35,7 @@ def make_app(server: str) -> Celery:
 
 
 class CeleryAdapter(base.ProcessWorkerAdapter):
+    package = celery
     worker_name = "celery"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:

@@ -73,6 +73,7 @@ def setup() -> None:
 
 
 class DramatiqAdapter(base.ProcessWorkerAdapter):
+    package = dramatiq
     worker_name = "dramatiq"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:

@@ -26,6 +26,8 @@ from benchmarks.grid import Cell
 
 
 class HueyAdapter(Adapter):
+    package = huey
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         if cell.db == "memory":

@@ -20,6 +20,7 @@ QUEUE = "bench"
 
 
 class RQAdapter(base.ProcessWorkerAdapter):
+    package = rq
     worker_name = "rq"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:

@@ -5,6 +5,7 @@ not measured and its drain includes the ``submit()`` of every job."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import sys
 import threading
@@ -29,6 +30,7 @@ class Pending:
 
 class ThreadPoolAdapter(Adapter):
     stores_jobs = False
+    package = concurrent.futures
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)

@@ -4,16 +4,19 @@ real subprocesses, the CSV they leave."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import taskito
+import taskito._native
 from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS, METRICS
 from benchmarks.sweep import Plan, Progress, run_cell
@@ -38,6 +41,10 @@ def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def git_head() -> str:
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -58,6 +65,7 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
     cells = {(r["engine"], r["db"], r["workers"]) for r in rows}
     assert cells == {(e, db, w) for e in engines for db in ("memory", "file") for w in ("1", "2")}
     head = git_head()
+    native = Path(taskito._native.__file__ or "")
     for row in rows:
         assert row["status"] == "ok", row["error"]
         assert (row["task"], row["jobs"], row["repetition"], row["latency_samples"]) == (
@@ -90,6 +98,9 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
     for row in rows:
         if row["engine"] == "taskito":
             assert row["engine_version"] == taskito.__version__
+            # Which build ran: the tree's package and a hash of its compiled engine.
+            assert row["engine_path"] == str((ROOT / "taskito").resolve())
+            assert f"sha256:{sha256(native)[:16]} mtime " in row["engine_build"]
             assert row["durability"] == {"memory": "memory", "file": "normal"}[row["db"]]
             # taskito stores its timestamps: enqueue to finish is at most the round trip.
             assert 0 < float(row["latency_stored_p50_ms"]) <= float(row["latency_rtt_p99_ms"])
@@ -182,10 +193,14 @@ def running(pid: int, marker: str) -> bool:
 
 
 def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
-    # A wrapper around this interpreter that notes each use.
+    # A wrapper around this interpreter that notes each use and imports a
+    # copy of taskito installed outside this tree, as a released one would be.
+    installed = tmp_path / "site"
+    shutil.copytree(ROOT / "taskito", installed / "taskito", ignore=shutil.ignore_patterns("__pycache__"))
     used, python = tmp_path / "used", tmp_path / "python"
     python.write_text(
-        f'#!/bin/sh\necho "$1" >> {shlex.quote(str(used))}\nexec {shlex.quote(sys.executable)} "$@"\n'
+        f'#!/bin/sh\necho "$1" >> {shlex.quote(str(used))}\n'
+        f'PYTHONPATH={shlex.quote(str(installed))} exec {shlex.quote(sys.executable)} "$@"\n'
     )
     python.chmod(0o755)
     out = tmp_path / "two.csv"
@@ -198,6 +213,13 @@ def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
     _, rows = read(out)
     assert [(r["engine"], r["status"]) for r in rows] == [("taskito", "ok"), ("taskito@other", "ok")]
     assert used.read_text().split() == ["-c", "-c"], "the probe and the one cell of taskito@other"
+    tree, other = rows
+    assert tree["engine_path"] == str((ROOT / "taskito").resolve())
+    assert tree["git_commit"] == git_head()
+    # This tree's commit says nothing about the other taskito: its own path and build do.
+    assert other["engine_path"] == str((installed / "taskito").resolve())
+    assert (other["git_commit"], other["git_branch"], other["git_dirty"]) == ("", "", "")
+    assert other["engine_build"].startswith(Path(taskito._native.__file__ or "").name + " sha256:")
     assert "taskito@other memory workers=1 noop" in proc.stderr
 
 
