@@ -62,9 +62,17 @@ def load(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"error": str, "git_commit": str, "command": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise NotABenchmarkCSV(f"{path}: cannot read it as CSV: {exc}") from None
-    missing = [c for c in ("status", *KEY, *METRICS) if c not in frame.columns]
+    missing = [c for c in ("status", *KEY) if c not in frame.columns]
     if missing:
         raise NotABenchmarkCSV(f"{path}: not a benchmark CSV (no column {', '.join(missing)})")
+    # A sweep by a harness whose metrics were named or defined otherwise:
+    # its numbers do not compare with this one's.
+    missing = [c for c in METRICS if c not in frame.columns]
+    if missing:
+        raise NotABenchmarkCSV(
+            f"{path}: made by another version of the harness (no column {', '.join(missing)}): "
+            "run it again with this one"
+        )
     return frame
 
 

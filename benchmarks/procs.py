@@ -128,8 +128,9 @@ def pss_bytes(pid: int) -> int | None:
 def tree_pss_bytes(pid: int) -> int | None:
     """The PSS of ``pid`` and every process below it, added up: forked
     workers' copy-on-write pages count once in all, not once per process.
-    None if ``pid``'s own cannot be read; a descendant that exits meanwhile
-    is left out."""
+    Pages also mapped by processes outside the tree (the interpreter's own
+    files, mapped by the sweep too) count only in part. None if ``pid``'s
+    own cannot be read; a descendant that exits meanwhile is left out."""
     own = pss_bytes(pid)
     if own is None:
         return None

@@ -132,6 +132,16 @@ def test_compare_rejects_bad_input(
     assert message in capsys.readouterr().err
 
 
+def test_a_sweep_by_another_version_of_the_harness_is_refused_as_such(tmp_path: Path) -> None:
+    old = tmp_path / "old.csv"
+    header, rest = A.read_text().split("\n", 1)
+    old.write_text(header.replace("peak_pss_mb", "peak_rss_mb") + "\n" + rest)
+    with pytest.raises(
+        compare.NotABenchmarkCSV, match="another version of the harness \\(no column peak_pss_mb\\)"
+    ):
+        compare.load(old)
+
+
 def test_report_writes_tables_plot_and_glossary(tmp_path: Path) -> None:
     out = tmp_path / "results" / "README.md"
     assert cli.main(["report", str(A), "--out", str(out)]) == 0
