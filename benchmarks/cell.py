@@ -15,7 +15,10 @@ time is the engine's own where it stores one (taskito ``finished_at``, RQ
 ``ended_at``, Celery ``date_done``), else taken by a hook the engine calls
 as each job finishes (Huey's ``SIGNAL_COMPLETE``, a Dramatiq middleware,
 the thread pool's done callback); all in Unix time, one clock for every
-process. From those times:
+process. The moment differs a little between engines: taskito's and RQ's
+are taken as the task returns, before the outcome is stored (taskito
+commits outcomes in batches), Celery's as the result is stored, Huey's,
+Dramatiq's and the pool's just after. From those times:
 
 - ``first_completion_s``: from the call that starts the workers to the
   first completion: start-up (processes, imports, connections, first claim);
