@@ -8,6 +8,28 @@
 reachable. Either prints one line, ``BENCH-RESULT`` and a JSON object, as
 its last line of output; the sweep adds the provenance and writes the CSV
 row. Engines may print what they like before it.
+
+The drain, the same for every engine: the backlog's jobs are enqueued with
+the workers stopped, then the workers are started. Each job's completion
+time is the engine's own where it stores one (taskito ``finished_at``, RQ
+``ended_at``, Celery ``date_done``), else taken by a hook the engine calls
+as each job finishes (Huey's ``SIGNAL_COMPLETE``, a Dramatiq middleware,
+the thread pool's done callback); all in Unix time, one clock for every
+process. The moment differs a little between engines: taskito's and RQ's
+are taken as the task returns, before the outcome is stored (taskito
+commits outcomes in batches), Celery's as the result is stored, Huey's,
+Dramatiq's and the pool's just after. From those times:
+
+- ``first_completion_s``: from the call that starts the workers to the
+  first completion: start-up (processes, imports, connections, first claim);
+- ``drain_per_s``: the jobs after the first divided by the time from the
+  first completion to the last: how fast running workers get through a
+  backlog, whatever their start-up took.
+
+Polling the engine's count of finished jobs only tells the cell that the
+drain is over; it does not time it. The thread pool has no queue to hold a
+backlog: its jobs are submitted when it starts, so its drain includes the
+``submit()`` of each job.
 """
 
 from __future__ import annotations
@@ -17,6 +39,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +48,10 @@ from benchmarks.engines.base import Adapter, Unavailable
 from benchmarks.grid import Cell
 
 MARK = "BENCH-RESULT "
-# How often the drain reads the engine's count of finished jobs. Each read
-# costs the engine something, so not too often; at 100,000 jobs/s a 2 ms
-# step still resolves a 10,000-job drain to 2%.
-POLL = 0.002
+# How often the cell reads the engine's count of finished jobs to learn that
+# a backlog is done. The reads time nothing (completion times do) but cost
+# the engine something (a SQLite count, a Redis DBSIZE), so not too often.
+POLL = 0.005
 # Checked between polls: a worker process that died is an error now, not a
 # timeout later.
 CHECK_EVERY = 0.5
@@ -37,52 +60,65 @@ RESULT_TIMEOUT = 60.0
 SETTLE = 10
 
 
-def percentiles(samples: list[float]) -> tuple[float, float, float] | None:
-    """p50, p95 and p99 in milliseconds (nearest rank), or None without samples."""
+def percentile(samples: Sequence[float], percent: int) -> float:
+    """The nearest-rank percentile: the smallest sample that at least
+    ``percent``% of the samples are less than or equal to. p99 of 100
+    samples is the 99th smallest, not the largest; p50 of 4 is the 2nd.
+    The rank, ceil(n * percent / 100), is computed in integers so that no
+    float rounding can move it."""
+    if not samples:
+        raise ValueError("no samples")
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    ordered = sorted(samples)
+    rank = -(-len(ordered) * percent // 100)  # 1-based
+    return ordered[rank - 1]
+
+
+def percentiles(samples: Sequence[float]) -> tuple[float, float, float] | None:
+    """p50, p95 and p99 of samples in seconds, in milliseconds; None without samples."""
     if not samples:
         return None
-    ordered = sorted(samples)
-
-    def rank(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3
-
-    return rank(0.50), rank(0.95), rank(0.99)
+    p50, p95, p99 = (percentile(samples, p) * 1e3 for p in (50, 95, 99))
+    return p50, p95, p99
 
 
-def wait_finished(adapter: Adapter, base: int, total: int) -> tuple[float, int, float]:
-    """Polls until ``total`` jobs beyond ``base`` have finished. Returns the
-    time of the first poll that saw any finished, how many it saw, and the
-    time of the poll that saw them all."""
-    if total <= 0:
-        now = time.perf_counter()
-        return now, 0, now
-    first: tuple[float, int] | None = None
+def wait_finished(adapter: Adapter, base: int, total: int) -> None:
+    """Returns once ``total`` jobs beyond ``base`` have finished, by the
+    engine's count; raises as soon as a worker process is found dead."""
     next_check = time.perf_counter() + CHECK_EVERY
-    while True:
-        done = adapter.finished() - base
+    while adapter.finished() - base < total:
         now = time.perf_counter()
-        if first is None and done > 0:
-            first = (now, done)
-        if done >= total:
-            assert first is not None
-            return first[0], first[1], now
         if now >= next_check:
             adapter.check()
             next_check = now + CHECK_EVERY
         time.sleep(POLL)
 
 
-def drain_rate(jobs: int, start: float, first_at: float, first_done: int, end: float) -> float:
-    """Jobs per second of a drain, timed from the first completion seen to
-    the last, so that a worker process's start-up (reported apart as
-    ``first_completion_s``) does not count against its throughput.
+def drain(finished: Sequence[float | None], start: float, read_at: float) -> tuple[float, float | None]:
+    """``first_completion_s`` and ``drain_per_s`` (see the module's
+    docstring) from the completion times of the backlog's jobs (Unix time,
+    in any order), ``start`` (Unix time just before the workers were
+    started) and ``read_at`` (when the times were read, after the workers
+    stopped). The rate is None if every job finished at the same recorded
+    instant: no interval to divide by.
 
-    When the first poll already saw most of the backlog done, the few jobs
-    left over one poll interval say nothing about the rate (1 job in 2 ms
-    reads as 500/s), so such a drain is timed from the workers' start."""
-    if first_done <= jobs // 2 and end > first_at:
-        return (jobs - first_done) / (end - first_at)
-    return jobs / (end - start)
+    A time before ``start`` or after ``read_at`` means the clocks or the
+    jobs got mixed up: an error, not a number."""
+    missing = sum(t is None for t in finished)
+    if missing:
+        raise RuntimeError(f"{missing} of the drain's {len(finished)} jobs have no completion time")
+    times = [t for t in finished if t is not None]
+    if len(times) < 2:
+        raise ValueError(f"a drain rate needs at least 2 jobs, got {len(times)}")
+    first, last = min(times), max(times)
+    if first < start or last > read_at:
+        raise RuntimeError(
+            f"completion times {first:.6f}..{last:.6f} fall outside the drain, "
+            f"{start:.6f}..{read_at:.6f} (Unix time)"
+        )
+    rate = (len(times) - 1) / (last - first) if last > first else None
+    return first - start, rate
 
 
 def settle(adapter: Adapter, cell: Cell) -> list[Any]:
@@ -102,33 +138,41 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
        workers, none timed (imports, connections, caches, first claims);
     2. with the workers stopped, half the jobs enqueued by single calls and
        the other half by the engine's batch call, each timed;
-    3. the workers started and the backlog drained (see ``drain_rate``);
+    3. the workers started and the backlog drained (see ``drain``);
     4. ``cell.samples`` enqueue-and-wait round trips, one at a time, after
        a few untimed ones: work the drain left behind (Celery's client
        reading the notifications of the results it holds: half a second
        after 1,000 jobs) belongs to the drain, not to the round trip.
+
+    Memory (``peak_pss_mb``) is the PSS of this process and all below it
+    (``procs.tree_pss_bytes``), read at the end of each step, outside the
+    timed parts: the largest of those reads, not a peak between them.
     """
     handles: list[Any] = []
+    memory: list[int | None] = []
     adapter.start_workers()
     if cell.warmup:
         handles += adapter.enqueue_many(range(cell.warmup))
         wait_finished(adapter, 0, cell.warmup)
     handles += settle(adapter, cell)
+    memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
     base = adapter.finished()
     half = cell.jobs // 2
-    start = time.perf_counter()
-    handles += [adapter.enqueue_one(i) for i in range(half)]
-    delay_s = time.perf_counter() - start
-    start = time.perf_counter()
-    handles += adapter.enqueue_many(range(half, cell.jobs))
-    map_s = time.perf_counter() - start
+    t0 = time.perf_counter()
+    backlog = [adapter.enqueue_one(i) for i in range(half)]
+    delay_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    backlog += adapter.enqueue_many(range(half, cell.jobs))
+    map_s = time.perf_counter() - t0
+    handles += backlog
+    memory.append(procs.tree_pss_bytes(os.getpid()))
 
-    start = time.perf_counter()
+    start = time.time()  # Unix time: the clock of the completion times
     adapter.start_workers()
-    first_at, first_done, end = wait_finished(adapter, base, cell.jobs)
-    drain_per_s = drain_rate(cell.jobs, start, first_at, first_done, end)
+    wait_finished(adapter, base, cell.jobs)
+    memory.append(procs.tree_pss_bytes(os.getpid()))
 
     handles += settle(adapter, cell)
     round_trips = []
@@ -140,22 +184,19 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         round_trips.append(time.perf_counter() - t0)
         timed.append(job)
     handles += timed
-
-    # Read before the workers stop; a worker process that is already gone
-    # cannot be read and is left out.
-    own = procs.peak_rss_bytes(os.getpid())
-    workers = [procs.peak_rss_bytes(pid) for pid in adapter.worker_pids()]
+    memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
+    first_completion_s, drain_per_s = drain(adapter.finished_at(backlog), start, time.time())
     stored = adapter.stored_latencies(timed)
     result: dict[str, Any] = {
         "enqueue_delay_per_s": half / delay_s if adapter.stores_jobs and delay_s > 0 else None,
         "enqueue_map_per_s": (cell.jobs - half) / map_s if adapter.stores_jobs and map_s > 0 else None,
         "drain_per_s": drain_per_s,
-        "first_completion_s": first_at - start,
+        "first_completion_s": first_completion_s,
         "latency_samples": len(round_trips),
         "failures": adapter.failures(handles),
-        "peak_rss_mb": (own + sum(w for w in workers if w is not None)) / 2**20 if own else None,
+        "peak_pss_mb": max(read) / 2**20 if (read := [m for m in memory if m is not None]) else None,
     }
     for kind, samples in (("rtt", round_trips), ("stored", stored or [])):
         values = percentiles(samples)
@@ -175,20 +216,23 @@ def interpreter() -> dict[str, str]:
 def run(cell: Cell, workdir: Path) -> dict[str, Any]:
     adapter = engines.load(cell.adapter)(cell, workdir)
     try:
-        return {**interpreter(), **adapter.describe(), **measure(adapter, cell)}
+        return {**interpreter(), **adapter.build(), **adapter.describe(), **measure(adapter, cell)}
     finally:
         adapter.close()
 
 
 def probe(cell: Cell) -> dict[str, Any]:
+    """Also says which interpreter and engine build would run, so that a
+    row whose cell dies early still says it."""
     try:
-        engines.load(cell.adapter).probe(cell)
+        adapter = engines.load(cell.adapter)
+        adapter.probe(cell)
     except ModuleNotFoundError as exc:
         reason = f"package {exc.name!r} is not installed for {sys.executable} (pip install '.[bench]')"
         return {"available": False, "reason": reason}
     except Unavailable as exc:
         return {"available": False, "reason": str(exc)}
-    return {"available": True, "reason": "", **interpreter()}
+    return {"available": True, "reason": "", **interpreter(), **adapter.build()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,7 @@ SUMMARY_METRICS = [
     "latency_stored_p50_ms",
     "latency_stored_p99_ms",
     "failures",
-    "peak_rss_mb",
+    "peak_pss_mb",
 ]
 SHORT = {
     "enqueue_map_per_s": "enqueue batch/s",
@@ -47,7 +47,7 @@ SHORT = {
     "latency_stored_p95_ms": "stored p95 ms",
     "latency_stored_p99_ms": "stored p99 ms",
     "failures": "failures",
-    "peak_rss_mb": "peak RSS MiB",
+    "peak_pss_mb": "peak PSS MiB",
 }
 STATS = ("median", "min", "max")
 
@@ -62,9 +62,17 @@ def load(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"error": str, "git_commit": str, "command": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise NotABenchmarkCSV(f"{path}: cannot read it as CSV: {exc}") from None
-    missing = [c for c in ("status", *KEY, *METRICS) if c not in frame.columns]
+    missing = [c for c in ("status", *KEY) if c not in frame.columns]
     if missing:
         raise NotABenchmarkCSV(f"{path}: not a benchmark CSV (no column {', '.join(missing)})")
+    # A sweep by a harness whose metrics were named or defined otherwise:
+    # its numbers do not compare with this one's.
+    missing = [c for c in METRICS if c not in frame.columns]
+    if missing:
+        raise NotABenchmarkCSV(
+            f"{path}: made by another version of the harness (no column {', '.join(missing)}): "
+            "run it again with this one"
+        )
     return frame
 
 
@@ -161,8 +169,11 @@ def overview(summary: pd.DataFrame, task: str, metrics: Sequence[str] = SUMMARY_
 def provenance(frame: pd.DataFrame) -> str:
     """One line on where and how a sweep ran."""
     first = frame.iloc[0]
-    dirty = str(first.get("git_dirty")) == "True"
-    commit = str(first.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
+    # Rows of a taskito from elsewhere have no commit: take one that has.
+    stamped = frame[frame["git_commit"].notna()] if "git_commit" in frame else frame.iloc[:0]
+    tree = stamped.iloc[0] if len(stamped) else first
+    dirty = str(tree.get("git_dirty")) == "True"
+    commit = str(tree.get("git_commit", "unknown"))[:10] + (" (dirty)" if dirty else "")
     loads = pd.to_numeric(frame["load_avg_1m"], errors="coerce").dropna()
     load = f"; load average {loads.min():.1f}–{loads.max():.1f}" if len(loads) else ""
     pythons = ", ".join(sorted(frame["python_version"].dropna().astype(str).unique())) or "?"

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 class DbMode:
     name: str
     backend: str  # what holds the jobs: memory, sqlite, redis
-    summary: str
 
 
 # A PostgreSQL mode is one more entry here (backend "postgres"), listed in the
@@ -26,10 +25,13 @@ class DbMode:
 DB_MODES: dict[str, DbMode] = {
     mode.name: mode
     for mode in (
-        DbMode("memory", "memory", "in the process's memory (taskito ':memory:', MemoryHuey, a thread pool)"),
-        DbMode("file", "sqlite", "a SQLite file in WAL mode, at the engine's default durability"),
-        DbMode("file-full", "sqlite", "a SQLite file synced to disk on every commit"),
-        DbMode("redis", "redis", "a Redis server"),
+        # In the process's memory: taskito ':memory:', MemoryHuey, a thread pool.
+        DbMode("memory", "memory"),
+        # A SQLite file in WAL mode, at the engine's default durability.
+        DbMode("file", "sqlite"),
+        # A SQLite file synced to disk on every commit.
+        DbMode("file-full", "sqlite"),
+        DbMode("redis", "redis"),
     )
 }
 

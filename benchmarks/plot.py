@@ -33,7 +33,6 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
         len(tasks), len(dbs), squeeze=False, figsize=(4.2 * len(dbs), 3.4 * len(tasks)), sharey="row"
     )
     m = METRICS[metric]
-    # One colour per engine (and file) in every panel.
     # Each engine keeps its colour in every plot: taken by its registry position.
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     known = list(ENGINES)

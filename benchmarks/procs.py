@@ -1,18 +1,23 @@
-"""Process trees on Linux, read from /proc: who descends from whom, peak memory.
+"""Process trees on Linux, read from /proc: who descends from whom, memory.
 
 Used to kill a cell with every worker it started (some engines' workers
 start their own sessions, so a process group does not reach them) and to
-add up the peak memory of an engine's worker processes.
+add up the memory of a cell's processes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
+import sys
+import time
+from collections.abc import Collection
 from pathlib import Path
 
 PROC = Path("/proc")
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 def _parents() -> dict[int, int]:
@@ -60,6 +65,43 @@ def kill_tree(pid: int) -> None:
                 os.kill(victim, signal.SIGKILL)
 
 
+def become_subreaper() -> bool:
+    """Makes this process the one that inherits its orphaned descendants
+    (``prctl(PR_SET_CHILD_SUBREAPER)``), instead of init: a worker whose
+    cell died stays below this process, where ``descendants`` finds it.
+    Idempotent. False where Linux refuses or is not there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+
+
+def kill_descendants_except(keep: Collection[int], timeout: float = 10.0) -> list[int]:
+    """SIGKILLs every descendant of this process whose pid is not in
+    ``keep`` (those that were there before), and reaps the ones that are or
+    become its children (a subreaper's adopted orphans: nobody else will
+    wait for them). Repeats until none is left, as killing a process hands
+    its children to this one, or ``timeout`` runs out. Returns the pids
+    killed.
+
+    Only for a process that starts no other children meanwhile, such as
+    the sweep between two cells."""
+    me = os.getpid()
+    killed: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while left := [pid for pid in descendants(me) if pid not in keep]:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+            with contextlib.suppress(ChildProcessError):  # not (yet) a child of this process
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)  # for the kernel to finish the kills and re-parent
+    return sorted(killed)
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILLs what is left of a process group whose leader has exited
     (and may have been waited for: a group's number is not reused while
@@ -68,13 +110,28 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def peak_rss_bytes(pid: int) -> int | None:
-    """The most resident memory ``pid`` has used so far (VmHWM), or None."""
+def pss_bytes(pid: int) -> int | None:
+    """``pid``'s proportional set size now (Pss in /proc/PID/smaps_rollup):
+    its resident memory with each page shared with other processes counted
+    as its share (a page that 3 processes map counts a third in each). None
+    if it cannot be read (gone, or a kernel older than 4.14)."""
     try:
-        status = (PROC / str(pid) / "status").read_text()
+        rollup = (PROC / str(pid) / "smaps_rollup").read_text()
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def tree_pss_bytes(pid: int) -> int | None:
+    """The PSS of ``pid`` and every process below it, added up: forked
+    workers' copy-on-write pages count once in all, not once per process.
+    Pages also mapped by processes outside the tree (the interpreter's own
+    files, mapped by the sweep too) count only in part. None if ``pid``'s
+    own cannot be read; a descendant that exits meanwhile is left out."""
+    own = pss_bytes(pid)
+    if own is None:
+        return None
+    return own + sum(pss_bytes(child) or 0 for child in descendants(pid))

@@ -20,7 +20,7 @@ def _git(root: Path, *args: str) -> str | None:
 def commit_info(root: Path) -> dict[str, str]:
     """The checked-out commit. Dirty means tracked files differ from it;
     untracked files and results/ (the benchmark's own output, such as a
-    reference run being redone) do not count."""
+    reference run being redone) do not count. "" where git cannot say."""
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "unknown", "git_branch": "", "git_dirty": ""}
@@ -28,8 +28,14 @@ def commit_info(root: Path) -> dict[str, str]:
     return {
         "git_commit": commit,
         "git_branch": _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "",
-        "git_dirty": str(bool(status)),
+        "git_dirty": "" if status is None else str(bool(status)),
     }
+
+
+def vouches_for(root: Path, engine_path: str | None) -> bool:
+    """Whether ``root``'s commit describes an engine imported from
+    ``engine_path``: only if it was imported from inside the tree."""
+    return bool(engine_path) and Path(str(engine_path)).resolve().is_relative_to(root.resolve())
 
 
 def cpu_model() -> str:

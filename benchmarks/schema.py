@@ -16,8 +16,9 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "enqueue_map_per_s": Metric("enqueue, batch call", "jobs/s", True),
     "enqueue_delay_per_s": Metric("enqueue, one call per job", "jobs/s", True),
-    "drain_per_s": Metric("drain of a pre-loaded batch", "jobs/s", True),
-    "first_completion_s": Metric("worker start to first completion", "s", False),
+    # Both from the jobs' completion times: see benchmarks/cell.py.
+    "drain_per_s": Metric("drain of a pre-loaded batch, first to last completion", "jobs/s", True),
+    "first_completion_s": Metric("workers started to first completion (start-up)", "s", False),
     "latency_rtt_p50_ms": Metric("delay().result() round trip p50", "ms", False),
     "latency_rtt_p95_ms": Metric("delay().result() round trip p95", "ms", False),
     "latency_rtt_p99_ms": Metric("delay().result() round trip p99", "ms", False),
@@ -25,7 +26,7 @@ METRICS: dict[str, Metric] = {
     "latency_stored_p95_ms": Metric("enqueue to finish, stored timestamps, p95", "ms", False),
     "latency_stored_p99_ms": Metric("enqueue to finish, stored timestamps, p99", "ms", False),
     "failures": Metric("jobs that failed", "jobs", False),
-    "peak_rss_mb": Metric("peak resident memory, cell process plus worker processes", "MiB", False),
+    "peak_pss_mb": Metric("memory of the cell and its workers (largest PSS total read)", "MiB", False),
 }
 
 # A cell less its repetition: what repetitions are grouped by.
@@ -51,6 +52,8 @@ COLUMNS: dict[str, str] = {
     "warmup": "jobs run before anything was timed",
     "cell_seconds": "wall time of the cell's process, start-up included",
     "engine_version": "the engine's version (the Python version for the thread pool)",
+    "engine_path": "the folder the cell imported the engine's package from",
+    "engine_build": "taskito: its compiled engine's file, sha256 (first 16 hex digits) and mtime",
     "engine_setup": "how the workers ran",
     "store_version": "the database's own version (SQLite library, Redis server)",
     **{name: f"{metric.label} ({metric.unit})" for name, metric in METRICS.items()},
@@ -58,9 +61,10 @@ COLUMNS: dict[str, str] = {
     "python_version": "the interpreter that ran the cell",
     "python_implementation": "CPython, PyPy, ...",
     "python_executable": "path of that interpreter (--python)",
-    "git_commit": "commit of the benchmark harness and of taskito, when run from this tree",
+    "git_commit": "commit of this tree (the harness, and taskito's sources); empty on taskito rows "
+    "whose taskito was imported from elsewhere (--python): see engine_path and engine_build",
     "git_branch": "its branch",
-    "git_dirty": "True if tracked files differed from the commit",
+    "git_dirty": "True if tracked files differed from the commit, empty if unknown",
     "cpu_model": "processor model",
     "cpu_count": "logical CPUs",
     "os": "operating system and kernel",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 from benchmarks import procs, provenance
 from benchmarks.cell import MARK
-from benchmarks.engines import ENGINES
+from benchmarks.engines import ENGINES, TREE_ENGINE
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
 from benchmarks.schema import COLUMNS
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # included), not the source tree's.
 BOOT = f"import sys; sys.path.append({str(ROOT)!r}); from benchmarks.cell import main; main()"
 PROBE_TIMEOUT = 60.0
+BUILD = ("engine_path", "engine_build")  # what Adapter.build() says
 
 
 @dataclass
@@ -76,47 +78,59 @@ class Plan:
 
 
 def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = None) -> dict[str, Any]:
-    """Runs one cell in a fresh process; kills it and everything it started
-    after ``timeout`` seconds. Returns the row's status, error, cell_seconds
-    and, when it finished, what it measured."""
+    """Runs one cell in a fresh process; kills it after ``timeout`` seconds.
+    Either way, kills everything it started that is still running: workers
+    a crashed cell never stopped would disturb the next cells. Returns the
+    row's status, error, cell_seconds and, when it finished, what it
+    measured.
+
+    Workers start their own sessions, out of reach of the cell's process
+    group, and outlive a cell that dies without stopping them; this process
+    becomes their subreaper so that they stay its descendants and can be
+    found. Their output goes to files, not pipes: a worker holding the
+    cell's stdout open would keep a pipe reader waiting until it exited."""
+    procs.become_subreaper()
+    before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
+    out, err = folder / "cell.stdout", folder / "cell.stderr"
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
-        cwd=folder,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        return _finish(proc, start, timeout)
-    except subprocess.TimeoutExpired:
-        return {
-            "status": "timeout",
-            "error": f"killed after {timeout:g}s",
-            "cell_seconds": time.perf_counter() - start,
-        }
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen(
+                [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
+                cwd=folder,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            _wait(proc, timeout)
+        except subprocess.TimeoutExpired:
+            return {
+                "status": "timeout",
+                "error": f"killed after {timeout:g}s",
+                "cell_seconds": time.perf_counter() - start,
+            }
+        finally:
+            procs.kill_descendants_except(before)
+        seconds = time.perf_counter() - start
+        output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
+        result = _parse(output)
+        if proc.returncode != 0 or result is None:
+            return {"status": "error", "error": _tail(errors or output), "cell_seconds": seconds}
+        return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _finish(proc: subprocess.Popen[str], start: float, timeout: float) -> dict[str, Any]:
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
     try:
-        out, err = proc.communicate(timeout=timeout)
+        proc.wait(timeout)
     except BaseException:  # the time limit, or Ctrl+C in the sweep
         procs.kill_tree(proc.pid)  # the cell and its workers, before it is waited for
-        proc.communicate()
+        proc.wait()
         raise
-    finally:
-        # Whatever a crashed cell left in its group would disturb the next cells.
-        procs.kill_group(proc.pid)
-    seconds = time.perf_counter() - start
-    result = _parse(out)
-    if proc.returncode != 0 or result is None:
-        return {"status": "error", "error": _tail(err or out), "cell_seconds": seconds}
-    return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
 
 
 def probe(cell: Cell, python: str) -> dict[str, Any]:
@@ -180,7 +194,8 @@ class Progress:
             own = self.durations.get(later.engine)
             eta += sum(own) / len(own) if own else overall
         if row["status"] == "ok":
-            detail = f"drain {float(row['drain_per_s']):>10,.0f}/s"
+            rate = row["drain_per_s"]  # None when every job finished at one recorded instant
+            detail = "drain          -" if rate is None else f"drain {float(rate):>10,.0f}/s"
         elif row["status"] == "skipped" or not row["error"]:
             detail = ""  # the reason was written once, before the first cell
         else:
@@ -246,10 +261,15 @@ def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) 
         "samples": cell.samples,
         "warmup": cell.warmup,
     }
-    # The interpreter, as the probe saw it, also for cells that die early.
-    row.update({k: v for k, v in probe.items() if k.startswith("python_")})
+    # The interpreter and engine build, as the probe saw them, also for
+    # cells that die early; a cell that runs says it again from inside.
+    row.update({k: v for k, v in probe.items() if k.startswith("python_") or k in BUILD})
     if probe["available"]:
         row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
     else:
         row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
+    if cell.adapter == TREE_ENGINE and not provenance.vouches_for(ROOT, row.get("engine_path")):
+        # A taskito installed elsewhere (--python): this tree's commit says
+        # nothing about it; engine_path and engine_build do.
+        row.update({"git_commit": "", "git_branch": "", "git_dirty": ""})
     return row

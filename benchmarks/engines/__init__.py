@@ -22,18 +22,21 @@ if TYPE_CHECKING:
 class EngineInfo:
     name: str
     modes: tuple[str, ...]  # the database modes (grid.DB_MODES) it runs in
-    summary: str
 
+
+# The engine whose source is this tree: the tree's commit describes it only
+# when it was imported from here (see provenance.vouches_for).
+TREE_ENGINE = "taskito"
 
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("taskito", ("memory", "file", "file-full"), "this project"),
-        EngineInfo("threadpool", ("memory",), "a plain ThreadPoolExecutor: no queue, the floor"),
-        EngineInfo("huey", ("memory", "file", "file-full"), "Huey: MemoryHuey, SqliteHuey"),
-        EngineInfo("celery", ("redis",), "Celery, Redis broker and result backend"),
-        EngineInfo("rq", ("redis",), "RQ"),
-        EngineInfo("dramatiq", ("redis",), "Dramatiq, Redis broker and result backend"),
+        EngineInfo("taskito", ("memory", "file", "file-full")),
+        EngineInfo("threadpool", ("memory",)),
+        EngineInfo("huey", ("memory", "file", "file-full")),
+        EngineInfo("celery", ("redis",)),
+        EngineInfo("rq", ("redis",)),
+        EngineInfo("dramatiq", ("redis",)),
     )
 }
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from benchmarks import procs
@@ -26,14 +27,17 @@ class Unavailable(Exception):
 class Adapter(ABC):
     """Drives one engine through a cell (see ``benchmarks.cell.measure``).
 
-    The cell enqueues with the workers stopped, starts them, counts
-    completions with ``finished()`` and times ``result()`` round trips.
-    Handles are whatever the engine's enqueue returns.
+    The cell enqueues with the workers stopped, starts them, waits for
+    ``finished()`` to count the backlog done, times the drain by
+    ``finished_at()`` and times ``result()`` round trips. Handles are
+    whatever the engine's enqueue returns.
     """
 
     #: False when enqueueing with the workers stopped stores nothing worth
     #: timing (the thread pool keeps a list until it starts).
     stores_jobs = True
+    #: The engine's package, to say which installation ran (``build``).
+    package: ModuleType
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         self.cell = cell
@@ -45,6 +49,13 @@ class Adapter(ABC):
         """Raises Unavailable when the engine's service cannot be reached.
         (A missing package already failed the module's import.)"""
         return None
+
+    @classmethod
+    def build(cls) -> dict[str, str]:
+        """engine_path: the folder the engine's package was imported from;
+        engine_build: what tells apart builds of one version, for engines
+        with compiled parts ("" for the others, whose version says it)."""
+        return {"engine_path": package_path(cls.package), "engine_build": ""}
 
     @abstractmethod
     def describe(self) -> dict[str, str]:
@@ -72,6 +83,15 @@ class Adapter(ABC):
         """Jobs finished so far (succeeded or failed for good), by the engine's own count."""
 
     @abstractmethod
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        """When each of these jobs finished (succeeded or failed for good),
+        in Unix time, None for a job with no record. Unix time
+        (``time.time()``) because it is one clock for every process on the
+        machine. The engine's own timestamp where it stores one; otherwise
+        taken by a hook the engine calls as each job finishes. Called once,
+        after the workers have stopped."""
+
+    @abstractmethod
     def result(self, handle: Any, timeout: float) -> Any:
         """Waits for a job's value, the way the engine's users do."""
 
@@ -84,10 +104,6 @@ class Adapter(ABC):
         engine stores; None for engines that store no such timestamps."""
         return None
 
-    def worker_pids(self) -> list[int]:
-        """Processes other than this one that run the workers (for peak memory)."""
-        return []
-
     def check(self) -> None:
         """Raises if the workers died (worker processes can; threads here cannot)."""
         return None
@@ -97,21 +113,39 @@ class Adapter(ABC):
         return None
 
 
+def package_path(package: ModuleType) -> str:
+    assert package.__file__ is not None, f"{package.__name__} is a namespace package"
+    return str(Path(package.__file__).resolve().parent)
+
+
+def unix_time(moment: datetime | None) -> float | None:
+    """An engine's stored datetime as Unix time. One without a time zone is
+    refused: what it means would depend on this machine's zone."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError(f"stored time {moment} has no time zone")
+    return moment.timestamp()
+
+
 class ProcessWorkerAdapter(Adapter):
-    """An engine whose workers run as a separate process started from a
-    command line (Celery, RQ, Dramatiq on Redis). Subclasses set ``argv``
-    (the command) and ``worker_name`` (its log's name)."""
+    """An engine on Redis whose workers run as a separate process started
+    from a command line (Celery, RQ, Dramatiq). Subclasses set ``argv`` (the
+    command) and ``worker_name`` (its log's name), and close their clients
+    in ``close_clients``."""
 
     argv: list[str]
     worker_name: str
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
+        # What an earlier cell left in Redis would be counted as finished.
+        redis_flush(cell.redis_url)
         self.worker: WorkerProcess | None = None
 
     @classmethod
     def probe(cls, cell: Cell) -> None:
-        redis_probe(cell)
+        redis_probe(cell.redis_url)
 
     def start_workers(self) -> None:
         self.worker = WorkerProcess(self.argv, self.workdir, self.worker_name)
@@ -126,8 +160,13 @@ class ProcessWorkerAdapter(Adapter):
         if self.worker is not None:
             self.worker.check()
 
-    def worker_pids(self) -> list[int]:
-        return self.worker.pids() if self.worker is not None else []
+    def close(self) -> None:
+        self.stop_workers()
+        self.close_clients()
+
+    @abstractmethod
+    def close_clients(self) -> None:
+        """Closes the engine's connections in this process."""
 
 
 class WorkerProcess:
@@ -166,11 +205,6 @@ class WorkerProcess:
         except OSError:
             return ""
 
-    def pids(self) -> list[int]:
-        if self.proc is None or self.proc.poll() is not None:
-            return []
-        return [self.proc.pid, *procs.descendants(self.proc.pid)]
-
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, each engine's signal for a warm shutdown, then SIGKILL
         for whatever is left after ``grace`` seconds, stragglers in the
@@ -188,53 +222,52 @@ class WorkerProcess:
         procs.kill_group(proc.pid)  # its own group: started in a new session
 
 
-def python_argv(*args: str) -> list[str]:
-    """This interpreter, running ``args``."""
-    return [sys.executable, *args]
-
-
 # ── Redis ────────────────────────────────────────────────────────────────
 
 
-def redis_url(cell: Cell, db: int) -> str:
-    return f"{cell.redis_url.rstrip('/')}/{db}"
+# Each takes the server's URL (``Cell.redis_url``, no database): worker
+# processes that know nothing else build the same URLs from it.
 
 
-def broker_url(cell: Cell) -> str:
-    return redis_url(cell, REDIS_BROKER_DB)
+def redis_url(server: str, db: int) -> str:
+    return f"{server.rstrip('/')}/{db}"
 
 
-def results_url(cell: Cell) -> str:
-    return redis_url(cell, REDIS_RESULTS_DB)
+def broker_url(server: str) -> str:
+    return redis_url(server, REDIS_BROKER_DB)
 
 
-def redis_probe(cell: Cell) -> None:
+def results_url(server: str) -> str:
+    return redis_url(server, REDIS_RESULTS_DB)
+
+
+def redis_probe(server: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(broker_url(cell), socket_connect_timeout=1, socket_timeout=2)
+    client = redis.Redis.from_url(broker_url(server), socket_connect_timeout=1, socket_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise Unavailable(f"no Redis server at {cell.redis_url} ({exc})") from None
+        raise Unavailable(f"no Redis server at {server} ({exc})") from None
     finally:
         client.close()
 
 
-def redis_flush(cell: Cell) -> None:
+def redis_flush(server: str) -> None:
     """Empties the two databases the cells own, never any other."""
     import redis
 
-    for url in (broker_url(cell), results_url(cell)):
+    for url in (broker_url(server), results_url(server)):
         client = redis.Redis.from_url(url)
         client.flushdb()
         client.close()
 
 
-def redis_describe(cell: Cell) -> dict[str, str]:
+def redis_describe(server: str) -> dict[str, str]:
     """The server's version and how durable its writes are."""
     import redis
 
-    client = redis.Redis.from_url(broker_url(cell))
+    client = redis.Redis.from_url(broker_url(server))
     try:
         version = str(client.info("server")["redis_version"])
         try:

@@ -20,17 +20,13 @@ from celery import Celery, group
 from celery.result import AsyncResult, ResultSet
 
 from benchmarks.engines import base
-from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
+from benchmarks.grid import Cell
 from benchmarks.tasks import TASKS
 
 
 def make_app(server: str) -> Celery:
-    server = server.rstrip("/")
     app = Celery(
-        "bench",
-        broker=f"{server}/{REDIS_BROKER_DB}",
-        backend=f"{server}/{REDIS_RESULTS_DB}",
-        set_as_current=True,
+        "bench", broker=base.broker_url(server), backend=base.results_url(server), set_as_current=True
     )
     app.conf.broker_connection_retry_on_startup = True
     for name, fn in TASKS.items():
@@ -39,14 +35,14 @@ def make_app(server: str) -> Celery:
 
 
 class CeleryAdapter(base.ProcessWorkerAdapter):
+    package = celery
     worker_name = "celery"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        base.redis_flush(cell)
         self.app = make_app(cell.redis_url)
         self.task = self.app.tasks[cell.task]
-        self.results = redis.Redis.from_url(base.results_url(cell))
+        self.results = redis.Redis.from_url(base.results_url(cell.redis_url))
         self.argv = [
             sys.executable,
             "-m",
@@ -66,7 +62,7 @@ class CeleryAdapter(base.ProcessWorkerAdapter):
         return {
             "engine_version": celery.__version__,
             "engine_setup": f"celery worker --pool=prefork --concurrency={self.cell.workers}",
-            **base.redis_describe(self.cell),
+            **base.redis_describe(self.cell.redis_url),
         }
 
     def enqueue_one(self, arg: int) -> AsyncResult:
@@ -81,12 +77,15 @@ class CeleryAdapter(base.ProcessWorkerAdapter):
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get(timeout=timeout)
 
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        # date_done: set by the worker as it stores the result, to the microsecond.
+        return [base.unix_time(handle.date_done) for handle in handles]
+
     def failures(self, handles: list[Any]) -> int:
         values = ResultSet(handles).join_native(propagate=False, timeout=60)
         return sum(isinstance(value, BaseException) for value in values)
 
-    def close(self) -> None:
-        self.stop_workers()
+    def close_clients(self) -> None:
         self.results.close()
         self.app.close()
 

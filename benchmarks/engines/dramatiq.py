@@ -1,11 +1,17 @@
 """Dramatiq on Redis with its Results middleware (results in their own
 database, whose size counts finished jobs): ``dramatiq MODULE --processes 1
---threads N``, one worker process with N threads like taskito's executors."""
+--threads N``, one worker process with N threads like taskito's executors.
+
+Dramatiq stores no completion times: a middleware in the worker process
+(``FinishTimes``) notes them and writes them to a file at shutdown.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,12 +29,15 @@ from benchmarks.tasks import TASKS
 
 # How the worker processes learn the server: ``setup`` takes no arguments.
 URL_ENV = "BENCH_DRAMATIQ_REDIS"
+# FinishTimes's files, one per worker process, in the worker's working
+# directory: the cell's folder (see base.WorkerProcess).
+FINISH_TIMES = "dramatiq-finished-"
 
 
-def declare(cell: Cell) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
+def declare(server: str) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
     """The broker, the result backend and one actor per task kind."""
-    broker = RedisBroker(url=base.broker_url(cell))
-    backend = RedisBackend(url=base.results_url(cell))
+    broker = RedisBroker(url=base.broker_url(server))
+    backend = RedisBackend(url=base.results_url(server))
     broker.add_middleware(Results(backend=backend))
     dramatiq.set_broker(broker)
     actors = {
@@ -38,25 +47,40 @@ def declare(cell: Cell) -> tuple[RedisBroker, RedisBackend, dict[str, Any]]:
     return broker, backend, actors
 
 
+class FinishTimes(dramatiq.Middleware):  # type: ignore[misc]  # dramatiq is untyped
+    """Notes the Unix time each message finished, in the worker process, and
+    writes the notes to ``FINISH_TIMES<pid>.json`` when the worker shuts down:
+    a dictionary lookup per job, no I/O while jobs run."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        self.times[message.message_id] = time.time()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        Path(f"{FINISH_TIMES}{os.getpid()}.json").write_text(json.dumps(self.times))
+
+
 def setup() -> None:
     """Run by ``dramatiq benchmarks.engines.dramatiq:setup`` in each worker process."""
-    declare(_cell_for(os.environ[URL_ENV]))
-
-
-def _cell_for(server: str) -> Cell:
-    # Only the server matters to declare(); the rest is never read.
-    return Cell("dramatiq", "redis", 1, "noop", 1, 1, 0, 0, redis_url=server)
+    broker, _, _ = declare(os.environ[URL_ENV])
+    # Before Results: "after" hooks run in reverse order, so the time is
+    # taken once the result is stored, as Huey's and Celery's are.
+    broker.add_middleware(FinishTimes(), before=Results)
 
 
 class DramatiqAdapter(base.ProcessWorkerAdapter):
+    package = dramatiq
     worker_name = "dramatiq"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        base.redis_flush(cell)
-        self.broker, self.backend, actors = declare(cell)
+        self.broker, self.backend, actors = declare(cell.redis_url)
         self.actor = actors[cell.task]
-        self.results = redis.Redis.from_url(base.results_url(cell))
+        self.results = redis.Redis.from_url(base.results_url(cell.redis_url))
         self.argv = [
             sys.executable,
             "-m",
@@ -70,7 +94,7 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
         return {
             "engine_version": dramatiq.__version__,
             "engine_setup": f"dramatiq --processes=1 --threads={self.cell.workers}",
-            **base.redis_describe(self.cell),
+            **base.redis_describe(self.cell.redis_url),
         }
 
     def start_workers(self) -> None:
@@ -90,6 +114,12 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get_result(backend=self.backend, block=True, timeout=int(timeout * 1000))
 
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        times: dict[str, float] = {}
+        for notes in self.workdir.glob(f"{FINISH_TIMES}*.json"):
+            times.update(json.loads(notes.read_text()))
+        return [times.get(message.message_id) for message in handles]
+
     def failures(self, handles: list[Any]) -> int:
         failed = 0
         for message in handles:
@@ -99,8 +129,7 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
                 failed += 1
         return failed
 
-    def close(self) -> None:
-        self.stop_workers()
+    def close_clients(self) -> None:
         self.results.close()
         self.broker.close()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from benchmarks.grid import Cell
 
 
 class HueyAdapter(Adapter):
+    package = huey
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         if cell.db == "memory":
@@ -37,11 +40,19 @@ class HueyAdapter(Adapter):
         self.task = self.huey.task(retries=0, name=cell.task)(self.fn)
         self.errors = 0
         self.lock = threading.Lock()
-
+        # Huey stores no completion times: its consumer thread reports each
+        # job done through a signal, right after storing the result (or, for
+        # an error, right before).
+        self.done_at: dict[str, float] = {}
+        self.huey.signal(huey.signals.SIGNAL_COMPLETE)(self._note_done)
         self.huey.signal(huey.signals.SIGNAL_ERROR)(self._count_error)
         self.consumer: Consumer | None = None
 
+    def _note_done(self, signal: str, task: Any, *args: Any) -> None:
+        self.done_at[task.id] = time.time()
+
     def _count_error(self, signal: str, task: Any, exc: BaseException | None = None) -> None:
+        self.done_at[task.id] = time.time()
         with self.lock:
             self.errors += 1
 
@@ -80,6 +91,9 @@ class HueyAdapter(Adapter):
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.get(blocking=True, timeout=timeout, backoff=1.0, max_delay=0.0005, preserve=True)
+
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        return [self.done_at.get(handle.id) for handle in handles]
 
     def failures(self, handles: list[Any]) -> int:
         return self.errors

@@ -20,12 +20,12 @@ QUEUE = "bench"
 
 
 class RQAdapter(base.ProcessWorkerAdapter):
+    package = rq
     worker_name = "rq"
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        base.redis_flush(cell)
-        self.redis = redis.Redis.from_url(base.broker_url(cell))
+        self.redis = redis.Redis.from_url(base.broker_url(cell.redis_url))
         self.queue = rq.Queue(QUEUE, connection=self.redis)
         self.argv = [
             sys.executable,
@@ -33,7 +33,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
             "rq.cli",
             "worker-pool",
             f"--num-workers={cell.workers}",
-            f"--url={base.broker_url(cell)}",
+            f"--url={base.broker_url(cell.redis_url)}",
             "--logging-level=WARNING",
             QUEUE,
         ]
@@ -42,7 +42,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
         return {
             "engine_version": rq.__version__,
             "engine_setup": f"rq worker-pool --num-workers={self.cell.workers} (a forked work horse per job)",
-            **base.redis_describe(self.cell),
+            **base.redis_describe(self.cell.redis_url),
         }
 
     def enqueue_one(self, arg: int) -> Job:
@@ -62,6 +62,14 @@ class RQAdapter(base.ProcessWorkerAdapter):
             raise RuntimeError(f"RQ job {handle.id} failed: {result.exc_string}")
         return result.return_value
 
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        # ended_at: set by the work horse as the job returns, stored to the microsecond.
+        times = []
+        for job in handles:
+            job.refresh()
+            times.append(base.unix_time(job.ended_at))
+        return times
+
     def failures(self, handles: list[Any]) -> int:
         return int(self.queue.failed_job_registry.count)
 
@@ -73,8 +81,7 @@ class RQAdapter(base.ProcessWorkerAdapter):
                 latencies.append((job.ended_at - job.enqueued_at).total_seconds())
         return latencies
 
-    def close(self) -> None:
-        self.stop_workers()
+    def close_clients(self) -> None:
         self.redis.close()
 
 

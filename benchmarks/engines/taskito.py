@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import taskito
+import taskito._native
 from benchmarks.engines.base import Adapter
 from benchmarks.grid import Cell
 from taskito import JobResult, Queue
@@ -21,6 +24,19 @@ DATABASES = {
 
 
 class TaskitoAdapter(Adapter):
+    package = taskito
+
+    @classmethod
+    def build(cls) -> dict[str, str]:
+        """Adds the compiled engine's file, hash and mtime: an extension
+        module is git-ignored, so the tree's commit cannot vouch for it (it
+        may be older than the sources, or built from other ones)."""
+        assert taskito._native.__file__ is not None
+        native = Path(taskito._native.__file__).resolve()
+        digest = hashlib.sha256(native.read_bytes()).hexdigest()[:16]
+        mtime = datetime.fromtimestamp(native.stat().st_mtime, UTC).isoformat(timespec="seconds")
+        return {**super().build(), "engine_build": f"{native.name} sha256:{digest} mtime {mtime}"}
+
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
         path, self.durability = DATABASES[cell.db]
@@ -55,6 +71,11 @@ class TaskitoAdapter(Adapter):
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.result(timeout=timeout)
+
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        # Taken by the worker as each task returns (microseconds); the
+        # outcomes are committed in batches right after.
+        return [handle.to_dict()["finished_at"] for handle in handles]
 
     def failures(self, handles: list[Any]) -> int:
         return self.queue.stats()["dead"]

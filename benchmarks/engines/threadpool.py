@@ -1,12 +1,15 @@
 """The floor: ``concurrent.futures.ThreadPoolExecutor`` running the task with
 no queue, storage or serialization at all. Jobs "enqueued" while it is stopped
 wait in a list and are submitted when it starts, so its enqueue rates are
-not measured."""
+not measured and its drain includes the ``submit()`` of every job."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -22,10 +25,12 @@ class Pending:
     def __init__(self, arg: int) -> None:
         self.arg = arg
         self.future: Future[Any] | None = None
+        self.finished_at: float | None = None
 
 
 class ThreadPoolAdapter(Adapter):
     stores_jobs = False
+    package = concurrent.futures
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
@@ -42,7 +47,11 @@ class ThreadPoolAdapter(Adapter):
             "store_version": "",
         }
 
-    def _on_done(self, future: Future[Any]) -> None:
+    def _on_done(self, job: Pending, future: Future[Any]) -> None:
+        # Called by the pool's thread as the job finishes (or by the
+        # submitting thread, at once, if it finished before the callback was
+        # added). The time first, so that all are set once the count is full.
+        job.finished_at = time.time()
         with self.lock:
             self.count += 1
 
@@ -50,7 +59,7 @@ class ThreadPoolAdapter(Adapter):
         assert self.pool is not None
         fn: Callable[[int], object] = self.fn
         job.future = self.pool.submit(fn, job.arg)
-        job.future.add_done_callback(self._on_done)
+        job.future.add_done_callback(functools.partial(self._on_done, job))
 
     def start_workers(self) -> None:
         self.pool = ThreadPoolExecutor(self.cell.workers)
@@ -73,6 +82,9 @@ class ThreadPoolAdapter(Adapter):
 
     def finished(self) -> int:
         return self.count
+
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        return [handle.finished_at for handle in handles]
 
     def result(self, handle: Any, timeout: float) -> Any:
         return handle.future.result(timeout)

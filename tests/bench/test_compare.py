@@ -34,7 +34,10 @@ def test_summarize_counts_the_repetitions_that_did_not_finish() -> None:
 
 def test_render_pivots_workers_across_per_task_and_lists_problems() -> None:
     text = compare.render(compare.load(B))
-    assert "## noop: drain of a pre-loaded batch (jobs/s), median of 3 (min–max)" in text
+    assert (
+        "## noop: drain of a pre-loaded batch, first to last completion (jobs/s), median of 3 (min–max)"
+        in text
+    )
     lines = text.splitlines()
     header = next(line for line in lines if line.startswith("| engine") and "1 worker" in line)
     assert header.split("|")[1:-1] == [" engine   ", " db     ", f"{'1 worker':>22} ", f"{'2 workers':>31} "]
@@ -88,7 +91,7 @@ def test_compare_command_with_two_files_and_a_plot(
     png = tmp_path / "plots" / "ab.png"
     assert cli.main(["compare", str(A), str(B), "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert "## B/A: drain of a pre-loaded batch (jobs/s, higher is better)" in out
+    assert "## B/A: drain of a pre-loaded batch, first to last completion (jobs/s, higher is better)" in out
     assert "## B/A: delay().result() round trip p50 (ms, lower is better)" in out
     assert "2 regression(s) flagged" in out
     image = matplotlib.image.imread(png)
@@ -99,11 +102,11 @@ def test_compare_command_with_two_files_and_a_plot(
 
 
 def test_compare_command_with_one_file(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["compare", str(A), "--metric", "peak_rss_mb"]) == 0
+    assert cli.main(["compare", str(A), "--metric", "peak_pss_mb"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# {A}\n")
     assert "; commit 93020d14f9; AMD EPYC x 2 CPUs; Linux" in out
-    assert "## noop: peak resident memory, cell process plus worker processes (MiB)" in out
+    assert "## noop: memory of the cell and its workers (largest PSS total read) (MiB)" in out
     assert "## noop: all metrics, medians" in out
 
 
@@ -129,6 +132,16 @@ def test_compare_rejects_bad_input(
     assert message in capsys.readouterr().err
 
 
+def test_a_sweep_by_another_version_of_the_harness_is_refused_as_such(tmp_path: Path) -> None:
+    old = tmp_path / "old.csv"
+    header, rest = A.read_text().split("\n", 1)
+    old.write_text(header.replace("peak_pss_mb", "peak_rss_mb") + "\n" + rest)
+    with pytest.raises(
+        compare.NotABenchmarkCSV, match="another version of the harness \\(no column peak_pss_mb\\)"
+    ):
+        compare.load(old)
+
+
 def test_report_writes_tables_plot_and_glossary(tmp_path: Path) -> None:
     out = tmp_path / "results" / "README.md"
     assert cli.main(["report", str(A), "--out", str(out)]) == 0
@@ -137,8 +150,11 @@ def test_report_writes_tables_plot_and_glossary(tmp_path: Path) -> None:
     assert "## a\n" in text
     assert "Reproduce with `python -m benchmarks sweep --engines taskito,huey,celery" in text
     assert "![drain throughput against workers](a.png)" in text
-    assert "### noop: drain of a pre-loaded batch (jobs/s), median of 3 (min–max)" in text
-    assert "| `peak_rss_mb` |" in text
+    assert (
+        "### noop: drain of a pre-loaded batch, first to last completion (jobs/s), median of 3 (min–max)"
+        in text
+    )
+    assert "| `peak_pss_mb` |" in text
     assert matplotlib.image.imread(out.parent / "a.png").shape[0] > 200
 
 

@@ -4,18 +4,19 @@ real subprocesses, the CSV they leave."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import os
 import platform
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import taskito
-from benchmarks.cell import drain_rate
+import taskito._native
 from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS, METRICS
 from benchmarks.sweep import Plan, Progress, run_cell
@@ -40,6 +41,10 @@ def read(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), list(reader)
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def git_head() -> str:
     return subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -60,6 +65,7 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
     cells = {(r["engine"], r["db"], r["workers"]) for r in rows}
     assert cells == {(e, db, w) for e in engines for db in ("memory", "file") for w in ("1", "2")}
     head = git_head()
+    native = Path(taskito._native.__file__ or "")
     for row in rows:
         assert row["status"] == "ok", row["error"]
         assert (row["task"], row["jobs"], row["repetition"], row["latency_samples"]) == (
@@ -79,14 +85,22 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
         assert row["command"].startswith("python -m benchmarks sweep --engines")
         assert row["backend"] == {"memory": "memory", "file": "sqlite"}[row["db"]]
         assert float(row["drain_per_s"]) > 0
+        # The drain's start-up and its rate, from completion times: together
+        # no longer than the cell.
+        startup, drain_s = float(row["first_completion_s"]), (30 - 1) / float(row["drain_per_s"])
+        assert startup > 0 and startup + drain_s < float(row["cell_seconds"])
         assert float(row["enqueue_map_per_s"]) > 0
         assert float(row["enqueue_delay_per_s"]) > 0
         assert 0 < float(row["latency_rtt_p50_ms"]) <= float(row["latency_rtt_p99_ms"])
-        assert float(row["peak_rss_mb"]) > 1
+        # Python alone is more than 5 MiB; a PSS total of 1 GiB would be a sum gone wrong.
+        assert 5 < float(row["peak_pss_mb"]) < 1024
         assert row["failures"] == "0"
     for row in rows:
         if row["engine"] == "taskito":
             assert row["engine_version"] == taskito.__version__
+            # Which build ran: the tree's package and a hash of its compiled engine.
+            assert row["engine_path"] == str((ROOT / "taskito").resolve())
+            assert f"sha256:{sha256(native)[:16]} mtime " in row["engine_build"]
             assert row["durability"] == {"memory": "memory", "file": "normal"}[row["db"]]
             # taskito stores its timestamps: enqueue to finish is at most the round trip.
             assert 0 < float(row["latency_stored_p50_ms"]) <= float(row["latency_rtt_p99_ms"])
@@ -136,11 +150,57 @@ def test_a_hung_cell_is_killed_at_the_time_limit_and_the_sweep_goes_on(tmp_path:
     assert "- taskito memory workers=2 io_sleep rep 1: timeout: killed after 1s" in proc.stdout
 
 
+def test_workers_a_crashed_cell_left_in_their_own_session_are_killed(tmp_path: Path) -> None:
+    # An "interpreter" whose cells start a worker the way WorkerProcess does
+    # (its own session, out of reach of the cell's process group), then die
+    # without stopping it, as a cell killed by the OOM killer would.
+    marker = f"bench-orphan-{os.getpid()}-{tmp_path.name}"
+    pidfile, python = tmp_path / "worker.pid", tmp_path / "python"
+    spawn = (
+        "import subprocess, sys\n"
+        f"worker = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)', {marker!r}],"
+        " start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(worker.pid))\n"
+        "sys.exit(3)\n"
+    )
+    real = shlex.quote(sys.executable)
+    python.write_text(
+        f'#!/bin/sh\nif [ "$3" = run ]; then exec {real} -c {shlex.quote(spawn)}; fi\nexec {real} "$@"\n'
+    )
+    python.chmod(0o755)
+    out = tmp_path / "crash.csv"
+    try:
+        proc = bench(
+            "--engines", "taskito", "--python", f"taskito={python}", "--db", "memory", "--workers", "1",
+            "--jobs", "2", "--repeat", "1", "--out", str(out),
+        )  # fmt: skip
+        assert proc.returncode == 1, proc.stderr
+        _, rows = read(out)
+        assert [r["status"] for r in rows] == ["error"]
+        worker = int(pidfile.read_text())
+        assert not running(worker, marker), "the crashed cell's worker outlived the sweep"
+    finally:
+        if pidfile.exists() and running(int(pidfile.read_text()), marker):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def running(pid: int, marker: str) -> bool:
+    """Whether ``pid`` is alive and still the process with ``marker`` on its command line."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
 def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
-    # A wrapper around this interpreter that notes each use.
+    # A wrapper around this interpreter that notes each use and imports a
+    # copy of taskito installed outside this tree, as a released one would be.
+    installed = tmp_path / "site"
+    shutil.copytree(ROOT / "taskito", installed / "taskito", ignore=shutil.ignore_patterns("__pycache__"))
     used, python = tmp_path / "used", tmp_path / "python"
     python.write_text(
-        f'#!/bin/sh\necho "$1" >> {shlex.quote(str(used))}\nexec {shlex.quote(sys.executable)} "$@"\n'
+        f'#!/bin/sh\necho "$1" >> {shlex.quote(str(used))}\n'
+        f'PYTHONPATH={shlex.quote(str(installed))} exec {shlex.quote(sys.executable)} "$@"\n'
     )
     python.chmod(0o755)
     out = tmp_path / "two.csv"
@@ -153,6 +213,13 @@ def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
     _, rows = read(out)
     assert [(r["engine"], r["status"]) for r in rows] == [("taskito", "ok"), ("taskito@other", "ok")]
     assert used.read_text().split() == ["-c", "-c"], "the probe and the one cell of taskito@other"
+    tree, other = rows
+    assert tree["engine_path"] == str((ROOT / "taskito").resolve())
+    assert tree["git_commit"] == git_head()
+    # This tree's commit says nothing about the other taskito: its own path and build do.
+    assert other["engine_path"] == str((installed / "taskito").resolve())
+    assert (other["git_commit"], other["git_branch"], other["git_dirty"]) == ("", "", "")
+    assert other["engine_build"].startswith(Path(taskito._native.__file__ or "").name + " sha256:")
     assert "taskito@other memory workers=1 noop" in proc.stderr
 
 
@@ -199,11 +266,3 @@ def test_progress_estimates_time_left_from_each_engines_own_cells() -> None:
     assert "timeout" in lines[1] and "killed after 3s" in lines[1]
     # After the first cell, huey's time is guessed from the mean of all cells so far.
     assert lines[0].endswith("ETA 3s")
-
-
-def test_drain_rate_is_timed_from_the_first_completion_unless_that_saw_most_of_it() -> None:
-    # Workers took 0.5 s to start; 100 of 1,000 were done at the first poll, the rest 0.9 s later.
-    assert drain_rate(1000, start=0.0, first_at=0.5, first_done=100, end=1.4) == pytest.approx(1000)
-    # 999 done at the first poll, 2 ms in, the last one a poll later: timed from the start.
-    assert drain_rate(1000, start=0.0, first_at=0.002, first_done=999, end=0.004) == pytest.approx(250_000)
-    assert drain_rate(1000, start=0.0, first_at=0.004, first_done=1000, end=0.004) == pytest.approx(250_000)

@@ -1,0 +1,49 @@
+"""benchmarks.targets: its configurations, the median of its runs, and one tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from benchmarks import targets
+
+
+def test_the_default_and_eight_workers_are_one_configuration_on_eight_cpus() -> None:
+    assert [c.label for c in targets.configs(2)] == [
+        "taskito :memory: workers=2",
+        "taskito :memory: workers=8",
+        "taskito file workers=2",
+        "taskito file workers=8",
+        "ThreadPoolExecutor(2)",
+        "huey SqliteHuey workers=2",
+    ]
+    assert [c.label for c in targets.configs(8)][:2] == [
+        "taskito :memory: workers=8",
+        "taskito file workers=8",
+    ]
+
+
+def test_median_is_taken_over_the_runs_that_measured_the_metric() -> None:
+    runs = [{"drain_per_s": 1.0}, {"drain_per_s": 3.0}, {"drain_per_s": None}, {"drain_per_s": 10.0}]
+    medians = targets.median(runs)
+    assert medians["drain_per_s"] == 3.0
+    assert medians["latency_rtt_p50_ms"] is None
+
+
+def test_a_tiny_run_prints_every_configuration_the_notes_and_the_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--jobs", "20", "--latency-samples", "5", "--warmup", "5", "--repeat", "1"]
+    assert targets.main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    pool = next(line for line in lines if line.startswith("ThreadPoolExecutor(2)"))
+    assert pool.split()[1] == "-", "the pool has no enqueue figure"
+    assert " 1.00x " in pool
+    assert "its process figure includes a submit() per job" in out
+    if importlib.util.find_spec("huey") is not None:
+        assert any(line.startswith("huey SqliteHuey workers=2") for line in lines)
+    for db in (":memory:", "file"):
+        verdict = next(line for line in lines if line.startswith(f"  {db} "))
+        assert all(f"{name} " in verdict for name in ("enqueue", "process", "8 workers", "p50", "p99"))
