@@ -49,6 +49,13 @@ impl Events {
     }
 }
 
+/// An engine on a database file; several on one path stand for processes.
+fn file_engine(path: &std::path::Path) -> Arc<Engine> {
+    Engine::new(Arc::new(
+        SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
+    ))
+}
+
 fn engine() -> Arc<Engine> {
     Engine::new(Arc::new(
         SqliteStorage::open(SqliteConfig::new(":memory:")).unwrap(),
@@ -468,11 +475,7 @@ fn bad_worker_settings_are_refused() {
 fn two_workers_on_one_file_share_the_work_without_duplicates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.db");
-    let open = || {
-        Engine::new(Arc::new(
-            SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
-        ))
-    };
+    let open = || file_engine(&path);
     let (a, b, producer) = (open(), open(), open());
     let ran = Arc::new(Mutex::new(Vec::new()));
     let (r1, r2) = (ran.clone(), ran.clone());
@@ -575,11 +578,7 @@ fn a_runner_panic_hands_its_jobs_back() {
 fn delayed_jobs_from_another_process_run_on_time_under_a_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("busy.db");
-    let open = || {
-        Engine::new(Arc::new(
-            SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
-        ))
-    };
+    let open = || file_engine(&path);
     let (local, other) = (open(), open());
     // Each job stands for a millisecond of work: a backlog of seconds.
     let (worker, _) = start(&local, config(1), |job| {
