@@ -58,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--app", required=True, help="the Queue to serve, as module:attribute")
     worker.add_argument("--queues", help="comma-separated queue names to serve (default: all)")
     worker.add_argument("--workers", type=int, help="tasks to run at once (default: the Queue's workers)")
-    worker.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="logging level (default: INFO)",
+    )
 
     info = commands.add_parser("info", help="print the Queue's tasks and job counts")
     info.add_argument("--app", required=True, help="the Queue to inspect, as module:attribute")
@@ -76,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "worker":
         logging.basicConfig(
-            level=args.log_level.upper(),
+            level=args.log_level,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None

@@ -153,3 +153,10 @@ def test_run_worker_in_a_script_stops_on_sigterm(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "returned" in out
+
+
+def test_a_bad_log_level_is_a_usage_error(app: ModuleType, tmp_path: Path) -> None:
+    proc = taskito(tmp_path, "worker", "--app", "cliapp:queue", "--log-level", "loud")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "invalid choice: 'LOUD'" in err
