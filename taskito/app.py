@@ -33,12 +33,10 @@ logger = logging.getLogger("taskito")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-MEMORY = ":memory:"
-
 # What `_execute` hands the engine for one attempt: (OK, result bytes),
 # (FAILED, (type, message, traceback, retryable)) or (CANCELLED, message).
 OK, FAILED, CANCELLED = 0, 1, 2
-Outcome = tuple[int, Any]
+AttemptOutcome = tuple[int, Any]
 
 
 class Queue:
@@ -435,7 +433,7 @@ class Queue:
         attempt: int,
         max_retries: int,
         queue: str,
-    ) -> Outcome:
+    ) -> AttemptOutcome:
         task = self._tasks.get(task_name)
         if task is None:
             return FAILED, (
@@ -472,7 +470,7 @@ class Queue:
         return OK, result
 
 
-def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> Outcome:
+def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> AttemptOutcome:
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     trace = "".join(traceback.format_exception(exc))

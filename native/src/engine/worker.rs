@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use parking_lot::{Condvar, Mutex};
 
-use super::{Engine, Event, EventSink, LocalWorker, Runner};
+use super::{Engine, Event, EventSink, Hub, LocalWorker, Runner};
 use crate::error::{Error, Result};
 use crate::job::{
     micros, now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Failure, Finished, Micros,
@@ -544,8 +544,7 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
                 Ok(due) => next_due = due.unwrap_or(i64::MAX),
                 Err(e) => {
                     shared.report("promoting due jobs", &e);
-                    hub.wait_work(generation, error_pause);
-                    error_pause = (error_pause * 2).min(Duration::from_secs(1));
+                    pause_after_error(&hub, generation, &mut error_pause);
                     continue;
                 }
             }
@@ -561,8 +560,7 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             Ok(claimed) => claimed,
             Err(e) => {
                 shared.report("claiming jobs", &e);
-                hub.wait_work(generation, error_pause);
-                error_pause = (error_pause * 2).min(Duration::from_secs(1));
+                pause_after_error(&hub, generation, &mut error_pause);
                 continue;
             }
         };
@@ -581,7 +579,7 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
         }
         // Nothing more to claim now: sleep until woken, due, or time to look
         // for work from other processes.
-        let until_due = Duration::from_micros((next_due - now_micros()).max(0) as u64);
+        let until_due = Duration::from_micros(next_due.saturating_sub(now_micros()).max(0) as u64);
         if !hub.wait_work(generation, idle.min(until_due)) {
             match shared.storage().external_change() {
                 Ok(true) => {
@@ -593,6 +591,13 @@ fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             }
         }
     }
+}
+
+/// Waits before retrying a failed storage call (or until new work arrives),
+/// doubling the pause up to a second.
+fn pause_after_error(hub: &Hub, generation: u64, pause: &mut Duration) {
+    hub.wait_work(generation, *pause);
+    *pause = (*pause * 2).min(Duration::from_secs(1));
 }
 
 /// Decrements the live-executor count however the executor exits.

@@ -427,11 +427,6 @@ impl Engine {
         Ok(left)
     }
 
-    /// Jobs claimed by this process's worker and not finished yet.
-    fn worker_inflight(&self) -> usize {
-        self.worker().map_or(0, |w| w.inflight())
-    }
-
     /// Stops the worker (if any) and closes the database.
     #[pyo3(signature = (grace = 30.0))]
     fn close(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
