@@ -6,12 +6,12 @@ from typing import Any, final
 __all__ = [
     "SQLITE_VERSION",
     "AsyncWatch",
-    "Engine",
     "ForeignSQLiteError",
     "InvalidArgumentError",
     "JobCancelledError",
     "JobNotFoundError",
     "JobTimeoutError",
+    "NativeQueue",
     "QueueClosedError",
     "SerializationError",
     "SignatureError",
@@ -32,14 +32,14 @@ SQLITE_VERSION: str
 _Outcome = tuple[str, bytes | None, dict[str, Any] | None]
 
 @final
-class Engine:
+class NativeQueue:
     def __new__(
         cls,
         path: str,
         durability: str = "normal",
         busy_timeout: float = 5.0,
         max_payload_size: int = ...,
-    ) -> Engine: ...
+    ) -> NativeQueue: ...
     @property
     def path(self) -> str: ...
     @property

@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from taskito import _options
-from taskito._native import Engine
+from taskito._native import NativeQueue
 from taskito.context import JobContext, _current
 from taskito.exceptions import (
     InvalidArgumentError,
@@ -107,7 +107,7 @@ class Queue:
             self._serializer = SignedSerializer(self._serializer, signing_key)
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         self._worker_lock = threading.Lock()
-        self._engine = Engine(self.db_path, durability, self.busy_timeout, self.max_payload_size)
+        self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
@@ -513,7 +513,7 @@ def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-def _close_engine(engine: Engine, grace: float | None) -> None:
+def _close_engine(engine: NativeQueue, grace: float | None) -> None:
     left = engine.close(grace or 0.0)
     if left:
         logger.warning("%d task(s) were still running when the queue closed", left)

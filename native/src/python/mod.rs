@@ -3,15 +3,15 @@
 //! code for the worker's executor threads. Everything else lives in the
 //! Python-free engine.
 //!
-//! `engine` is the pyclass one `Queue` drives; `watch` backs `aresult()`;
-//! `runner` and `events` are what the worker's threads call into Python
-//! through; `convert` turns engine values into Python ones; `errors` is the
-//! exception hierarchy.
+//! `native_queue` is the pyclass one `Queue` drives; `watch` backs
+//! `aresult()`; `runner` and `events` are what the worker's threads call
+//! into Python through; `convert` turns engine values into Python ones;
+//! `errors` is the exception hierarchy.
 
 mod convert;
-mod engine;
 mod errors;
 mod events;
+mod native_queue;
 mod runner;
 mod watch;
 
@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;
-    module.add_class::<engine::Engine>()?;
+    module.add_class::<native_queue::NativeQueue>()?;
     module.add_class::<watch::AsyncWatch>()?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("SQLITE_VERSION", rusqlite::version())?;

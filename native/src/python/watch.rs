@@ -10,7 +10,7 @@ use super::convert::finished_tuple;
 use crate::engine::{self, Watch};
 use crate::error::Error;
 
-/// See `Engine.watch`.
+/// See `NativeQueue.watch`.
 #[pyclass(module = "taskito._native")]
 pub struct AsyncWatch {
     engine: Arc<engine::Engine>,

@@ -1,6 +1,7 @@
-//! The pyclass wrapping the engine of one Python `Queue`: converts the
-//! arguments, releases the GIL around every storage call and wait, starts and
-//! stops the worker, and reopens the database in a child made by `fork()`.
+//! `NativeQueue`, the pyclass wrapping the engine of one Python `Queue`:
+//! converts the arguments, releases the GIL around every storage call and
+//! wait, starts and stops the worker, and reopens the database in a child
+//! made by `fork()`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +22,10 @@ use crate::storage::{CancelRequest, Durability, SqliteConfig, SqliteStorage, Sto
 /// Longest wait accepted; `None` timeouts mean this.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The engine of one Python `Queue`.
+/// The engine of one Python `Queue`, as Python sees it. Named apart from
+/// [`engine::Engine`], the Python-free state it wraps.
 #[pyclass(module = "taskito._native", frozen)]
-pub struct Engine {
+pub struct NativeQueue {
     config: SqliteConfig,
     max_payload_size: usize,
     state: RwLock<Option<Open>>,
@@ -44,7 +46,7 @@ fn open(config: &SqliteConfig) -> Result<Open> {
     })
 }
 
-impl Engine {
+impl NativeQueue {
     /// The open engine. In a child made by `fork()`, the parent's connections
     /// and threads are unusable: a file database is reopened (the inherited
     /// handles are leaked, never closed, so the parent's locks stay intact);
@@ -93,7 +95,7 @@ impl Engine {
 }
 
 #[pymethods]
-impl Engine {
+impl NativeQueue {
     #[new]
     #[pyo3(signature = (path, durability = "normal", busy_timeout = 5.0, max_payload_size = 16 << 20))]
     fn new(
@@ -109,7 +111,7 @@ impl Engine {
             busy_timeout: seconds(busy_timeout, "busy_timeout")?,
         };
         let opened = py.detach(|| open(&config))?;
-        Ok(Engine {
+        Ok(NativeQueue {
             config,
             max_payload_size,
             state: RwLock::new(Some(opened)),
