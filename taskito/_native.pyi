@@ -1,9 +1,12 @@
 """Types of the Rust extension module (native/src/python). Private: use ``taskito``."""
 
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Final, final
 
 __all__ = [
+    "OUTCOME_CANCELLED",
+    "OUTCOME_FAILURE",
+    "OUTCOME_SUCCESS",
     "SQLITE_VERSION",
     "AsyncWatch",
     "ForeignSQLiteError",
@@ -28,6 +31,14 @@ __all__ = [
 
 __version__: str
 SQLITE_VERSION: str
+
+# The tag that starts what start_worker's `execute` returns for an attempt:
+# (OUTCOME_SUCCESS, result bytes), (OUTCOME_FAILURE, (type, message,
+# traceback, retryable)) or (OUTCOME_CANCELLED, message). Any other tag, or
+# data of the wrong shape, fails the attempt for good (InvalidArgumentError).
+OUTCOME_SUCCESS: Final = 0
+OUTCOME_FAILURE: Final = 1
+OUTCOME_CANCELLED: Final = 2
 
 _Outcome = tuple[str, bytes | None, dict[str, Any] | None]
 

@@ -5,13 +5,15 @@
 //!
 //! `native_queue` is the pyclass one `Queue` drives; `watch` backs
 //! `aresult()`; `runner` and `events` are what the worker's threads call
-//! into Python through; `convert` turns engine values into Python ones;
-//! `errors` is the exception hierarchy.
+//! into Python through; `outcome` reads what a task's attempt returned;
+//! `convert` turns engine values into Python ones; `errors` is the
+//! exception hierarchy.
 
 mod convert;
 mod errors;
 mod events;
 mod native_queue;
+mod outcome;
 mod runner;
 mod watch;
 
@@ -22,6 +24,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;
     module.add_class::<native_queue::NativeQueue>()?;
     module.add_class::<watch::AsyncWatch>()?;
+    outcome::register(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("SQLITE_VERSION", rusqlite::version())?;
     Ok(())

@@ -320,8 +320,10 @@ impl NativeQueue {
 
     /// Starts a worker in background threads. `execute(task_name, payload,
     /// job_id, attempt, max_retries, queue)` runs one job and returns
-    /// `(True, result_bytes)` or `(False, (type, message, traceback, retryable))`;
-    /// `on_event(kind, job_id, message)` receives what is worth logging.
+    /// `(OUTCOME_SUCCESS, result_bytes)`, `(OUTCOME_FAILURE, (type, message,
+    /// traceback, retryable))` or `(OUTCOME_CANCELLED, message)` (see
+    /// `outcome`); `on_event(kind, job_id, message)` receives what is worth
+    /// logging.
     #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl))]
     #[allow(clippy::too_many_arguments)]
     fn start_worker(

@@ -1,7 +1,7 @@
 //! Runs task code for the worker's executor threads: calls the Queue's
 //! Python `execute` function, keeps track of which Python thread runs which
-//! attempt (so an interrupt reaches the right task), and turns what
-//! `execute` returns into an engine outcome.
+//! attempt (so an interrupt reaches the right task), and hands what
+//! `execute` returns to `outcome` to read.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_ulong;
@@ -13,6 +13,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use super::errors;
 use super::events::Notice;
+use super::outcome::parse_outcome;
 use crate::engine::Runner;
 use crate::job::{format_id, now_micros, AttemptRef, ClaimedJob, Failure, Outcome, OutcomeKind};
 
@@ -116,13 +117,15 @@ impl PyRunner {
             job.max_retries,
             job.queue.as_str(),
         );
-        let outcome = args
+        let returned = args
             .into_pyobject(py)
-            .and_then(|args| call_parking_at_exit(execute, &args))
-            .and_then(|r| parse_outcome(&r));
+            .and_then(|args| call_parking_at_exit(execute, &args));
         self.tasks.finished(job, thread);
-        match outcome {
-            Ok(kind) => kind,
+        match returned {
+            // Read once the task no longer counts as running: quoting a bad
+            // return value calls its repr(), which an interrupt aimed at the
+            // task must not hit.
+            Ok(returned) => parse_outcome(&returned),
             // `execute` itself failed: a BaseException it let through, or an
             // interrupt that landed after the task returned. Fail the attempt.
             Err(err) => OutcomeKind::Failure(Failure {
@@ -217,23 +220,4 @@ fn call_parking_at_exit<'py>(
     };
     std::mem::forget(guard);
     result
-}
-
-/// `execute` returns `(0, result_bytes)`, `(1, (type, message, traceback,
-/// retryable))` or `(2, message)` for a task that stopped on cancellation.
-fn parse_outcome(result: &Bound<'_, PyAny>) -> PyResult<OutcomeKind> {
-    let (kind, data): (u8, Bound<'_, PyAny>) = result.extract()?;
-    Ok(match kind {
-        0 => OutcomeKind::Success(data.cast::<PyBytes>()?.as_bytes().to_vec()),
-        1 => {
-            let (error_type, message, traceback, retryable) = data.extract()?;
-            OutcomeKind::Failure(Failure {
-                error_type,
-                message,
-                traceback,
-                retryable,
-            })
-        }
-        _ => OutcomeKind::Cancelled,
-    })
 }
