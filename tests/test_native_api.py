@@ -1,14 +1,16 @@
 """The parts of ``taskito._native`` that callers other than ``Queue`` rely on:
-the outcome tags of the ``execute`` protocol, and what a bad one does."""
+the outcome tags of the ``execute`` protocol and what a bad one does, and the
+map of running tasks to their threads, which the pytest plugin reads."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from taskito import _native
+from taskito import Queue, _native
 from taskito._native import NativeQueue
 
 Execute = Callable[[str, bytes, str, int, int, str], Any]
@@ -95,3 +97,26 @@ def test_a_return_value_outside_the_protocol_fails_the_attempt_for_good(
     assert named in error["message"]
     # A bug in the caller, not in the task: retrying cannot help.
     assert attempts == [1]
+
+
+def test_running_tasks_maps_each_running_job_to_its_thread(queue: Queue) -> None:
+    started, release = threading.Event(), threading.Event()
+    idents: list[int] = []
+
+    @queue.task()
+    def blocked() -> str:
+        idents.append(threading.get_ident())
+        started.set()
+        release.wait(10)
+        return "done"
+
+    assert queue._engine.running_tasks() == {}
+    queue.start_worker(workers=2)
+    job = blocked.delay()
+    assert started.wait(10)
+    assert queue._engine.running_tasks() == {job.id: idents[0]}
+    release.set()
+    assert job.result(timeout=10) == "done"
+    assert queue._engine.running_tasks() == {}
+    queue.shutdown()
+    assert queue._engine.running_tasks() == {}

@@ -20,15 +20,22 @@ pub(super) enum Notice {
     Interrupt(AttemptRef),
 }
 
+/// What one worker calls into Python through.
+pub(super) struct PythonSide {
+    pub runner: Arc<dyn Runner>,
+    pub events: Arc<dyn EventSink>,
+    /// Which task runs on which Python thread, shared with the runner.
+    pub tasks: Arc<RunningTasks>,
+}
+
 /// Makes the runner and the event sink of one worker, and starts the thread
 /// that calls into Python for both. That thread ends when the worker (and
 /// with it every sender) is gone.
-#[allow(clippy::type_complexity)]
 pub(super) fn python_side(
     py: Python<'_>,
     execute: Py<PyAny>,
     on_event: Py<PyAny>,
-) -> PyResult<(Arc<dyn Runner>, Arc<dyn EventSink>)> {
+) -> PyResult<PythonSide> {
     let (notices, inbox) = crossbeam_channel::unbounded::<Notice>();
     let tasks = Arc::new(RunningTasks::default());
     let tasks_here = tasks.clone();
@@ -45,8 +52,12 @@ pub(super) fn python_side(
             })
             .map_err(|e| Error::io("cannot start the worker's Python thread", e))
     })?;
-    let runner = PyRunner::new(execute, tasks, notices.clone());
-    Ok((Arc::new(runner), Arc::new(PyEvents { notices })))
+    let runner = PyRunner::new(execute, tasks.clone(), notices.clone());
+    Ok(PythonSide {
+        runner: Arc::new(runner),
+        events: Arc::new(PyEvents { notices }),
+        tasks,
+    })
 }
 
 /// Hands engine events to the Python thread, which logs them.

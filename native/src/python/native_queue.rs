@@ -3,6 +3,8 @@
 //! wait, starts and stops the worker, and reopens the database in a child
 //! made by `fork()`.
 
+use std::collections::HashMap;
+use std::ffi::c_ulong;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use super::convert::{error_dict, finished_tuple, optional_seconds, record_dict, seconds};
 use super::errors;
 use super::events::python_side;
+use super::runner::RunningTasks;
 use super::watch::AsyncWatch;
 use crate::engine::{self, Worker, WorkerConfig};
 use crate::error::{Error, Result};
@@ -33,8 +36,15 @@ pub struct NativeQueue {
 
 struct Open {
     engine: Arc<engine::Engine>,
-    worker: Option<Arc<Worker>>,
+    worker: Option<ActiveWorker>,
     pid: u32,
+}
+
+/// The worker started by this Queue, and what its runner knows of the tasks
+/// it runs.
+struct ActiveWorker {
+    worker: Arc<Worker>,
+    tasks: Arc<RunningTasks>,
 }
 
 fn open(config: &SqliteConfig) -> Result<Open> {
@@ -86,11 +96,16 @@ impl NativeQueue {
     /// This process's worker. A child made by `fork()` has none: the
     /// parent's threads do not exist there.
     fn worker(&self) -> Option<Arc<Worker>> {
+        self.with_worker(|active| active.worker.clone())
+    }
+
+    fn with_worker<T>(&self, f: impl FnOnce(&ActiveWorker) -> T) -> Option<T> {
         self.state
             .read()
             .as_ref()
             .filter(|open| open.pid == std::process::id())
-            .and_then(|open| open.worker.clone())
+            .and_then(|open| open.worker.as_ref())
+            .map(f)
     }
 }
 
@@ -353,11 +368,16 @@ impl NativeQueue {
                 return Err(Error::invalid("a worker is already running for this Queue").into());
             }
         }
-        let (runner, events) = python_side(py, execute, on_event)?;
-        let worker = py.detach(|| Worker::start(engine, runner, events, config))?;
+        let side = python_side(py, execute, on_event)?;
+        let worker = py.detach(|| Worker::start(engine, side.runner, side.events, config))?;
         let id = worker.id().to_string();
         match self.state.write().as_mut() {
-            Some(open) => open.worker = Some(worker),
+            Some(open) => {
+                open.worker = Some(ActiveWorker {
+                    worker,
+                    tasks: side.tasks,
+                })
+            }
             None => {
                 // Closed while the worker started: nothing else could stop it.
                 py.detach(|| worker.stop(Duration::ZERO));
@@ -388,6 +408,19 @@ impl NativeQueue {
         self.worker().is_some_and(|w| w.is_stopping())
     }
 
+    /// Job id -> Python thread identifier (as `threading.get_ident()` gives
+    /// it in that thread) of every task of this Queue's worker now inside
+    /// Python code. Empty when no worker runs.
+    fn running_tasks(&self) -> HashMap<String, c_ulong> {
+        let threads = self
+            .with_worker(|active| active.tasks.threads())
+            .unwrap_or_default();
+        threads
+            .into_iter()
+            .map(|(id, thread)| (format_id(id), thread))
+            .collect()
+    }
+
     /// Stops the worker gracefully; returns how many executor threads were
     /// still inside a task when `grace` ran out.
     fn stop_worker(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
@@ -402,7 +435,7 @@ impl NativeQueue {
             if open
                 .worker
                 .as_ref()
-                .is_some_and(|w| Arc::ptr_eq(w, &worker))
+                .is_some_and(|active| Arc::ptr_eq(&active.worker, &worker))
             {
                 open.worker = None;
             }

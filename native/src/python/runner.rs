@@ -29,6 +29,18 @@ pub(super) struct RunningTasks {
 }
 
 impl RunningTasks {
+    /// Job id -> Python thread identifier (what `threading.get_ident()`
+    /// returns there) of each task now inside Python code. A job whose
+    /// timed-out attempt is still running while its retry runs shows the
+    /// retry's thread.
+    pub(super) fn threads(&self) -> HashMap<i64, c_ulong> {
+        self.running
+            .lock()
+            .iter()
+            .map(|(&id, &(thread, _))| (id, thread))
+            .collect()
+    }
+
     fn started(&self, job: &ClaimedJob, thread: c_ulong) {
         self.running.lock().insert(job.id, (thread, job.token));
     }
