@@ -1,17 +1,20 @@
 """Types of the Rust extension module (native/src/python). Private: use ``taskito``."""
 
 from collections.abc import Callable
-from typing import Any, final
+from typing import Any, Final, final
 
 __all__ = [
+    "OUTCOME_CANCELLED",
+    "OUTCOME_FAILURE",
+    "OUTCOME_SUCCESS",
     "SQLITE_VERSION",
     "AsyncWatch",
-    "Engine",
     "ForeignSQLiteError",
     "InvalidArgumentError",
     "JobCancelledError",
     "JobNotFoundError",
     "JobTimeoutError",
+    "NativeQueue",
     "QueueClosedError",
     "SerializationError",
     "SignatureError",
@@ -29,17 +32,25 @@ __all__ = [
 __version__: str
 SQLITE_VERSION: str
 
+# The tag that starts what start_worker's `execute` returns for an attempt:
+# (OUTCOME_SUCCESS, result bytes), (OUTCOME_FAILURE, (type, message,
+# traceback, retryable)) or (OUTCOME_CANCELLED, message). Any other tag, or
+# data of the wrong shape, fails the attempt for good (InvalidArgumentError).
+OUTCOME_SUCCESS: Final = 0
+OUTCOME_FAILURE: Final = 1
+OUTCOME_CANCELLED: Final = 2
+
 _Outcome = tuple[str, bytes | None, dict[str, Any] | None]
 
 @final
-class Engine:
+class NativeQueue:
     def __new__(
         cls,
         path: str,
         durability: str = "normal",
         busy_timeout: float = 5.0,
         max_payload_size: int = ...,
-    ) -> Engine: ...
+    ) -> NativeQueue: ...
     @property
     def path(self) -> str: ...
     @property
@@ -90,6 +101,7 @@ class Engine:
     def wait_worker(self, timeout: float) -> bool: ...
     def request_stop(self) -> None: ...
     def worker_stopping(self) -> bool: ...
+    def running_tasks(self) -> dict[str, int]: ...
     def stop_worker(self, grace: float) -> int: ...
     def close(self, grace: float = 30.0) -> int: ...
 

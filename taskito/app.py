@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from taskito import _options
-from taskito._native import Engine
+from taskito._native import OUTCOME_CANCELLED, OUTCOME_FAILURE, OUTCOME_SUCCESS, NativeQueue
 from taskito.context import JobContext, _current
 from taskito.exceptions import (
     InvalidArgumentError,
@@ -33,9 +33,9 @@ logger = logging.getLogger("taskito")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# What `_execute` hands the engine for one attempt: (OK, result bytes),
-# (FAILED, (type, message, traceback, retryable)) or (CANCELLED, message).
-OK, FAILED, CANCELLED = 0, 1, 2
+# What `_execute` hands the engine for one attempt: (OUTCOME_SUCCESS, result
+# bytes), (OUTCOME_FAILURE, (type, message, traceback, retryable)) or
+# (OUTCOME_CANCELLED, message). Any other tag fails the attempt for good.
 AttemptOutcome = tuple[int, Any]
 
 
@@ -107,7 +107,7 @@ class Queue:
             self._serializer = SignedSerializer(self._serializer, signing_key)
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         self._worker_lock = threading.Lock()
-        self._engine = Engine(self.db_path, durability, self.busy_timeout, self.max_payload_size)
+        self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
@@ -436,7 +436,7 @@ class Queue:
     ) -> AttemptOutcome:
         task = self._tasks.get(task_name)
         if task is None:
-            return FAILED, (
+            return OUTCOME_FAILURE, (
                 "UnknownTaskError",
                 f"no task named {task_name!r} is registered on this worker",
                 "",
@@ -454,7 +454,7 @@ class Queue:
                 value = asyncio.run(value)
         except JobCancelledError as exc:
             if context.cancel_requested():
-                return CANCELLED, str(exc)
+                return OUTCOME_CANCELLED, str(exc)
             # Not this job's cancellation (a sub-job's result(), say): a failure.
             return _failure(exc, retryable=task.should_retry(exc))
         except BaseException as exc:
@@ -467,14 +467,14 @@ class Queue:
                 raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
         except Exception as exc:
             return _failure(exc, "cannot serialize the task's result: ", retryable=False)
-        return OK, result
+        return OUTCOME_SUCCESS, result
 
 
 def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> AttemptOutcome:
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     trace = "".join(traceback.format_exception(exc))
-    return FAILED, (name, context + str(exc), trace, retryable)
+    return OUTCOME_FAILURE, (name, context + str(exc), trace, retryable)
 
 
 _EVENT_LEVELS = {
@@ -513,7 +513,7 @@ def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
     return restore
 
 
-def _close_engine(engine: Engine, grace: float | None) -> None:
+def _close_engine(engine: NativeQueue, grace: float | None) -> None:
     left = engine.close(grace or 0.0)
     if left:
         logger.warning("%d task(s) were still running when the queue closed", left)

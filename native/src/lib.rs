@@ -1,6 +1,7 @@
 //! taskito's engine. `storage`, `engine`, `job` and `backoff` are plain Rust,
 //! tested by `cargo test`; `python` is the one module that knows PyO3 and
-//! builds the `taskito._native` extension module.
+//! builds the `taskito._native` extension module. It comes with the default
+//! `python` feature; `--no-default-features` builds the engine alone.
 
 pub mod backoff;
 pub mod engine;
@@ -8,4 +9,5 @@ pub mod error;
 pub mod job;
 pub mod storage;
 
+#[cfg(feature = "python")]
 mod python;

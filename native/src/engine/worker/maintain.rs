@@ -1,0 +1,121 @@
+//! The maintenance thread: renews leases, enforces timeouts, recovers the
+//! jobs of dead workers, purges expired results and checkpoints the log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::commit::WriterMsg;
+use super::Shared;
+use crate::engine::Event;
+use crate::job::{micros, now_micros, Applied, AttemptRef, Failure, Outcome, OutcomeKind};
+
+/// How often the maintenance thread checkpoints the write-ahead log.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The maintenance thread's loop, until `maintenance_stop` is set.
+pub(super) fn maintenance(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let tick = config.heartbeat.min(Duration::from_millis(50));
+    let mut last_heartbeat = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    loop {
+        {
+            let mut stop = shared.maintenance_stop.lock();
+            if !*stop {
+                shared.maintenance_wake.wait_for(&mut stop, tick);
+            }
+            if *stop {
+                return;
+            }
+        }
+        // Leases first: nothing else here may delay their renewal.
+        if last_heartbeat.elapsed() >= config.heartbeat {
+            last_heartbeat = Instant::now();
+            heartbeat(&shared);
+        }
+        enforce_timeouts(&shared);
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = Instant::now();
+            if let Err(e) = shared.storage().checkpoint() {
+                shared.report("checkpointing the log", &e);
+            }
+        }
+    }
+}
+
+/// Fails attempts that ran past their timeout. The task's thread cannot be
+/// killed; its eventual outcome is fenced out because the attempt no longer
+/// holds the job.
+fn enforce_timeouts(shared: &Shared) {
+    let mut overdue = Vec::new();
+    {
+        let mut held = shared.held.lock();
+        for h in held.values_mut() {
+            if let (Some(started), Some(timeout), false) = (h.started, h.timeout, h.timed_out) {
+                if started.elapsed() > timeout {
+                    h.timed_out = true;
+                    overdue.push((h.job, timeout));
+                }
+            }
+        }
+    }
+    for (job, timeout) in overdue {
+        let failure = Failure {
+            error_type: "TaskTimeoutError".into(),
+            message: format!(
+                "attempt {} ran longer than its timeout of {:?}",
+                job.attempt, timeout
+            ),
+            traceback: String::new(),
+            retryable: true,
+        };
+        let _ = shared.outcomes.send(WriterMsg::Outcome(Outcome {
+            job,
+            finished_at: now_micros(),
+            kind: OutcomeKind::Failure(failure),
+        }));
+        shared.events.event(Event::TimedOut {
+            id: job.id,
+            attempt: job.attempt,
+        });
+        shared.runner.interrupt(&job);
+    }
+}
+
+fn heartbeat(shared: &Shared) {
+    let config = &shared.config;
+    let storage = shared.storage();
+    let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
+    if !held.is_empty() {
+        if let Err(e) =
+            storage.renew_leases(&held, now_micros().saturating_add(micros(config.lease)))
+        {
+            shared.report("renewing leases", &e);
+        }
+    }
+    match storage.reap_expired(now_micros()) {
+        Ok(reaped) => {
+            for job in reaped {
+                let dead = job.applied == Applied::Dead;
+                shared
+                    .events
+                    .event(Event::LeaseExpired { id: job.id, dead });
+                match job.applied {
+                    Applied::Retry(at) => shared.engine.hub.notify_due(at),
+                    // Final (dead, or cancelled on request): wake its waiters.
+                    _ => {
+                        if let Ok(Some(finished)) = storage.finished(job.id) {
+                            shared.engine.hub.finished(job.id, || finished);
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => shared.report("recovering expired leases", &e),
+    }
+    if let Some(ttl) = config.result_ttl {
+        if let Err(e) = storage.purge_finished(now_micros().saturating_sub(micros(ttl))) {
+            shared.report("purging expired results", &e);
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! A worker: one dispatcher thread claims jobs in batches and hands them to
+//! executor threads through a channel (`dispatch`); executors run them
+//! through the [`Runner`] (`execute`); one writer thread commits many
+//! outcomes per transaction (`commit`); a maintenance thread renews leases,
+//! enforces timeouts, recovers jobs of dead workers and purges expired
+//! results (`maintain`). This module holds what they share, and starts and
+//! stops them.
+
+mod commit;
+mod dispatch;
+mod execute;
+mod maintain;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
+
+use super::{Engine, Event, EventSink, LocalWorker, Runner};
+use crate::error::{Error, Result};
+use crate::job::{AttemptRef, ClaimedJob, Outcome};
+use crate::storage::Storage;
+use commit::WriterMsg;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Executor threads: how many jobs run at once.
+    pub concurrency: usize,
+    /// Serve only these queues; `None` serves all.
+    pub queues: Option<Vec<String>>,
+    /// How long a claim holds a job without renewal. A worker that dies is
+    /// noticed when this runs out.
+    pub lease: Duration,
+    /// How often leases are renewed and expired ones recovered.
+    pub heartbeat: Duration,
+    /// Idle workers look for work written by other processes at this
+    /// interval, doubling up to `idle_poll_max` while nothing changes.
+    pub idle_poll_min: Duration,
+    pub idle_poll_max: Duration,
+    /// Most jobs one runner call may take in a row (one GIL acquisition).
+    pub jobs_per_run: usize,
+    /// Completed and cancelled jobs are deleted this long after finishing.
+    pub result_ttl: Option<Duration>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queues: None,
+            lease: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(2),
+            idle_poll_min: Duration::from_millis(1),
+            idle_poll_max: Duration::from_millis(50),
+            jobs_per_run: 32,
+            result_ttl: None,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::invalid(
+                "a worker needs at least one executor thread",
+            ));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
+            return Err(Error::invalid(format!(
+                "heartbeat_interval ({:?}) must be above 0 and at most half the lease_duration ({:?})",
+                self.heartbeat, self.lease
+            )));
+        }
+        if self.jobs_per_run == 0 {
+            return Err(Error::invalid("jobs_per_run must be at least 1"));
+        }
+        if matches!(&self.queues, Some(q) if q.is_empty() || q.iter().any(|n| n.is_empty())) {
+            return Err(Error::invalid(
+                "queues must be None or a list of non-empty names",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A job this worker holds a lease on (claimed, outcome not yet committed).
+struct Held {
+    job: AttemptRef,
+    started: Option<Instant>,
+    timeout: Option<Duration>,
+    timed_out: bool,
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    runner: Arc<dyn Runner>,
+    events: Arc<dyn EventSink>,
+    config: WorkerConfig,
+    id: String,
+    stopping: AtomicBool,
+    /// Claimed jobs not yet finished by an executor.
+    inflight: AtomicUsize,
+    finished_attempts: AtomicU64,
+    /// The dispatcher wants a wake-up once `inflight` falls to `refill_at`.
+    starved: AtomicBool,
+    refill_at: AtomicUsize,
+    held: Mutex<HashMap<i64, Held>>,
+    /// Jobs drained from the channel after stop began: never started.
+    unstarted: Mutex<Vec<AttemptRef>>,
+    outcomes: Sender<WriterMsg>,
+    /// Hands executors the jobs enqueued already claimed for this worker;
+    /// dropped when the worker stops.
+    direct: Mutex<Option<Sender<ClaimedJob>>>,
+    live_executors: Mutex<usize>,
+    executor_exited: Condvar,
+    maintenance_stop: Mutex<bool>,
+    maintenance_wake: Condvar,
+    stopped: Mutex<bool>,
+    stopped_changed: Condvar,
+}
+
+impl Shared {
+    fn storage(&self) -> &dyn Storage {
+        &*self.engine.storage
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn report(&self, during: &'static str, error: &Error) {
+        self.events.event(Event::StorageError {
+            during,
+            message: error.to_string(),
+        });
+    }
+
+    fn mark_started(&self, job: &ClaimedJob) {
+        if let Some(held) = self.held.lock().get_mut(&job.id) {
+            if held.job.token == job.token {
+                held.started = Some(Instant::now());
+            }
+        }
+    }
+
+    /// An executor finished an attempt: free its capacity, and wake the
+    /// dispatcher if it was waiting for room.
+    fn attempt_finished(&self) {
+        self.finished_attempts.fetch_add(1, Ordering::Relaxed);
+        let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left <= self.refill_at.load(Ordering::Relaxed)
+            && self.starved.swap(false, Ordering::SeqCst)
+        {
+            self.engine.hub.notify_work();
+        }
+    }
+
+    fn send_to_writer(&self, outcome: Outcome) {
+        // The writer outlives every executor that is not abandoned; an
+        // abandoned one's late outcome is fenced out anyway.
+        let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
+    }
+
+    /// A runner panicked (a bug) holding these attempts: hand their jobs
+    /// back to the queue and free their capacity, so they run again.
+    fn abandon(&self, jobs: &[AttemptRef]) {
+        {
+            let mut held = self.held.lock();
+            for job in jobs {
+                if matches!(held.get(&job.id), Some(h) if h.job.token == job.token) {
+                    held.remove(&job.id);
+                }
+            }
+        }
+        for _ in jobs {
+            self.attempt_finished();
+        }
+        if let Err(e) = self.storage().release(jobs, false) {
+            self.report("releasing the jobs of a failed runner", &e);
+        }
+        self.events
+            .event(Event::RunnerPanicked { jobs: jobs.len() });
+        self.engine.hub.notify_work();
+    }
+
+    /// Records freshly claimed jobs as held by this worker.
+    fn hold(&self, jobs: &[ClaimedJob]) {
+        self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
+        let mut held = self.held.lock();
+        for job in jobs {
+            held.insert(
+                job.id,
+                Held {
+                    job: job.attempt_ref(),
+                    started: None,
+                    timeout: job.timeout,
+                    timed_out: false,
+                },
+            );
+        }
+    }
+}
+
+impl LocalWorker for Shared {
+    fn idle_claim(&self, queue: &str) -> Option<(String, Duration)> {
+        let serves = self
+            .config
+            .queues
+            .as_ref()
+            .is_none_or(|q| q.iter().any(|name| name == queue));
+        let direct = self.direct.lock();
+        let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
+            && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;
+        (serves && idle && !self.stopping()).then(|| (self.id.clone(), self.config.lease))
+    }
+
+    fn accept(&self, job: ClaimedJob) {
+        let direct = self.direct.lock();
+        match direct.as_ref() {
+            Some(jobs) if !self.stopping() => {
+                self.hold(std::slice::from_ref(&job));
+                let _ = jobs.send(job);
+            }
+            _ => {
+                // The worker stopped in between: give the job to the queue.
+                drop(direct);
+                if let Err(e) = self.storage().release(&[job.attempt_ref()], true) {
+                    self.report("releasing a job handed to a stopped worker", &e);
+                }
+                self.engine.hub.notify_work();
+            }
+        }
+    }
+}
+
+struct Threads {
+    dispatcher: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    executors: Vec<JoinHandle<()>>,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    /// Taken by the first `stop`.
+    threads: Mutex<Option<Threads>>,
+}
+
+impl Worker {
+    pub fn start(
+        engine: Arc<Engine>,
+        runner: Arc<dyn Runner>,
+        events: Arc<dyn EventSink>,
+        config: WorkerConfig,
+    ) -> Result<Arc<Worker>> {
+        config.validate()?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<ClaimedJob>();
+        let (outcomes_tx, outcomes_rx) = crossbeam_channel::unbounded::<WriterMsg>();
+        let shared = Arc::new(Shared {
+            engine,
+            runner,
+            events,
+            id: worker_id(),
+            stopping: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            finished_attempts: AtomicU64::new(0),
+            starved: AtomicBool::new(false),
+            refill_at: AtomicUsize::new(config.concurrency),
+            held: Mutex::new(HashMap::new()),
+            unstarted: Mutex::new(Vec::new()),
+            outcomes: outcomes_tx,
+            direct: Mutex::new(Some(jobs_tx.clone())),
+            live_executors: Mutex::new(config.concurrency),
+            executor_exited: Condvar::new(),
+            maintenance_stop: Mutex::new(false),
+            maintenance_wake: Condvar::new(),
+            stopped: Mutex::new(false),
+            stopped_changed: Condvar::new(),
+            config,
+        });
+        let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(f)
+                .map_err(|e| Error::io("cannot start a worker thread", e))
+        };
+        let mut executors = Vec::new();
+        for i in 0..shared.config.concurrency {
+            let (s, rx) = (shared.clone(), jobs_rx.clone());
+            executors.push(spawn(
+                format!("taskito-exec-{i}"),
+                Box::new(move || execute::executor(s, rx)),
+            )?);
+        }
+        drop(jobs_rx);
+        let s = shared.clone();
+        let writer = spawn(
+            "taskito-writer".into(),
+            Box::new(move || commit::writer(s, outcomes_rx)),
+        )?;
+        let s = shared.clone();
+        let maintenance = spawn(
+            "taskito-maint".into(),
+            Box::new(move || maintain::maintenance(s)),
+        )?;
+        // The dispatcher goes last: nothing is claimed before all the threads
+        // that finish claimed jobs exist.
+        let s = shared.clone();
+        let dispatcher = spawn(
+            "taskito-dispatch".into(),
+            Box::new(move || dispatch::dispatcher(s, jobs_tx)),
+        )?;
+        let local: Weak<Shared> = Arc::downgrade(&shared);
+        *shared.engine.local_worker.lock() = Some(local as Weak<dyn LocalWorker>);
+        Ok(Arc::new(Worker {
+            shared,
+            threads: Mutex::new(Some(Threads {
+                dispatcher,
+                writer,
+                maintenance,
+                executors,
+            })),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.shared.stopping()
+    }
+
+    /// Asks the worker to stop without waiting: nothing new is claimed.
+    pub fn request_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        self.shared.engine.hub.notify_work();
+    }
+
+    /// Stops the worker: claims nothing new at once, lets running jobs finish
+    /// within `grace`, hands every other held job back to the queue, commits
+    /// the outcomes it has, and joins its threads. An executor still inside a
+    /// task after `grace` is left behind (its job is released, and its late
+    /// outcome will be fenced out). Returns how many executors were left.
+    pub fn stop(&self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        self.request_stop();
+        let Some(threads) = self.threads.lock().take() else {
+            // Another caller is stopping (or has stopped) the worker.
+            self.wait_stopped(None);
+            return 0;
+        };
+        let shared = &self.shared;
+        let _ = threads.dispatcher.join();
+        // No more jobs handed over directly: executors exit once the channel
+        // is drained (what they drain now, they set aside unstarted).
+        shared.direct.lock().take();
+        shared.engine.forget_local_worker(&**shared);
+        let left_behind = {
+            let mut live = shared.live_executors.lock();
+            while *live > 0 {
+                if shared
+                    .executor_exited
+                    .wait_until(&mut live, deadline)
+                    .timed_out()
+                {
+                    break;
+                }
+            }
+            *live
+        };
+        let unstarted = std::mem::take(&mut *shared.unstarted.lock());
+        if let Err(e) = shared.storage().release(&unstarted, true) {
+            shared.report("releasing unstarted jobs", &e);
+        }
+        // Commit every outcome that is queued, so that what is still held
+        // afterwards is exactly what has not finished.
+        let _ = shared.outcomes.send(WriterMsg::Stop);
+        let _ = threads.writer.join();
+        if left_behind > 0 {
+            // Still held: jobs whose tasks are running (their attempt counts)
+            // and jobs a stuck executor never reached (refunded).
+            let (running, never_started): (Vec<AttemptRef>, Vec<AttemptRef>) = {
+                let held = shared.held.lock();
+                let (running, waiting): (Vec<&Held>, Vec<&Held>) =
+                    held.values().partition(|h| h.started.is_some());
+                (
+                    running.iter().map(|h| h.job).collect(),
+                    waiting.iter().map(|h| h.job).collect(),
+                )
+            };
+            for (jobs, refund) in [(&running, false), (&never_started, true)] {
+                if let Err(e) = shared.storage().release(jobs, refund) {
+                    shared.report("releasing abandoned jobs", &e);
+                }
+            }
+            shared.engine.hub.notify_work();
+            // Their jobs belong to the queue again; free the threads if the
+            // tasks let themselves be interrupted.
+            for job in &running {
+                shared.runner.interrupt(job);
+            }
+        } else {
+            for handle in threads.executors {
+                let _ = handle.join();
+            }
+        }
+        *shared.maintenance_stop.lock() = true;
+        shared.maintenance_wake.notify_all();
+        let _ = threads.maintenance.join();
+        *shared.stopped.lock() = true;
+        shared.stopped_changed.notify_all();
+        left_behind
+    }
+
+    /// Blocks until the worker has stopped, or `timeout` passes. True if stopped.
+    pub fn wait_stopped(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut stopped = self.shared.stopped.lock();
+        while !*stopped {
+            match deadline {
+                Some(d) => {
+                    if self
+                        .shared
+                        .stopped_changed
+                        .wait_until(&mut stopped, d)
+                        .timed_out()
+                    {
+                        break;
+                    }
+                }
+                None => self.shared.stopped_changed.wait(&mut stopped),
+            }
+        }
+        *stopped
+    }
+
+    /// Jobs claimed by this worker and not yet finished.
+    pub fn inflight(&self) -> usize {
+        self.shared.inflight.load(Ordering::SeqCst)
+    }
+}
+
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}

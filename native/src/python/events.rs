@@ -1,0 +1,108 @@
+//! The worker's `taskito-python` thread: the one engine-side thread that
+//! takes the GIL on its own, to log engine events through the Queue's
+//! `on_event` and to deliver interrupts to running tasks.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+
+use super::runner::{PyRunner, RunningTasks};
+use crate::engine::{Event, EventSink, Runner};
+use crate::error::Error;
+use crate::job::{format_id, AttemptRef};
+
+/// What engine threads hand to the `taskito-python` thread because it needs
+/// the GIL. The dispatcher, writer and maintenance threads never wait for the
+/// GIL themselves: a task holding it (in C code, say) would otherwise hold up
+/// lease renewals and commits, and other workers would reap live jobs.
+pub(super) enum Notice {
+    Event(Event),
+    Interrupt(AttemptRef),
+}
+
+/// What one worker calls into Python through.
+pub(super) struct PythonSide {
+    pub runner: Arc<dyn Runner>,
+    pub events: Arc<dyn EventSink>,
+    /// Which task runs on which Python thread, shared with the runner.
+    pub tasks: Arc<RunningTasks>,
+}
+
+/// Makes the runner and the event sink of one worker, and starts the thread
+/// that calls into Python for both. That thread ends when the worker (and
+/// with it every sender) is gone.
+pub(super) fn python_side(
+    py: Python<'_>,
+    execute: Py<PyAny>,
+    on_event: Py<PyAny>,
+) -> PyResult<PythonSide> {
+    let (notices, inbox) = crossbeam_channel::unbounded::<Notice>();
+    let tasks = Arc::new(RunningTasks::default());
+    let tasks_here = tasks.clone();
+    py.detach(|| {
+        std::thread::Builder::new()
+            .name("taskito-python".into())
+            .spawn(move || {
+                for notice in inbox {
+                    Python::attach(|py| match notice {
+                        Notice::Event(event) => log_event(py, &on_event, event),
+                        Notice::Interrupt(job) => tasks_here.interrupt(py, &job),
+                    });
+                }
+            })
+            .map_err(|e| Error::io("cannot start the worker's Python thread", e))
+    })?;
+    let runner = PyRunner::new(execute, tasks.clone(), notices.clone());
+    Ok(PythonSide {
+        runner: Arc::new(runner),
+        events: Arc::new(PyEvents { notices }),
+        tasks,
+    })
+}
+
+/// Hands engine events to the Python thread, which logs them.
+struct PyEvents {
+    notices: crossbeam_channel::Sender<Notice>,
+}
+
+impl EventSink for PyEvents {
+    fn event(&self, event: Event) {
+        let _ = self.notices.send(Notice::Event(event));
+    }
+}
+
+/// Calls the Queue's `on_event(kind, job_id, message)` (Python logging).
+pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
+    let (kind, id, message) = match event {
+        Event::StaleOutcome { id, attempt } => (
+            "stale_outcome",
+            Some(id),
+            format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
+        ),
+        Event::LeaseExpired { id, dead } => (
+            "lease_expired",
+            Some(id),
+            if dead {
+                "its worker stopped renewing the lease and no attempts are left: moved to the dead letters".to_string()
+            } else {
+                "its worker stopped renewing the lease: scheduled to run again".to_string()
+            },
+        ),
+        Event::TimedOut { id, attempt } => (
+            "timed_out",
+            Some(id),
+            format!("attempt {attempt} ran past its timeout and was failed"),
+        ),
+        Event::RunnerPanicked { jobs } => (
+            "runner_panicked",
+            None,
+            format!("an executor failed (a bug in taskito); its {jobs} job(s) were handed back to the queue"),
+        ),
+        Event::StorageError { during, message } => {
+            ("storage_error", None, format!("{during}: {message} (will retry)"))
+        }
+    };
+    if let Err(err) = on_event.call1(py, (kind, id.map(format_id), message)) {
+        err.write_unraisable(py, None);
+    }
+}
