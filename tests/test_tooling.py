@@ -1,15 +1,19 @@
-"""The API for tests, tooling and plugins: Queue.redirect and Queue.settings."""
+"""The API for tests, tooling and plugins: Queue.redirect, Queue.running_tasks
+and Queue.settings."""
 
 from __future__ import annotations
 
 import inspect
+import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskito import JsonSerializer, Queue, SerializationError, TaskFailedError
+from taskito import JsonSerializer, Queue, SerializationError, TaskFailedError, current_job
 
 from .conftest import MakeQueue
 
@@ -110,6 +114,31 @@ def test_redirect_takes_only_a_queue(app: Queue) -> None:
     with pytest.raises(TypeError, match=r"takes a taskito\.Queue"), app.redirect("other.db"):  # type: ignore[arg-type]
         pass
     assert app.db_path.endswith("app.db")
+
+
+def test_running_tasks_names_each_running_job_and_its_thread(queue: Queue) -> None:
+    started, release = threading.Event(), threading.Event()
+    idents: dict[str, int] = {}
+
+    @queue.task()
+    def hold(label: str) -> str:
+        idents[current_job.id] = threading.get_ident()
+        started.set()
+        assert release.wait(10)
+        return label
+
+    assert queue.running_tasks() == {}, "no worker"
+    queue.start_worker(workers=1)
+    job = hold.delay("a")
+    assert started.wait(10)
+    running = queue.running_tasks()
+    assert running == {job.id: idents[job.id]}
+    top = sys._current_frames()[running[job.id]]
+    assert "hold" in {frame.f_code.co_name for frame, _ in traceback.walk_stack(top)}
+    release.set()
+    assert job.result(timeout=10) == "a"
+    queue.shutdown()
+    assert queue.running_tasks() == {}
 
 
 def test_settings_name_every_constructor_parameter_but_the_signing_key(tmp_path: Path) -> None:
