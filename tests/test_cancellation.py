@@ -12,23 +12,23 @@ from taskito import JobCancelledError, Queue, TaskFailedError, current_job
 from .conftest import MakeQueue
 
 
-def test_cancelled_jobs_raise_at_once(queue: Queue) -> None:
-    @queue.task()
+def test_cancelled_jobs_raise_at_once(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> None: ...
 
     job = f.delay()
-    assert queue.cancel_job(job.id)
-    assert not queue.cancel_job(job.id)
+    assert job_queue.cancel_job(job.id)
+    assert not job_queue.cancel_job(job.id)
     assert job.status == "cancelled"
     with pytest.raises(JobCancelledError):
         job.result(timeout=5)
 
 
-def test_cancel_running_job_is_seen_by_check_cancelled(queue: Queue) -> None:
+def test_cancel_running_job_is_seen_by_check_cancelled(job_queue: Queue) -> None:
     started, requested = threading.Event(), threading.Event()
     steps: list[int] = []
 
-    @queue.task(max_retries=5)
+    @job_queue.task(max_retries=5)
     def long_job() -> str:
         started.set()
         assert requested.wait(10)
@@ -37,25 +37,25 @@ def test_cancel_running_job_is_seen_by_check_cancelled(queue: Queue) -> None:
             steps.append(step)
         return "finished anyway"
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = long_job.delay()
     assert started.wait(10)
-    assert queue.cancel_running_job(job.id)
+    assert job_queue.cancel_running_job(job.id)
     requested.set()
     with pytest.raises(JobCancelledError):
         job.result(timeout=10)
     assert job.status == "cancelled"
     assert steps == [], "stopped at the first check"
-    assert not queue.cancel_running_job(job.id), "already final"
-    assert not queue.cancel_running_job("00000000000000aa")
+    assert not job_queue.cancel_running_job(job.id), "already final"
+    assert not job_queue.cancel_running_job("00000000000000aa")
 
 
-def test_cancel_running_job_on_a_pending_job_cancels_it(queue: Queue) -> None:
-    @queue.task()
+def test_cancel_running_job_on_a_pending_job_cancels_it(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> None: ...
 
     job = f.delay()
-    assert queue.cancel_running_job(job.id)
+    assert job_queue.cancel_running_job(job.id)
     assert job.status == "cancelled"
 
 

@@ -12,12 +12,12 @@ from taskito import JobTimeoutError, Queue, UnknownTaskError, current_job
 from .conftest import MakeQueue
 
 
-def test_delay_runs_the_task_and_returns_its_value(queue: Queue) -> None:
-    @queue.task()
+def test_delay_runs_the_task_and_returns_its_value(job_queue: Queue) -> None:
+    @job_queue.task()
     def add(a: int, b: int) -> int:
         return a + b
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = add.delay(2, 3)
     assert job.result(timeout=10) == 5
     assert job.status == "complete"
@@ -25,22 +25,22 @@ def test_delay_runs_the_task_and_returns_its_value(queue: Queue) -> None:
     assert add.name == f"{__name__}.test_delay_runs_the_task_and_returns_its_value.<locals>.add"
 
 
-def test_map_enqueues_in_order_and_returns_every_job(queue: Queue) -> None:
-    @queue.task()
+def test_map_enqueues_in_order_and_returns_every_job(job_queue: Queue) -> None:
+    @job_queue.task()
     def square(x: int) -> int:
         return x * x
 
     jobs = square.map([(i,) for i in range(500)])
     assert len(jobs) == 500
     assert jobs == sorted(jobs, key=lambda j: j.id), "ids are time-ordered strings"
-    assert queue.stats()["pending"] == 500
-    queue.start_worker()
+    assert job_queue.stats()["pending"] == 500
+    job_queue.start_worker()
     assert [j.result(timeout=10) for j in jobs] == [i * i for i in range(500)]
     assert square.map([]) == []
 
 
-def test_apply_async_options_and_list_args(queue: Queue) -> None:
-    @queue.task(queue="low", priority=1, max_retries=7, timeout=9)
+def test_apply_async_options_and_list_args(job_queue: Queue) -> None:
+    @job_queue.task(queue="low", priority=1, max_retries=7, timeout=9)
     def f(x: int) -> int:
         return x
 
@@ -49,7 +49,7 @@ def test_apply_async_options_and_list_args(queue: Queue) -> None:
     assert (data["queue"], data["priority"], data["max_retries"], data["timeout"]) == ("high", 5, 2, 3.0)
     default = f.delay(1).to_dict()
     assert (default["queue"], default["priority"], default["max_retries"]) == ("low", 1, 7)
-    queue.start_worker(["high"])
+    job_queue.start_worker(["high"])
     assert job.result(timeout=10) == 4
     assert default.get("status") == "pending"
 
@@ -82,12 +82,12 @@ def test_higher_priority_runs_first_then_due_time_then_enqueue_order(make_queue:
     assert ran == ["high", "mid", "low-1", "low-2", "low-3"]
 
 
-def test_delay_holds_a_job_back(queue: Queue) -> None:
-    @queue.task()
+def test_delay_holds_a_job_back(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> str:
         return "done"
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = f.apply_async(delay=0.2)
     assert job.status == "pending"
     with pytest.raises(JobTimeoutError):
@@ -97,32 +97,32 @@ def test_delay_holds_a_job_back(queue: Queue) -> None:
     assert data["started_at"] - data["created_at"] >= 0.19
 
 
-def test_enqueue_by_name(queue: Queue) -> None:
-    @queue.task(name="math.double")
+def test_enqueue_by_name(job_queue: Queue) -> None:
+    @job_queue.task(name="math.double")
     def double(x: int) -> int:
         return 2 * x
 
-    queue.start_worker()
-    assert queue.enqueue("math.double", args=(21,)).result(timeout=10) == 42
-    assert queue.enqueue("math.double", kwargs={"x": 4}, priority=3).result(timeout=10) == 8
+    job_queue.start_worker()
+    assert job_queue.enqueue("math.double", args=(21,)).result(timeout=10) == 42
+    assert job_queue.enqueue("math.double", kwargs={"x": 4}, priority=3).result(timeout=10) == 8
     with pytest.raises(UnknownTaskError, match="nope") as info:
-        queue.enqueue("nope")
+        job_queue.enqueue("nope")
     assert isinstance(info.value, KeyError)
     assert "'" not in str(info.value)[:3], "reads as a sentence, not a quoted KeyError"
 
 
-def test_async_task_functions_are_awaited(queue: Queue) -> None:
-    @queue.task()
+def test_async_task_functions_are_awaited(job_queue: Queue) -> None:
+    @job_queue.task()
     async def coro(x: int) -> int:
         await asyncio.sleep(0)
         return x * 3
 
-    queue.start_worker()
+    job_queue.start_worker()
     assert coro.delay(3).result(timeout=10) == 9
 
 
-def test_current_job_describes_the_running_job(queue: Queue) -> None:
-    @queue.task(queue="ctx", max_retries=4)
+def test_current_job_describes_the_running_job(job_queue: Queue) -> None:
+    @job_queue.task(queue="ctx", max_retries=4)
     def who() -> tuple[str, str, str, int, int]:
         return (
             current_job.id,
@@ -132,7 +132,7 @@ def test_current_job_describes_the_running_job(queue: Queue) -> None:
             current_job.max_retries,
         )
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = who.delay()
     assert job.result(timeout=10) == (job.id, who.name, "ctx", 1, 4)
     assert not current_job.active

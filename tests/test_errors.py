@@ -28,14 +28,14 @@ from .conftest import MakeQueue
         (lambda t: t.apply_async(bogus=1), TypeError),
     ],
 )
-def test_bad_enqueue_arguments_raise_typed_errors(queue: Queue, call: Any, error: type) -> None:
-    @queue.task()
+def test_bad_enqueue_arguments_raise_typed_errors(job_queue: Queue, call: Any, error: type) -> None:
+    @job_queue.task()
     def f() -> None: ...
 
     f.delay()
     with pytest.raises(error):
         call(f)
-    assert queue.stats()["pending"] == 1
+    assert job_queue.stats()["pending"] == 1
 
 
 @pytest.mark.parametrize(
@@ -62,13 +62,13 @@ def test_bad_queue_options_raise_typed_errors(tmp_path: Path, options: dict[str,
             q.close()
 
 
-def test_duplicate_task_names_are_refused(queue: Queue) -> None:
-    @queue.task(name="same")
+def test_duplicate_task_names_are_refused(job_queue: Queue) -> None:
+    @job_queue.task(name="same")
     def one() -> None: ...
 
     with pytest.raises(InvalidArgumentError, match="already registered"):
 
-        @queue.task(name="same")
+        @job_queue.task(name="same")
         def two() -> None: ...
 
 
@@ -92,15 +92,15 @@ def test_error_classes_subclass_the_matching_builtins() -> None:
             assert obj.__module__ == "taskito"
 
 
-def test_counts_beyond_the_engines_range_are_invalid(queue: Queue) -> None:
-    @queue.task()
+def test_counts_beyond_the_engines_range_are_invalid(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> None: ...
 
     with pytest.raises(InvalidArgumentError):
         f.apply_async(max_retries=2**40)
     with pytest.raises(InvalidArgumentError):
-        queue.list_jobs(limit=2**40)
-    assert queue.stats()["pending"] == 0
+        job_queue.list_jobs(limit=2**40)
+    assert job_queue.stats()["pending"] == 0
 
 
 def test_oversized_arguments_are_refused_at_enqueue(make_queue: MakeQueue) -> None:

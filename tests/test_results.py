@@ -12,8 +12,8 @@ import taskito
 from taskito import InvalidArgumentError, JobNotFoundError, JobTimeoutError, Queue, TaskitoError
 
 
-def test_result_times_out_with_a_timeout_error(queue: Queue) -> None:
-    @queue.task()
+def test_result_times_out_with_a_timeout_error(job_queue: Queue) -> None:
+    @job_queue.task()
     def never_run() -> None: ...
 
     job = never_run.delay()
@@ -23,16 +23,16 @@ def test_result_times_out_with_a_timeout_error(queue: Queue) -> None:
     assert isinstance(info.value, TaskitoError)
 
 
-def test_stats_get_job_and_list_jobs(queue: Queue) -> None:
-    @queue.task()
+def test_stats_get_job_and_list_jobs(job_queue: Queue) -> None:
+    @job_queue.task()
     def a() -> None: ...
 
-    @queue.task(queue="other")
+    @job_queue.task(queue="other")
     def b() -> None: ...
 
     ja = [a.delay() for _ in range(3)]
     jb = b.delay()
-    assert queue.stats() == {
+    assert job_queue.stats() == {
         "pending": 4,
         "running": 0,
         "completed": 0,
@@ -40,23 +40,23 @@ def test_stats_get_job_and_list_jobs(queue: Queue) -> None:
         "dead": 0,
         "cancelled": 0,
     }
-    got = queue.get_job(ja[0].id)
+    got = job_queue.get_job(ja[0].id)
     assert got is not None and got.id == ja[0].id and got.task_name == a.name
-    assert queue.get_job("0000000000000001") is None
-    assert queue.get_job("not-an-id") is None
-    assert [j.id for j in queue.list_jobs()] == [jb.id] + [j.id for j in reversed(ja)]
-    assert [j.id for j in queue.list_jobs(queue="other")] == [jb.id]
-    assert [j.id for j in queue.list_jobs(task_name=a.name, limit=1, offset=1)] == [ja[1].id]
-    assert queue.list_jobs(status="complete") == []
+    assert job_queue.get_job("0000000000000001") is None
+    assert job_queue.get_job("not-an-id") is None
+    assert [j.id for j in job_queue.list_jobs()] == [jb.id] + [j.id for j in reversed(ja)]
+    assert [j.id for j in job_queue.list_jobs(queue="other")] == [jb.id]
+    assert [j.id for j in job_queue.list_jobs(task_name=a.name, limit=1, offset=1)] == [ja[1].id]
+    assert job_queue.list_jobs(status="complete") == []
     with pytest.raises(InvalidArgumentError):
-        queue.list_jobs(status="done")
-    queue.start_worker()
+        job_queue.list_jobs(status="done")
+    job_queue.start_worker()
     jb.result(timeout=10)
-    assert [j.id for j in queue.list_jobs(status="complete", queue="other")] == [jb.id]
+    assert [j.id for j in job_queue.list_jobs(status="complete", queue="other")] == [jb.id]
 
 
-def test_job_result_snapshot_and_refresh(queue: Queue) -> None:
-    @queue.task()
+def test_job_result_snapshot_and_refresh(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> int:
         return 1
 
@@ -66,25 +66,25 @@ def test_job_result_snapshot_and_refresh(queue: Queue) -> None:
     assert data["status"] == "pending"
     assert data["attempt"] == 0
     assert data["created_at"] <= data["scheduled_at"]
-    queue.start_worker()
+    job_queue.start_worker()
     job.result(timeout=10)
     assert job.refresh() is job
     assert job.to_dict()["status"] == "complete"
     assert job.to_dict()["attempt"] == 1
     assert "JobResult" in repr(job)
     with pytest.raises(JobNotFoundError):
-        taskito.JobResult(queue, "00000000000000ff").refresh()
+        taskito.JobResult(job_queue, "00000000000000ff").refresh()
 
 
-def test_aresult_waits_without_blocking_the_loop(queue: Queue) -> None:
+def test_aresult_waits_without_blocking_the_loop(job_queue: Queue) -> None:
     gate = threading.Event()
 
-    @queue.task()
+    @job_queue.task()
     def slow(x: int) -> int:
         assert gate.wait(10)
         return x + 1
 
-    queue.start_worker()
+    job_queue.start_worker()
 
     async def main() -> tuple[int, int]:
         job = slow.delay(1)
@@ -103,10 +103,10 @@ def test_aresult_waits_without_blocking_the_loop(queue: Queue) -> None:
     assert asyncio.run(main()) == (2, 3)
 
     async def timeout() -> None:
-        @queue.task()
+        @job_queue.task()
         def never() -> None: ...
 
-        queue.shutdown()
+        job_queue.shutdown()
         await never.delay().aresult(timeout=0.05, poll_interval=0.01)
 
     with pytest.raises(JobTimeoutError):

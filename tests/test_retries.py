@@ -18,15 +18,15 @@ class Permanent(Exception):
     pass
 
 
-def test_failures_retry_with_backoff_then_raise_with_the_traceback(queue: Queue) -> None:
+def test_failures_retry_with_backoff_then_raise_with_the_traceback(job_queue: Queue) -> None:
     attempts: list[int] = []
 
-    @queue.task(max_retries=2, retry_backoff=0.01)
+    @job_queue.task(max_retries=2, retry_backoff=0.01)
     def flaky() -> None:
         attempts.append(current_job.attempt)
         raise ValueError(f"bad attempt {current_job.attempt}")
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = flaky.delay()
     with pytest.raises(TaskFailedError) as info:
         job.result(timeout=10)
@@ -42,36 +42,36 @@ def test_failures_retry_with_backoff_then_raise_with_the_traceback(queue: Queue)
     assert [e["attempt"] for e in job.errors] == [1, 2, 3]
 
 
-def test_a_task_that_succeeds_on_retry_completes(queue: Queue) -> None:
-    @queue.task(max_retries=3, retry_backoff=0)
+def test_a_task_that_succeeds_on_retry_completes(job_queue: Queue) -> None:
+    @job_queue.task(max_retries=3, retry_backoff=0)
     def second_time_lucky() -> int:
         if current_job.attempt == 1:
             raise RuntimeError("first")
         return current_job.attempt
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = second_time_lucky.delay()
     assert job.result(timeout=10) == 2
     assert job.error == "RuntimeError: first"
 
 
-def test_retry_on_and_dont_retry_on_filter_exceptions(queue: Queue) -> None:
+def test_retry_on_and_dont_retry_on_filter_exceptions(job_queue: Queue) -> None:
     attempts: dict[str, int] = {}
 
     def count(name: str) -> None:
         attempts[name] = attempts.get(name, 0) + 1
 
-    @queue.task(max_retries=3, retry_backoff=0, retry_on=Transient)
+    @job_queue.task(max_retries=3, retry_backoff=0, retry_on=Transient)
     def only_transient(kind: str) -> None:
         count(f"only_transient:{kind}")
         raise Transient() if kind == "transient" else Permanent()
 
-    @queue.task(max_retries=3, retry_backoff=0, dont_retry_on=[Permanent, KeyError])
+    @job_queue.task(max_retries=3, retry_backoff=0, dont_retry_on=[Permanent, KeyError])
     def all_but_permanent(kind: str) -> None:
         count(f"all_but_permanent:{kind}")
         raise Transient() if kind == "transient" else Permanent()
 
-    queue.start_worker()
+    job_queue.start_worker()
     jobs = [
         only_transient.delay("transient"),
         only_transient.delay("permanent"),
@@ -88,32 +88,32 @@ def test_retry_on_and_dont_retry_on_filter_exceptions(queue: Queue) -> None:
         "all_but_permanent:permanent": 1,
     }
     with pytest.raises(TypeError):
-        queue.task(retry_on=[ValueError, "nope"])  # type: ignore[list-item]
+        job_queue.task(retry_on=[ValueError, "nope"])  # type: ignore[list-item]
 
 
-def test_dead_letters_can_be_listed_retried_and_purged(queue: Queue) -> None:
+def test_dead_letters_can_be_listed_retried_and_purged(job_queue: Queue) -> None:
     fail = threading.Event()
     fail.set()
 
-    @queue.task(max_retries=1, retry_backoff=0, priority=3, queue="work")
+    @job_queue.task(max_retries=1, retry_backoff=0, priority=3, queue="work")
     def fragile(x: int) -> int:
         if fail.is_set():
             raise RuntimeError(f"down for {x}")
         return x * 10
 
-    queue.start_worker()
+    job_queue.start_worker()
     dead = fragile.delay(4)
     other = fragile.delay(5)
     for job in (dead, other):
         with pytest.raises(TaskFailedError):
             job.result(timeout=10)
-    letters = queue.dead_letters()
+    letters = job_queue.dead_letters()
     assert {j.id for j in letters} == {dead.id, other.id}
     assert letters[0].to_dict()["error"] == "RuntimeError: down for 5"
     assert [e["attempt"] for e in dead.errors] == [1, 2]
 
     fail.clear()
-    revived = queue.retry_dead(dead.id)
+    revived = job_queue.retry_dead(dead.id)
     assert revived.id == dead.id
     assert revived.result(timeout=10) == 40
     data = revived.to_dict()
@@ -121,14 +121,14 @@ def test_dead_letters_can_be_listed_retried_and_purged(queue: Queue) -> None:
     assert len(revived.errors) == 2, "the failed attempts stay on record"
 
     with pytest.raises(InvalidArgumentError, match="complete, not dead"):
-        queue.retry_dead(dead.id)
+        job_queue.retry_dead(dead.id)
     with pytest.raises(JobNotFoundError):
-        queue.retry_dead("00000000000000aa")
-    assert queue.purge_dead(older_than=3600) == 0
-    assert queue.purge_dead() == 1
-    assert queue.dead_letters() == []
-    assert queue.get_job(other.id) is None
-    assert queue.purge_finished(older_than=3600) == 0
-    assert queue.purge_finished() == 1
-    assert queue.get_job(dead.id) is None
-    assert queue.stats() == dict.fromkeys(queue.stats(), 0)
+        job_queue.retry_dead("00000000000000aa")
+    assert job_queue.purge_dead(older_than=3600) == 0
+    assert job_queue.purge_dead() == 1
+    assert job_queue.dead_letters() == []
+    assert job_queue.get_job(other.id) is None
+    assert job_queue.purge_finished(older_than=3600) == 0
+    assert job_queue.purge_finished() == 1
+    assert job_queue.get_job(dead.id) is None
+    assert job_queue.stats() == dict.fromkeys(job_queue.stats(), 0)

@@ -14,16 +14,16 @@ from taskito import JsonSerializer, Queue, SerializationError, SignatureError, T
 from .conftest import MakeQueue
 
 
-def test_values_round_trip_through_pickle(queue: Queue) -> None:
-    @queue.task()
+def test_values_round_trip_through_pickle(job_queue: Queue) -> None:
+    @job_queue.task()
     def echo(*args: Any, **kwargs: Any) -> Any:
         return args, kwargs
 
-    @queue.task()
+    @job_queue.task()
     def nothing() -> None:
         return None
 
-    queue.start_worker()
+    job_queue.start_worker()
     value = {"set": {1, 2}, "bytes": b"\x00", "nested": [(1, 2.5, None)]}
     assert echo.delay(value, key=Path("/x")).result(timeout=10) == ((value,), {"key": Path("/x")})
     assert nothing.delay().result(timeout=10) is None
@@ -63,8 +63,8 @@ def test_the_worker_decodes_with_the_queue_serializer(make_queue: MakeQueue) -> 
     assert t.delay("abc").result(timeout=10) == "ABC"
 
 
-def test_unpicklable_arguments_are_refused_and_nothing_is_stored(queue: Queue) -> None:
-    @queue.task()
+def test_unpicklable_arguments_are_refused_and_nothing_is_stored(job_queue: Queue) -> None:
+    @job_queue.task()
     def f(x: Any) -> None: ...
 
     f.delay(1)
@@ -74,15 +74,15 @@ def test_unpicklable_arguments_are_refused_and_nothing_is_stored(queue: Queue) -
         f.map([(1,), (threading.Lock(),)])
     with pytest.raises(TypeError, match="argument tuples"):
         f.map([1, 2])
-    assert queue.stats()["pending"] == 1
+    assert job_queue.stats()["pending"] == 1
 
 
-def test_an_unserializable_result_fails_the_job_cleanly(queue: Queue) -> None:
-    @queue.task(max_retries=5)
+def test_an_unserializable_result_fails_the_job_cleanly(job_queue: Queue) -> None:
+    @job_queue.task(max_retries=5)
     def returns_a_lock() -> Any:
         return threading.Lock()
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = returns_a_lock.delay()
     with pytest.raises(TaskFailedError, match="cannot serialize the task's result"):
         job.result(timeout=10)

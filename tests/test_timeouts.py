@@ -14,10 +14,10 @@ from taskito import Queue, TaskFailedError, current_job
 from .conftest import MakeQueue
 
 
-def test_soft_timeout_raises_at_check_timeout(queue: Queue) -> None:
+def test_soft_timeout_raises_at_check_timeout(job_queue: Queue) -> None:
     progress: list[int] = []
 
-    @queue.task(soft_timeout=0.05, max_retries=0)
+    @job_queue.task(soft_timeout=0.05, max_retries=0)
     def chunked() -> None:
         step = 0
         while True:
@@ -28,7 +28,7 @@ def test_soft_timeout_raises_at_check_timeout(queue: Queue) -> None:
             # passes after a few of them.
             threading.Event().wait(0.01)
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = chunked.delay()
     with pytest.raises(TaskFailedError) as info:
         job.result(timeout=10)
@@ -61,11 +61,11 @@ def test_hard_timeout_interrupts_python_code_and_frees_the_thread(make_queue: Ma
 
 
 def test_a_late_result_after_a_timeout_is_discarded_and_logged(
-    queue: Queue, caplog: pytest.LogCaptureFixture
+    job_queue: Queue, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = threading.Event()
 
-    @queue.task(timeout=0.1, max_retries=1, retry_backoff=0)
+    @job_queue.task(timeout=0.1, max_retries=1, retry_backoff=0)
     def slow() -> str:
         if current_job.attempt == 1:
             # Blocked in C code, the interrupt cannot reach it; it returns late.
@@ -74,11 +74,11 @@ def test_a_late_result_after_a_timeout_is_discarded_and_logged(
         return "second attempt"
 
     caplog.set_level(logging.WARNING, logger="taskito")
-    queue.start_worker(workers=2)
+    job_queue.start_worker(workers=2)
     job = slow.delay()
     assert job.result(timeout=10) == "second attempt"
     release.set()
-    queue.shutdown()
+    job_queue.shutdown()
     assert job.result(timeout=1) == "second attempt"
     messages = [r.getMessage() for r in caplog.records]
     assert any("ran past its timeout" in m for m in messages), messages

@@ -116,29 +116,29 @@ def test_redirect_takes_only_a_queue(app: Queue) -> None:
     assert app.db_path.endswith("app.db")
 
 
-def test_running_tasks_names_each_running_job_and_its_thread(queue: Queue) -> None:
+def test_running_tasks_names_each_running_job_and_its_thread(job_queue: Queue) -> None:
     started, release = threading.Event(), threading.Event()
     idents: dict[str, int] = {}
 
-    @queue.task()
+    @job_queue.task()
     def hold(label: str) -> str:
         idents[current_job.id] = threading.get_ident()
         started.set()
         assert release.wait(10)
         return label
 
-    assert queue.running_tasks() == {}, "no worker"
-    queue.start_worker(workers=1)
+    assert job_queue.running_tasks() == {}, "no worker"
+    job_queue.start_worker(workers=1)
     job = hold.delay("a")
     assert started.wait(10)
-    running = queue.running_tasks()
+    running = job_queue.running_tasks()
     assert running == {job.id: idents[job.id]}
     top = sys._current_frames()[running[job.id]]
     assert "hold" in {frame.f_code.co_name for frame, _ in traceback.walk_stack(top)}
     release.set()
     assert job.result(timeout=10) == "a"
-    queue.shutdown()
-    assert queue.running_tasks() == {}
+    job_queue.shutdown()
+    assert job_queue.running_tasks() == {}
 
 
 def test_settings_name_every_constructor_parameter_but_the_signing_key(tmp_path: Path) -> None:

@@ -16,10 +16,10 @@ from taskito import InvalidArgumentError, JobTimeoutError, Queue, QueueClosedErr
 from .conftest import MakeQueue
 
 
-def test_tasks_registered_after_the_worker_started_still_run(queue: Queue) -> None:
-    queue.start_worker()
+def test_tasks_registered_after_the_worker_started_still_run(job_queue: Queue) -> None:
+    job_queue.start_worker()
 
-    @queue.task()
+    @job_queue.task()
     def late() -> str:
         return "late"
 
@@ -46,73 +46,73 @@ def test_a_closed_queue_refuses_calls(make_queue: MakeQueue) -> None:
     q.close()  # closing twice is harmless
 
 
-def test_only_one_worker_per_queue(queue: Queue) -> None:
-    queue.start_worker()
+def test_only_one_worker_per_queue(job_queue: Queue) -> None:
+    job_queue.start_worker()
     with pytest.raises(InvalidArgumentError, match="already running"):
-        queue.start_worker()
-    queue.shutdown()
-    queue.start_worker()
+        job_queue.start_worker()
+    job_queue.shutdown()
+    job_queue.start_worker()
 
 
-def test_a_worker_serves_only_the_queues_it_is_given(queue: Queue) -> None:
-    @queue.task(queue="a")
+def test_a_worker_serves_only_the_queues_it_is_given(job_queue: Queue) -> None:
+    @job_queue.task(queue="a")
     def in_a() -> str:
         return "a"
 
-    @queue.task(queue="b")
+    @job_queue.task(queue="b")
     def in_b() -> str:
         return "b"
 
-    queue.start_worker(["a"])
+    job_queue.start_worker(["a"])
     ja, jb = in_a.delay(), in_b.delay()
     assert ja.result(timeout=10) == "a"
-    queue.shutdown()
+    job_queue.shutdown()
     assert jb.status == "pending"
     with pytest.raises(TypeError):
-        queue.start_worker("a")  # type: ignore[arg-type]
+        job_queue.start_worker("a")  # type: ignore[arg-type]
 
 
-def test_run_worker_blocks_until_shutdown(queue: Queue) -> None:
-    @queue.task()
+def test_run_worker_blocks_until_shutdown(job_queue: Queue) -> None:
+    @job_queue.task()
     def f(x: int) -> int:
         return x
 
-    thread = threading.Thread(target=queue.run_worker)
+    thread = threading.Thread(target=job_queue.run_worker)
     thread.start()
     assert f.delay(7).result(timeout=10) == 7
-    queue.shutdown()
+    job_queue.shutdown()
     thread.join(timeout=10)
     assert not thread.is_alive()
 
 
-def test_shutdown_finishes_running_jobs(queue: Queue) -> None:
+def test_shutdown_finishes_running_jobs(job_queue: Queue) -> None:
     started, release = threading.Event(), threading.Event()
 
-    @queue.task()
+    @job_queue.task()
     def slow() -> str:
         started.set()
         assert release.wait(10)
         return "finished"
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = slow.delay()
     assert started.wait(10)
-    stopper = threading.Thread(target=queue.shutdown, kwargs={"timeout": 10})
+    stopper = threading.Thread(target=job_queue.shutdown, kwargs={"timeout": 10})
     stopper.start()
     release.set()
     stopper.join(timeout=15)
     assert job.result(timeout=1) == "finished"
-    assert queue.stats()["running"] == 0
+    assert job_queue.stats()["running"] == 0
 
 
-def test_run_worker_beside_a_running_worker_leaves_it_running(queue: Queue) -> None:
-    @queue.task()
+def test_run_worker_beside_a_running_worker_leaves_it_running(job_queue: Queue) -> None:
+    @job_queue.task()
     def f() -> int:
         return 1
 
-    queue.start_worker()
+    job_queue.start_worker()
     with pytest.raises(InvalidArgumentError, match="already running"):
-        queue.run_worker()
+        job_queue.run_worker()
     assert f.delay().result(timeout=10) == 1
 
 
@@ -170,18 +170,18 @@ def test_a_task_that_ignores_interruption_does_not_crash_the_exit(tmp_path: Path
     assert proc.returncode == 7, proc.stderr
 
 
-def test_a_task_can_shut_its_own_worker_down(queue: Queue) -> None:
-    @queue.task()
+def test_a_task_can_shut_its_own_worker_down(job_queue: Queue) -> None:
+    @job_queue.task()
     def stop_everything() -> str:
-        assert queue.shutdown(timeout=5) == 0
+        assert job_queue.shutdown(timeout=5) == 0
         return "asked"
 
-    queue.start_worker()
+    job_queue.start_worker()
     job = stop_everything.delay()
     assert job.result(timeout=10) == "asked"
     assert job.status == "complete"
     # The shutdown runs in the background; a second shutdown waits for it.
-    assert queue.shutdown(timeout=10) == 0
+    assert job_queue.shutdown(timeout=10) == 0
     waiting = stop_everything.delay()
     with pytest.raises(JobTimeoutError):
         waiting.result(timeout=0.2)
