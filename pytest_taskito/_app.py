@@ -4,12 +4,12 @@ The application's ``Queue`` already exists, on its own database, with its
 tasks registered. For the length of a test (or session) the plugin:
 
 1. builds a fresh test ``Queue`` on the test database, with the app's
-   settings (and the app's serializer object) unless the user overrides them;
+   settings (``Queue.settings``: the app's serializer object included)
+   unless the user overrides them;
 2. registers every task of the app on the test queue under the same name,
    with the same options and function, so the test worker can run them;
-3. points the app at the test queue's storage: the app attributes that
-   enqueueing and reading jobs use (``REDIRECTED``) are set to the test
-   queue's, so ``task.delay()``, ``app.enqueue(name)``, ``app.stats()``,
+3. points the app at the test queue's database with ``Queue.redirect``, so
+   that ``task.delay()``, ``app.enqueue(name)``, ``app.stats()``,
    ``app.get_job()`` and every ``JobResult`` they return go to the test
    database, with the test queue's serializer and defaults.
 
@@ -27,32 +27,10 @@ import pytest
 
 from taskito import Queue
 
-# The Queue attributes that enqueue(), TaskWrapper.delay/apply_async/map,
-# stats(), get_job(), list_jobs(), cancel_job() and JobResult read. The
-# plugin's tests check this list against Queue's attributes, so a new one
-# cannot be forgotten silently.
-REDIRECTED = ("_engine", "_serializer", "db_path", "default_retry", "default_timeout", "default_priority")
-
-# Queue attributes that are not settings to carry over to a test queue, or
-# that the plugin decides itself (the database, the thread count, and how
-# long closing may wait: --taskito-db, --taskito-workers, --taskito-timeout).
-NOT_COPIED = frozenset(
-    {"_engine", "_finalizer", "_tasks", "_worker_lock", "db_path", "workers", "shutdown_timeout"}
-)
-
-# Settings that Queue() takes under the name of the attribute it stores.
-_SETTINGS = (
-    "default_retry",
-    "default_timeout",
-    "default_priority",
-    "result_ttl",
-    "durability",
-    "lease_duration",
-    "heartbeat_interval",
-    "jobs_per_gil",
-    "busy_timeout",
-    "max_payload_size",
-)
+# The Queue settings the plugin decides itself instead of copying them from
+# the app: the database, the thread count, and how long closing may wait
+# (--taskito-db, --taskito-workers, --taskito-timeout).
+DECIDED_BY_THE_PLUGIN = frozenset({"db_path", "workers", "shutdown_timeout"})
 
 
 def load_app(spec: str, source: str = "taskito_app") -> Queue:
@@ -81,26 +59,19 @@ def check_app(app: object, what: str = "the taskito_app fixture") -> Queue:
 
 
 def app_settings(app: Queue) -> dict[str, Any]:
-    """The app's Queue settings, as keyword arguments for a test Queue. The
-    serializer object carries the signing key, if the app has one."""
-    settings = {name: getattr(app, name) for name in _SETTINGS}
-    settings["serializer"] = app._serializer
-    return settings
+    """The app's Queue settings, as keyword arguments for a test Queue: all
+    but those the plugin decides. The serializer object carries the signing
+    key, if the app has one."""
+    return {name: value for name, value in app.settings.items() if name not in DECIDED_BY_THE_PLUGIN}
 
 
 @contextmanager
 def redirected(app: Queue, test_queue: Queue) -> Iterator[None]:
     """Registers the app's tasks on ``test_queue`` and points the app at the
-    test queue's storage until exit."""
+    test queue's database until exit."""
     copy_tasks(app, test_queue)
-    saved = {name: getattr(app, name) for name in REDIRECTED}
-    try:
-        for name in REDIRECTED:
-            setattr(app, name, getattr(test_queue, name))
+    with app.redirect(test_queue):
         yield
-    finally:
-        for name, value in saved.items():
-            setattr(app, name, value)
 
 
 def copy_tasks(app: Queue, test_queue: Queue) -> None:

@@ -1,9 +1,11 @@
 """Teardown that cannot hang: stop within the timeout, then name what is stuck.
 
 A task cannot be killed, and its executor thread is not a ``threading``
-thread, but its Python frames are visible through ``sys._current_frames()``:
-that is how a stuck task is found, named (the job id is a local of
-``Queue._execute``) and shown where it is stuck.
+thread, but ``Queue.running_tasks()`` names the thread running each job and
+``sys._current_frames()`` shows where that thread is: that is how a stuck
+task is found, named and shown where it is stuck. Once the worker has
+stopped, ``running_tasks()`` lists nothing: whether a thread is still inside
+the task it was running is then told by the thread's own frames.
 
 When the grace period of ``Queue.shutdown()`` ends, the engine raises
 ``taskito.TaskInterrupted`` in every task still running, so that one looping
@@ -15,6 +17,7 @@ and again after, for the tasks that could not be interrupted.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -22,8 +25,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+import taskito
 from pytest_taskito._jobs import SLICE_MAX, SLICE_MIN, job_line, running_snapshot, scan, wait_on
 from taskito import Queue
+
+_TASKITO = os.path.dirname(os.path.abspath(taskito.__file__))
 
 # How long an interrupted task gets to unwind out of its thread.
 _UNWIND_LIMIT = 0.5
@@ -35,31 +41,63 @@ class RunningTask:
     job_id: str
     thread: int
     stack: str
+    # The thread's outermost Python frame: while the thread's stack still
+    # starts with this very frame, the thread is still inside this task.
+    root: FrameType
 
 
 def running_tasks(queue: Queue) -> dict[str, RunningTask]:
     """The tasks of ``queue`` inside a thread right now, by job id."""
-    execute = Queue._execute.__code__
+    threads = queue.running_tasks()
+    frames = sys._current_frames()
     found: dict[str, RunningTask] = {}
-    for ident, top in sys._current_frames().items():
-        frames: list[tuple[FrameType, int]] = []
-        for frame, lineno in traceback.walk_stack(top):
-            if frame.f_code is execute:
-                if frame.f_locals.get("self") is queue:
-                    job_id = str(frame.f_locals.get("job_id"))
-                    summary = traceback.StackSummary.extract(reversed(frames))
-                    found[job_id] = RunningTask(job_id, ident, "".join(summary.format()).rstrip())
-                break
-            frames.append((frame, lineno))
+    for job_id, ident in threads.items():
+        top = frames.get(ident)
+        if top is not None:  # else it returned in between: not inside its thread any more
+            found[job_id] = RunningTask(job_id, ident, _task_stack(top), _root(top))
     return found
 
 
-def wait_unwound(queue: Queue, job_ids: set[str]) -> set[str]:
-    """Returns the job ids among ``job_ids`` whose tasks left their thread
+def still_inside(tasks: dict[str, RunningTask]) -> dict[str, RunningTask]:
+    """Those of ``tasks`` whose thread is still inside the same task, with
+    where it is now. Needs no worker: the threads' frames tell."""
+    frames = sys._current_frames()
+    found: dict[str, RunningTask] = {}
+    for job_id, task in tasks.items():
+        top = frames.get(task.thread)
+        if top is not None and _root(top) is task.root:
+            found[job_id] = RunningTask(job_id, task.thread, _task_stack(top), task.root)
+    return found
+
+
+def _root(top: FrameType) -> FrameType:
+    frame = top
+    while frame.f_back is not None:
+        frame = frame.f_back
+    return frame
+
+
+def _task_stack(top: FrameType) -> str:
+    """Where a task's thread is, from the task's own code on: the frames of
+    taskito's that call it (the thread starts in taskito) are left out."""
+    summary = traceback.extract_stack(top)
+    first = 0
+    while first < len(summary) - 1 and _in_taskito(summary[first].filename):
+        first += 1
+    return "".join(traceback.StackSummary.from_list(summary[first:]).format()).rstrip()
+
+
+def _in_taskito(filename: str) -> bool:
+    return os.path.commonpath([_TASKITO, os.path.abspath(filename)]) == _TASKITO
+
+
+def wait_unwound(tasks: dict[str, RunningTask]) -> set[str]:
+    """Returns the job ids among ``tasks`` whose tasks left their thread
     within _UNWIND_LIMIT (polled, with a deadline)."""
+    job_ids = set(tasks)
     deadline = time.monotonic() + _UNWIND_LIMIT
     while True:
-        left = job_ids - set(running_tasks(queue))
+        left = job_ids - set(still_inside(tasks))
         if left == job_ids or time.monotonic() >= deadline:
             return left
         time.sleep(_UNWIND_POLL)
@@ -110,12 +148,15 @@ def stop_worker(queue: Queue, timeout: float, what: str) -> str | None:
     left = queue.shutdown(timeout=timeout)
     if not left:
         return None
-    after = running_tasks(queue)
-    unwound = wait_unwound(queue, set(after))
+    # The stopped worker lists no task any more; the threads it ran them on
+    # still show which are inside their task.
+    after = still_inside(before)
+    unwound = wait_unwound(after)
     # The tasks still running when the time ran out are those still in a
     # thread, and those the engine's interrupt has unwound since: their jobs
     # were handed back to the queue, which leaves them pending with no start
-    # time (a job that finished or failed in time keeps its start time).
+    # time (a job that finished or failed in time keeps its start time). A
+    # task that started after `before` was taken is known only by its job.
     abandoned = {job_id for job_id in {*before, *after} if job_id in after or _handed_back(queue, job_id)}
     blocked = set(after) - unwound
     interrupted = abandoned - blocked

@@ -10,10 +10,12 @@ import signal
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
+import taskito._client as _client
 from taskito import _options
 from taskito._native import OUTCOME_CANCELLED, OUTCOME_FAILURE, OUTCOME_SUCCESS, NativeQueue
 from taskito.context import JobContext, _current
@@ -80,12 +82,12 @@ class Queue:
     ) -> None:
         if not isinstance(db_path, str | os.PathLike):
             raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
-        self.db_path = os.fspath(db_path)
+        path = os.fspath(db_path)
         workers = _options.count("workers", workers)
         self.workers = workers or os.cpu_count() or 1
-        self.default_retry = _options.count("default_retry", default_retry)
-        self.default_timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
-        self.default_priority = _options.priority(default_priority)
+        retry = _options.count("default_retry", default_retry)
+        timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
+        priority = _options.priority(default_priority)
         self.result_ttl = _options.optional_seconds("result_ttl", result_ttl, allow_zero=False)
         self.lease_duration = _options.seconds("lease_duration", lease_duration, allow_zero=False)
         heartbeat = heartbeat_interval if heartbeat_interval is not None else self.lease_duration / 5
@@ -102,15 +104,83 @@ class Queue:
             raise TypeError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.durability = durability
         self.max_payload_size = _options.count("max_payload_size", max_payload_size, minimum=1)
-        self._serializer = resolve(serializer)
+        codec = resolve(serializer)
         if signing_key is not None:
-            self._serializer = SignedSerializer(self._serializer, signing_key)
+            codec = SignedSerializer(codec, signing_key)
+        # What enqueueing and reading jobs go through (redirect() swaps it
+        # whole); it gets the database once that is open, below.
+        self._client = _client.Client(
+            path, codec, default_retry=retry, default_timeout=timeout, default_priority=priority
+        )
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         self._worker_lock = threading.Lock()
         self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
+        # self._engine stays this Queue's own database, the one close() closes;
+        # everything else reaches the database through the client.
+        self._client.engine = self._engine
+
+    # ── settings ─────────────────────────────────────────────────────────
+
+    @property
+    def db_path(self) -> str:
+        """The database this Queue's jobs go to: ``target``'s inside
+        ``redirect(target)``."""
+        return self._client.db_path
+
+    @property
+    def default_retry(self) -> int:
+        """Retries of a task registered without ``max_retries`` (target's inside ``redirect``)."""
+        return self._client.default_retry
+
+    @default_retry.setter
+    def default_retry(self, value: int) -> None:
+        self._client.default_retry = value
+
+    @property
+    def default_timeout(self) -> float | None:
+        """Timeout of a task registered without one (target's inside ``redirect``)."""
+        return self._client.default_timeout
+
+    @default_timeout.setter
+    def default_timeout(self, value: float | None) -> None:
+        self._client.default_timeout = value
+
+    @property
+    def default_priority(self) -> int:
+        """Priority of a task registered without one (target's inside ``redirect``)."""
+        return self._client.default_priority
+
+    @default_priority.setter
+    def default_priority(self, value: int) -> None:
+        self._client.default_priority = value
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """For tooling and plugins: this Queue's settings as keyword arguments
+        of ``Queue()``, one per constructor parameter but ``signing_key``
+        (the ``serializer`` given is then the signing one that holds it), so
+        ``Queue(**queue.settings)`` makes a queue like this one. A new dict
+        each time: changing it changes nothing. Inside ``redirect(target)``,
+        ``db_path``, ``serializer`` and the ``default_*`` are target's."""
+        return {
+            "db_path": self.db_path,
+            "workers": self.workers,
+            "default_retry": self.default_retry,
+            "default_timeout": self.default_timeout,
+            "default_priority": self.default_priority,
+            "result_ttl": self.result_ttl,
+            "serializer": self._client.serializer,
+            "durability": self.durability,
+            "lease_duration": self.lease_duration,
+            "heartbeat_interval": self.heartbeat_interval,
+            "busy_timeout": self.busy_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+            "jobs_per_gil": self.jobs_per_gil,
+            "max_payload_size": self.max_payload_size,
+        }
 
     # ── tasks ────────────────────────────────────────────────────────────
 
@@ -230,47 +300,12 @@ class Queue:
             timeout=timeout,
         )
 
-    def _dump_call(self, task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        try:
-            return self._serializer.dumps((args, kwargs))
-        except Exception as exc:
-            raise SerializationError(f"cannot serialize the arguments of {task_name}: {exc}") from exc
-
-    def _submit(
-        self,
-        task: TaskWrapper[Any, Any],
-        payloads: list[bytes],
-        *,
-        priority: int | None = None,
-        delay: float | None = None,
-        queue: str | None = None,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-    ) -> list[JobResult]:
-        """Stores serialized calls of ``task`` in one transaction."""
-        if priority is None:
-            priority = task.priority if task.priority is not None else self.default_priority
-        if max_retries is None:
-            max_retries = task.max_retries if task.max_retries is not None else self.default_retry
-        if timeout is None:
-            timeout = task.timeout if task.timeout is not None else self.default_timeout
-        ids = self._engine.enqueue(
-            task.name,
-            task.queue_name if queue is None else _options.name("queue", queue),
-            payloads,
-            _options.priority(priority),
-            _options.optional_seconds("delay", delay),
-            _options.count("max_retries", max_retries),
-            task.retry_backoff,
-            _options.optional_seconds("timeout", timeout, allow_zero=False),
-        )
-        return [JobResult(self, job_id) for job_id in ids]
-
     # ── jobs ─────────────────────────────────────────────────────────────
 
     def get_job(self, job_id: str) -> JobResult | None:
-        data = self._engine.get_job(job_id)
-        return None if data is None else JobResult(self, job_id, data)
+        client = self._client
+        data = client.engine.get_job(job_id)
+        return None if data is None else client.job(job_id, data)
 
     def list_jobs(
         self,
@@ -281,18 +316,19 @@ class Queue:
         offset: int = 0,
     ) -> list[JobResult]:
         """Jobs matching every given filter, newest first."""
-        rows = self._engine.list_jobs(
+        client = self._client
+        rows = client.engine.list_jobs(
             status,
             queue,
             task_name,
             _options.count("limit", limit),
             _options.count("offset", offset),
         )
-        return [JobResult(self, row["id"], row) for row in rows]
+        return [client.job(row["id"], row) for row in rows]
 
     def cancel_job(self, job_id: str) -> bool:
         """Cancels a job that has not started. False if it is running, final or unknown."""
-        return bool(self._engine.cancel(job_id))
+        return bool(self._client.engine.cancel(job_id))
 
     def cancel_running_job(self, job_id: str) -> bool:
         """Asks a running job to stop: its task sees the request at its next
@@ -300,7 +336,7 @@ class Queue:
         if the task lets it propagate (or fails), the job ends cancelled. A
         job that has not started is cancelled at once. False if the job is
         final or unknown."""
-        return self._engine.request_cancel(job_id) in ("cancelled", "requested")
+        return self._client.engine.request_cancel(job_id) in ("cancelled", "requested")
 
     def dead_letters(self, limit: int = 50, offset: int = 0) -> list[JobResult]:
         """Jobs that failed for good (status ``dead``), newest first; each
@@ -310,27 +346,28 @@ class Queue:
     def retry_dead(self, job_id: str) -> JobResult:
         """Puts a dead job back in the queue, with its original task,
         arguments and options and a fresh set of attempts."""
-        if not self._engine.retry_dead(job_id):
+        client = self._client
+        if not client.engine.retry_dead(job_id):
             job = self.get_job(job_id)
             if job is None:
                 raise JobNotFoundError(f"no job with id {job_id}")
             raise InvalidArgumentError(f"job {job_id} is {job.status}, not dead")
-        return JobResult(self, job_id)
+        return client.job(job_id)
 
     def purge_dead(self, older_than: float = 0.0) -> int:
         """Deletes dead jobs that died more than ``older_than`` seconds (or a
         timedelta) ago; returns how many."""
-        return int(self._engine.purge_dead(_options.seconds("older_than", older_than)))
+        return int(self._client.engine.purge_dead(_options.seconds("older_than", older_than)))
 
     def purge_finished(self, older_than: float = 0.0) -> int:
         """Deletes completed and cancelled jobs (and their results) that
         finished more than ``older_than`` seconds (or a timedelta) ago;
         returns how many. ``result_ttl`` does this continuously."""
-        return int(self._engine.purge_finished(_options.seconds("older_than", older_than)))
+        return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))
 
     def stats(self) -> dict[str, int]:
         """Job counts: pending, running, completed, failed, dead, cancelled."""
-        return dict(self._engine.stats())
+        return dict(self._client.engine.stats())
 
     # ── worker ───────────────────────────────────────────────────────────
 
@@ -348,7 +385,7 @@ class Queue:
             self.workers if workers is None else (_options.count("workers", workers) or os.cpu_count() or 1)
         )
         with self._worker_lock:
-            self._engine.start_worker(
+            self._client.engine.start_worker(
                 self._execute,
                 _log_event,
                 threads,
@@ -366,15 +403,15 @@ class Queue:
         The calling thread does not hold the GIL while it waits.
         """
         # Handlers first: a signal that arrives once jobs run must stop the worker.
-        restore = _install_stop_signals(self._engine.request_stop)
+        restore = _install_stop_signals(self._client.engine.request_stop)
         try:
             self.start_worker(queues, workers=workers)
         except BaseException:
             restore()  # and leave alone a worker that was already running
             raise
         try:
-            while not self._engine.wait_worker(0.1):
-                if self._engine.worker_stopping():
+            while not self._client.engine.wait_worker(0.1):
+                if self._client.engine.worker_stopping():
                     break
         finally:
             restore()
@@ -396,7 +433,7 @@ class Queue:
             # included, so it has to happen elsewhere, after this one returns.
             threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
             return 0
-        left = self._engine.stop_worker(grace)
+        left = self._client.engine.stop_worker(grace)
         if left:
             logger.warning(
                 "%d task(s) were still running %.1fs after shutdown; their jobs were "
@@ -412,7 +449,7 @@ class Queue:
 
     @property
     def closed(self) -> bool:
-        return bool(self._engine.closed)
+        return bool(self._client.engine.closed)
 
     def __enter__(self) -> Queue:
         return self
@@ -422,6 +459,65 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<Queue {self.db_path!r} workers={self.workers}>"
+
+    # ── for tests and tooling ────────────────────────────────────────────
+
+    @contextmanager
+    def redirect(self, target: Queue) -> Iterator[None]:
+        """For testing: points this Queue at ``target``'s database until the
+        block exits.
+
+        Meanwhile, enqueueing and reading jobs through this Queue
+        (``task.delay/apply_async/map``, ``enqueue``, ``stats``, ``get_job``,
+        ``list_jobs``, ``cancel_job``, ``cancel_running_job``, the dead
+        letters, and the ``JobResult``s they return) go to target's database,
+        with target's serializer and enqueue defaults; ``db_path`` and the
+        ``default_*`` attributes are target's, and so are the worker methods
+        (a worker started meanwhile runs on target's database). A
+        ``JobResult`` keeps reading the database its job is on after the
+        block. This Queue's tasks stay its own, and ``close()`` still closes
+        its own database.
+
+        Blocks nest: each exit, also on an exception, puts back what its
+        entry replaced, so exit them in reverse order. A target that is
+        itself redirected is followed to where it points on entry. This is
+        how the pytest plugin runs an application's Queue on a test database.
+        """
+        if not isinstance(target, Queue):
+            raise TypeError(f"redirect() takes a taskito.Queue, got {type(target).__name__}")
+        replaced = self._client
+        self._client = target._client
+        try:
+            yield
+        finally:
+            self._client = replaced
+
+    def running_tasks(self) -> dict[str, int]:
+        """For tooling and plugins: the jobs this Queue's worker is running
+        right now, each with the ident of the thread running it (what
+        ``threading.get_ident()`` returns inside the task), so that
+        ``sys._current_frames()[ident]`` shows where the task is. Empty when
+        no worker runs."""
+        engine = self._client.engine
+        native = getattr(engine, "running_tasks", None)
+        if native is None:
+            # TEMPORARY until i8-engine lands (it adds the native
+            # running_tasks()); the lead removes this block at merge. Until
+            # then: the executor threads whose stack holds this Queue's
+            # _execute, and the job id that _execute is running; nothing once
+            # the worker has stopped, as the native method does.
+            import sys
+
+            if engine.wait_worker(0.0):
+                return {}
+            found: dict[str, int] = {}
+            for ident, top in sys._current_frames().items():
+                for frame, _ in traceback.walk_stack(top):
+                    if frame.f_code is Queue._execute.__code__ and frame.f_locals.get("self") is self:
+                        found[str(frame.f_locals["job_id"])] = ident
+                        break
+            return found
+        return dict(native())
 
     # ── running tasks (called by the engine's executor threads) ───────────
 
@@ -443,10 +539,12 @@ class Queue:
                 False,
             )
         try:
-            args, kwargs = self._serializer.loads(payload)
+            args, kwargs = self._client.serializer.loads(payload)
         except Exception as exc:
             return _failure(exc, "cannot decode the job's arguments: ", retryable=False)
-        context = JobContext(job_id, task_name, queue, attempt, max_retries, task.soft_timeout, self._engine)
+        context = JobContext(
+            job_id, task_name, queue, attempt, max_retries, task.soft_timeout, self._client.engine
+        )
         token = _current.set(context)
         try:
             value = task.fn(*args, **kwargs)
@@ -462,7 +560,7 @@ class Queue:
         finally:
             _current.reset(token)
         try:
-            result = self._serializer.dumps(value)
+            result = self._client.serializer.dumps(value)
             if not isinstance(result, bytes):
                 raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
         except Exception as exc:

@@ -9,12 +9,11 @@ from taskito.exceptions import (
     JobCancelledError,
     JobNotFoundError,
     JobTimeoutError,
-    SerializationError,
     TaskFailedError,
-    TaskitoError,
 )
 
 if TYPE_CHECKING:
+    from taskito._client import Client
     from taskito.app import Queue
 
 Outcome = tuple[str, bytes | None, dict[str, Any] | None]
@@ -27,15 +26,26 @@ class JobResult:
     state; ``refresh()`` reloads the snapshot the other attributes read.
     """
 
-    __slots__ = ("_data", "_queue", "id")
+    __slots__ = ("_client", "_data", "id")
 
     def __init__(self, queue: Queue, job_id: str, data: dict[str, Any] | None = None) -> None:
-        self._queue = queue
+        """The job ``job_id`` of ``queue``'s database (its current one, if
+        ``queue`` is redirected)."""
+        self._client = queue._client
         self.id = job_id
         self._data = data
 
+    @classmethod
+    def _bound(cls, client: Client, job_id: str, data: dict[str, Any] | None = None) -> JobResult:
+        """A handle reading through ``client``: how a Client returns the jobs it wrote or read."""
+        job = cls.__new__(cls)
+        job._client = client
+        job.id = job_id
+        job._data = data
+        return job
+
     def refresh(self) -> JobResult:
-        data = self._queue._engine.get_job(self.id)
+        data = self._client.engine.get_job(self.id)
         if data is None:
             raise JobNotFoundError(f"no job with id {self.id}")
         self._data = data
@@ -61,7 +71,7 @@ class JobResult:
     @property
     def errors(self) -> list[dict[str, Any]]:
         """Every failed attempt: attempt, type, message, traceback, failed_at."""
-        return list(self._queue._engine.job_errors(self.id))
+        return list(self._client.engine.job_errors(self.id))
 
     @property
     def task_name(self) -> str:
@@ -85,7 +95,7 @@ class JobResult:
         wakes the wait at once; otherwise the database is polled every
         ``poll_interval`` seconds, backing off to ``max_poll_interval``.
         """
-        outcome = self._queue._engine.wait(self.id, timeout, poll_interval, max_poll_interval)
+        outcome = self._client.engine.wait(self.id, timeout, poll_interval, max_poll_interval)
         return self._unpack(outcome)
 
     async def aresult(
@@ -100,7 +110,7 @@ class JobResult:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         interval = poll_interval
-        watch = self._queue._engine.watch(self.id)
+        watch = self._client.engine.watch(self.id)
         try:
             while True:
                 outcome = watch.check()
@@ -126,12 +136,7 @@ class JobResult:
         status, value, error = outcome
         if status == "complete":
             assert value is not None
-            try:
-                return self._queue._serializer.loads(value)
-            except TaskitoError:
-                raise  # a SignatureError says more than a wrapper would
-            except Exception as exc:
-                raise SerializationError(f"cannot decode the result of job {self.id}: {exc}") from exc
+            return self._client.load_result(self.id, value)
         if status == "cancelled":
             raise JobCancelledError(f"job {self.id} was cancelled")
         raise task_failed(self.id, self._snapshot().get("task_name", "?"), error)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskito import _options
-from taskito.exceptions import SerializationError
 
 if TYPE_CHECKING:
     from taskito.app import Queue
@@ -46,6 +45,7 @@ class TaskWrapper(Generic[P, R]):
         self.soft_timeout = soft_timeout
         self.retry_on = retry_on
         self.dont_retry_on = dont_retry_on
+        # Enqueues through the queue's current Client, which Queue.redirect swaps.
         self._queue = queue
         functools.update_wrapper(self, fn)
 
@@ -54,7 +54,8 @@ class TaskWrapper(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobResult:
         """Enqueues ``fn(*args, **kwargs)`` with the task's default options."""
-        return self._queue._submit(self, [self._queue._dump_call(self.name, args, kwargs)])[0]
+        client = self._queue._client
+        return client.submit(self, [client.dump_call(self.name, args, kwargs)])[0]
 
     def apply_async(
         self,
@@ -68,8 +69,9 @@ class TaskWrapper(Generic[P, R]):
     ) -> JobResult:
         """Enqueues one call, overriding the task's options for this job."""
         call_args, call_kwargs = _options.call_args(args, kwargs)
-        payload = self._queue._dump_call(self.name, call_args, call_kwargs)
-        return self._queue._submit(
+        client = self._queue._client
+        payload = client.dump_call(self.name, call_args, call_kwargs)
+        return client.submit(
             self,
             [payload],
             priority=priority,
@@ -84,21 +86,8 @@ class TaskWrapper(Generic[P, R]):
 
         Returns the jobs in the order of ``iterable``.
         """
-        dumps = self._queue._serializer.dumps
-        no_kwargs: dict[str, Any] = {}
-        payloads = []
-        # One pass, no per-item function calls beyond the serializer's: this
-        # loop is most of map()'s cost. What the iterable itself raises is
-        # not a serialization problem and goes through unchanged.
-        for i, args in enumerate(iterable):
-            call = args if type(args) is tuple else _map_item(i, args)
-            try:
-                payloads.append(dumps((call, no_kwargs)))
-            except Exception as exc:
-                raise SerializationError(
-                    f"cannot serialize the arguments of {self.name} (item {i}): {exc}"
-                ) from exc
-        return self._queue._submit(self, payloads)
+        client = self._queue._client
+        return client.submit(self, client.dump_calls(self.name, iterable))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -123,12 +112,3 @@ class TaskWrapper(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<TaskWrapper {self.name}>"
-
-
-def _map_item(index: int, args: Any) -> tuple[Any, ...]:
-    if isinstance(args, tuple | list):
-        return tuple(args)
-    raise TypeError(
-        f"map() takes an iterable of argument tuples; item {index} is "
-        f"{type(args).__name__} (write [(x,) for x in items] for one argument each)"
-    )

@@ -38,5 +38,7 @@ def make_queue(db_path: str) -> Iterator[MakeQueue]:
 
 
 @pytest.fixture
-def queue(make_queue: MakeQueue) -> Queue:
+def job_queue(make_queue: MakeQueue) -> Queue:
+    """A Queue on the test's database (not named ``queue``, which would
+    shadow the pytest plugin's fixture of that name)."""
     return make_queue()

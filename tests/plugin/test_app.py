@@ -4,12 +4,15 @@ test's isolated database, and the app is exactly as it was afterwards."""
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from pytest_taskito._app import _SETTINGS, NOT_COPIED, REDIRECTED, copy_tasks
-from taskito import Queue
+from pytest_taskito._app import DECIDED_BY_THE_PLUGIN, copy_tasks
+from pytest_taskito._settings import Settings
+from pytest_taskito.plugin import make_queue
+from taskito import JsonSerializer, Queue
 
 from .conftest import ini
 
@@ -37,7 +40,7 @@ import pytest
 import myapp
 from taskito import SerializationError
 
-ORIGINAL = {name: getattr(myapp.queue, name) for name in ("_engine", "_serializer", "db_path")}
+ORIGINAL = myapp.queue.settings
 
 def test_app_tasks_run_on_the_test_database(queue, worker):
     assert queue is not myapp.queue
@@ -65,7 +68,7 @@ def test_a_failing_test_restores_the_app_too(queue):
     raise AssertionError("on purpose")
 
 def test_the_app_is_restored_between_tests():
-    assert {name: getattr(myapp.queue, name) for name in ORIGINAL} == ORIGINAL
+    assert myapp.queue.settings == ORIGINAL
     assert myapp.queue.stats()["pending"] == 0
 """
 
@@ -176,15 +179,40 @@ def test_bad_queue_options_are_reported(project: pytest.Pytester, options: str, 
     result.stdout.fnmatch_lines([f"*UsageError: {message}"])
 
 
-def test_every_queue_attribute_is_either_copied_or_decided_by_the_plugin(tmp_path: Path) -> None:
-    # A new Queue attribute or constructor parameter must be placed in one of
-    # the lists, and considered for REDIRECTED, before this passes.
-    with Queue(tmp_path / "q.db") as queue:
-        assert set(vars(queue)) == set(_SETTINGS) | {"_serializer"} | NOT_COPIED
-    assert set(REDIRECTED) <= set(vars(queue))
-    parameters = set(inspect.signature(Queue.__init__).parameters) - {"self"}
-    carried_by_the_serializer = {"serializer", "signing_key"}
-    assert parameters == set(_SETTINGS) | carried_by_the_serializer | (NOT_COPIED & parameters)
+def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Path) -> None:
+    # Every Queue() parameter is in Queue.settings (signing_key through the
+    # serializer that holds it), and the app gives each a value other than
+    # its default: a setting the plugin forgot to copy would show.
+    parameters = inspect.signature(Queue.__init__).parameters
+    app_values = {
+        "db_path": str(tmp_path / "app.db"),
+        "workers": 3,
+        "default_retry": 9,
+        "default_timeout": 44.0,
+        "default_priority": 6,
+        "result_ttl": 600.0,
+        "serializer": JsonSerializer(),
+        "durability": "full",
+        "lease_duration": 20.0,
+        "heartbeat_interval": 2.5,
+        "busy_timeout": 7.0,
+        "shutdown_timeout": 12.0,
+        "jobs_per_gil": 5,
+        "signing_key": b"k",
+        "max_payload_size": 4096,
+    }
+    assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
+    with Queue(**app_values) as app, ExitStack() as stack:
+        assert list(app.settings) == [name for name in app_values if name != "signing_key"]
+        for name, value in app.settings.items():
+            assert value != parameters[name].default, name
+        settings = Settings(workers=2, db="memory", timeout=1.5, app=None)
+        test_queue = make_queue(":memory:", settings, app, {}, stack)
+        copied = {name: value for name, value in app.settings.items() if name not in DECIDED_BY_THE_PLUGIN}
+        assert {name: test_queue.settings[name] for name in copied} == copied
+        assert test_queue.settings["serializer"] is app.settings["serializer"]
+        decided = {name: test_queue.settings[name] for name in DECIDED_BY_THE_PLUGIN}
+        assert decided == {"db_path": ":memory:", "workers": 2, "shutdown_timeout": 1.5}
 
 
 def test_every_task_option_is_copied(tmp_path: Path) -> None:
