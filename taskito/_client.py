@@ -11,7 +11,7 @@ from taskito.result import JobResult
 from taskito.serializers import Serializer
 
 if TYPE_CHECKING:
-    from taskito._native import Engine
+    from taskito._native import NativeQueue
     from taskito.task import TaskWrapper
 
 
@@ -29,7 +29,7 @@ class Client:
     __slots__ = ("db_path", "default_priority", "default_retry", "default_timeout", "engine", "serializer")
 
     # Set by the Queue once the database is open (after every setting is checked).
-    engine: Engine
+    engine: NativeQueue
 
     def __init__(
         self,

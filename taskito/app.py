@@ -498,26 +498,7 @@ class Queue:
         ``threading.get_ident()`` returns inside the task), so that
         ``sys._current_frames()[ident]`` shows where the task is. Empty when
         no worker runs."""
-        engine = self._client.engine
-        native = getattr(engine, "running_tasks", None)
-        if native is None:
-            # TEMPORARY until i8-engine lands (it adds the native
-            # running_tasks()); the lead removes this block at merge. Until
-            # then: the executor threads whose stack holds this Queue's
-            # _execute, and the job id that _execute is running; nothing once
-            # the worker has stopped, as the native method does.
-            import sys
-
-            if engine.wait_worker(0.0):
-                return {}
-            found: dict[str, int] = {}
-            for ident, top in sys._current_frames().items():
-                for frame, _ in traceback.walk_stack(top):
-                    if frame.f_code is Queue._execute.__code__ and frame.f_locals.get("self") is self:
-                        found[str(frame.f_locals["job_id"])] = ident
-                        break
-            return found
-        return dict(native())
+        return dict(self._client.engine.running_tasks())
 
     # ── running tasks (called by the engine's executor threads) ───────────
 

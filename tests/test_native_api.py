@@ -99,24 +99,24 @@ def test_a_return_value_outside_the_protocol_fails_the_attempt_for_good(
     assert attempts == [1]
 
 
-def test_running_tasks_maps_each_running_job_to_its_thread(queue: Queue) -> None:
+def test_running_tasks_maps_each_running_job_to_its_thread(job_queue: Queue) -> None:
     started, release = threading.Event(), threading.Event()
     idents: list[int] = []
 
-    @queue.task()
+    @job_queue.task()
     def blocked() -> str:
         idents.append(threading.get_ident())
         started.set()
         release.wait(10)
         return "done"
 
-    assert queue._engine.running_tasks() == {}
-    queue.start_worker(workers=2)
+    assert job_queue._engine.running_tasks() == {}
+    job_queue.start_worker(workers=2)
     job = blocked.delay()
     assert started.wait(10)
-    assert queue._engine.running_tasks() == {job.id: idents[0]}
+    assert job_queue._engine.running_tasks() == {job.id: idents[0]}
     release.set()
     assert job.result(timeout=10) == "done"
-    assert queue._engine.running_tasks() == {}
-    queue.shutdown()
-    assert queue._engine.running_tasks() == {}
+    assert job_queue._engine.running_tasks() == {}
+    job_queue.shutdown()
+    assert job_queue._engine.running_tasks() == {}
