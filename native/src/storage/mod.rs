@@ -2,8 +2,6 @@
 //! second backend (PostgreSQL, for workers on many machines) slots in beside
 //! SQLite without touching the dispatcher, the executors or the bindings.
 
-mod foreign;
-mod schema;
 mod sqlite;
 
 use std::time::Duration;

@@ -12,6 +12,9 @@
 //! the writer connection alone, so every thread of one Queue sees the same
 //! jobs and two Queues never see each other's.
 
+mod foreign;
+mod schema;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -21,8 +24,7 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
 };
 
-use super::foreign::{self, OwnedFile};
-use super::schema;
+use self::foreign::OwnedFile;
 use super::{CancelRequest, ClaimRequest, DirectClaim, ReapedJob, Storage};
 use crate::backoff::retry_delay;
 use crate::error::{Error, Result};
