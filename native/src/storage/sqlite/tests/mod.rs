@@ -2,8 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::job::{format_id, JobFilter, Status};
-use crate::storage::DirectClaim;
+use crate::job::{format_id, now_micros, Failure, JobFilter, OutcomeKind, State, Status};
 
 fn memory() -> SqliteStorage {
     SqliteStorage::open(SqliteConfig::new(MEMORY)).unwrap()
