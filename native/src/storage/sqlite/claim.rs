@@ -6,25 +6,33 @@ use crate::job::{micros, now_micros, ClaimedJob};
 use crate::storage::common::{sort_in_claim_order, timeout_from_millis};
 use crate::storage::ClaimRequest;
 
-pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
-    if request.limit == 0 {
-        return Ok(Vec::new());
-    }
-    let queue_filter = match request.queues {
+/// Marks up to `?4` ready jobs running for worker `?1` at `?2` under a lease
+/// until `?3`, in claim order, and returns them. With `queues`, only jobs of
+/// the queues bound from `?5` on. One text per number of queues, so each
+/// stays in the statement cache.
+pub(super) fn claim_sql(queues: Option<usize>) -> String {
+    let queue_filter = match queues {
         None => String::new(),
-        Some(queues) => {
-            let slots: Vec<String> = (0..queues.len()).map(|i| format!("?{}", i + 5)).collect();
+        Some(count) => {
+            let slots: Vec<String> = (0..count).map(|i| format!("?{}", i + 5)).collect();
             format!("AND queue IN ({})", slots.join(", "))
         }
     };
-    let sql = format!(
+    format!(
         "UPDATE jobs SET status = 2, attempt = attempt + 1, lease_token = lease_token + 1, \
          worker_id = ?1, started_at = ?2, lease_expires_at = ?3 \
          WHERE id IN (SELECT id FROM jobs WHERE status = 0 {queue_filter} \
                       ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
          RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
                    lease_token, max_retries, retry_backoff, timeout_ms"
-    );
+    )
+}
+
+pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
+    if request.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = claim_sql(request.queues.map(|queues| queues.len()));
     let now = now_micros();
     let mut jobs = storage.write(|tx| {
         let mut stmt = tx.prepare_cached(&sql)?;

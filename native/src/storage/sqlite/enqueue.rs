@@ -18,6 +18,9 @@ pub(super) fn enqueue(
     storage.write(|tx| insert_jobs(tx, options, payloads, now_micros(), None))
 }
 
+/// Whether a claimable job is waiting: a job enqueued now would queue behind it.
+pub(super) const WAITING_JOB_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 0)";
+
 pub(super) fn enqueue_claimed(
     storage: &SqliteStorage,
     options: &JobOptions,
@@ -29,7 +32,7 @@ pub(super) fn enqueue_claimed(
     let immediate = options.delay.is_none_or(|d| d.is_zero());
     storage.write(|tx| {
         let others_waiting: bool = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 0)")?
+            .prepare_cached(WAITING_JOB_EXISTS)?
             .query_row([], |r| r.get(0))?;
         let payloads = std::slice::from_ref(&payload);
         if others_waiting || !immediate {
@@ -42,6 +45,15 @@ pub(super) fn enqueue_claimed(
     })
 }
 
+/// One job. `?12` is both its attempt and its lease token: 1 (with `?13` to
+/// `?15` set) when it is claimed as it goes in, else 0. An id another process
+/// took in the same millisecond inserts nothing.
+const INSERT_JOB: &str = "INSERT INTO jobs (id, payload, queue, task_name, status, priority, \
+    created_at, scheduled_at, max_retries, retry_backoff, timeout_ms, attempt, lease_token, \
+    worker_id, started_at, lease_expires_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15) \
+    ON CONFLICT (id) DO NOTHING";
+
 /// Inserts one job per payload with one prepared statement. With `claim`,
 /// the jobs start out running: claimed by that worker, first attempt, leased.
 fn insert_jobs<P: AsRef<[u8]>>(
@@ -53,13 +65,7 @@ fn insert_jobs<P: AsRef<[u8]>>(
 ) -> Result<Vec<i64>> {
     let due = due_time(options, now);
     let state = initial_state(claim.is_some(), due, now);
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO jobs (id, payload, queue, task_name, status, priority, created_at, \
-         scheduled_at, max_retries, retry_backoff, timeout_ms, attempt, lease_token, worker_id, \
-         started_at, lease_expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15) \
-         ON CONFLICT (id) DO NOTHING",
-    )?;
+    let mut stmt = tx.prepare_cached(INSERT_JOB)?;
     // The options are the same for every row: bind them once.
     stmt.raw_bind_parameter(3, &options.queue)?;
     stmt.raw_bind_parameter(4, &options.task_name)?;

@@ -1,6 +1,11 @@
 //! Housekeeping a worker's maintenance thread runs on a timer: promoting jobs
 //! that fell due, reaping expired leases, purging old jobs, checkpointing the
 //! log, and the cheap check for other processes' commits.
+//!
+//! The statements that look for running or finished jobs say `status <> 0`
+//! as well as the states they want: it is the predicate of the partial index
+//! jobs_status, which SQLite uses only when a query's WHERE clause visibly
+//! implies it.
 
 use std::sync::atomic::Ordering;
 
@@ -13,25 +18,28 @@ use crate::job::{AttemptRef, Micros};
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
+/// Makes delayed jobs and retries due by `?1` ready.
+pub(super) const PROMOTE_DUE: &str =
+    "UPDATE jobs SET status = 0 WHERE status IN (1, 4) AND scheduled_at <= ?1";
+
+/// When the next delayed job or retry falls due (NULL if none waits).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (1, 4)";
+
 pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option<Micros>> {
     storage.write(|tx| {
-        tx.prepare_cached(
-            "UPDATE jobs SET status = 0 WHERE status IN (1, 4) AND scheduled_at <= ?1",
-        )?
-        .execute([now])?;
-        Ok(tx
-            .prepare_cached("SELECT MIN(scheduled_at) FROM jobs WHERE status IN (1, 4)")?
-            .query_row([], |r| r.get(0))?)
+        tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+        Ok(tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?)
     })
 }
+
+/// Running attempts whose lease ran out before `?1`, and who held them.
+pub(super) const EXPIRED_LEASES: &str = "SELECT id, attempt, lease_token, max_retries, \
+    retry_backoff, worker_id FROM jobs WHERE status <> 0 AND status = 2 AND lease_expires_at < ?1";
 
 pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
     storage.write(|tx| {
         let expired: Vec<(AttemptRef, Option<String>)> = tx
-            .prepare_cached(
-                "SELECT id, attempt, lease_token, max_retries, retry_backoff, worker_id FROM jobs \
-                 WHERE status <> 0 AND status = 2 AND lease_expires_at < ?1",
-            )?
+            .prepare_cached(EXPIRED_LEASES)?
             .query_map([now], |r| {
                 Ok((
                     AttemptRef {
@@ -58,33 +66,31 @@ pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<R
     })
 }
 
+/// The error history of jobs that died before `?1`, then those jobs.
+pub(super) const PURGE_DEAD_ERRORS: &str = "DELETE FROM job_errors WHERE job_id IN \
+    (SELECT id FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1)";
+pub(super) const PURGE_DEAD: &str =
+    "DELETE FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1";
+
 pub(super) fn purge_dead(storage: &SqliteStorage, before: Micros) -> Result<usize> {
     storage.write(|tx| {
-        tx.prepare_cached(
-            "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs \
-             WHERE status <> 0 AND status = 5 AND finished_at < ?1)",
-        )?
-        .execute([before])?;
-        Ok(tx
-            .prepare_cached(
-                "DELETE FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1",
-            )?
-            .execute([before])?)
+        tx.prepare_cached(PURGE_DEAD_ERRORS)?.execute([before])?;
+        Ok(tx.prepare_cached(PURGE_DEAD)?.execute([before])?)
     })
 }
 
+/// The error history of jobs completed or cancelled before `?1`, then those
+/// jobs.
+pub(super) const PURGE_FINISHED_ERRORS: &str = "DELETE FROM job_errors WHERE job_id IN \
+    (SELECT id FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1)";
+pub(super) const PURGE_FINISHED: &str =
+    "DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1";
+
 pub(super) fn purge_finished(storage: &SqliteStorage, before: Micros) -> Result<usize> {
     storage.write(|tx| {
-        tx.prepare_cached(
-            "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs \
-             WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1)",
-        )?
-        .execute([before])?;
-        Ok(tx
-            .prepare_cached(
-                "DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1",
-            )?
-            .execute([before])?)
+        tx.prepare_cached(PURGE_FINISHED_ERRORS)?
+            .execute([before])?;
+        Ok(tx.prepare_cached(PURGE_FINISHED)?.execute([before])?)
     })
 }
 

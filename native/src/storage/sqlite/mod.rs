@@ -171,19 +171,6 @@ impl SqliteStorage {
         }
         out
     }
-
-    /// The query plan SQLite picks for `sql`, for tests that pin index use.
-    #[cfg(test)]
-    fn plan(&self, sql: &str) -> String {
-        let conn = self.writer.lock();
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .unwrap();
-        rows.join("\n")
-    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

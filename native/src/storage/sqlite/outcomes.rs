@@ -12,6 +12,14 @@ use crate::job::{now_micros, Applied, AttemptRef, Failure, Micros, Outcome, Outc
 use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
 
+/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`.
+pub(super) const COMPLETE_ATTEMPT: &str = "UPDATE jobs SET status = 3, result = ?3, \
+    finished_at = ?4, lease_expires_at = NULL WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+
+/// Ends attempt `?2` of job `?1` cancelled at `?3`: the task stopped on request.
+pub(super) const CANCEL_ATTEMPT: &str = "UPDATE jobs SET status = 6, finished_at = ?3, \
+    lease_expires_at = NULL WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+
 pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
     if outcomes.is_empty() {
         return Ok(Vec::new());
@@ -22,12 +30,12 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
             let job = &outcome.job;
             applied.push(match &outcome.kind {
                 OutcomeKind::Success(result) => {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE jobs SET status = 3, result = ?3, finished_at = ?4, \
-                             lease_expires_at = NULL WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-                        )?
-                        .execute(params![job.id, job.token, result, outcome.finished_at])?;
+                    let changed = tx.prepare_cached(COMPLETE_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        result,
+                        outcome.finished_at
+                    ])?;
                     if changed == 1 {
                         Applied::Complete
                     } else {
@@ -38,12 +46,11 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
                     fail_attempt(tx, job, failure, outcome.finished_at)?
                 }
                 OutcomeKind::Cancelled => {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE jobs SET status = 6, finished_at = ?3, lease_expires_at = NULL \
-                             WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-                        )?
-                        .execute(params![job.id, job.token, outcome.finished_at])?;
+                    let changed = tx.prepare_cached(CANCEL_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        outcome.finished_at
+                    ])?;
                     if changed == 1 {
                         Applied::Cancelled
                     } else {
@@ -55,6 +62,20 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
         Ok(applied)
     })
 }
+
+/// Ends failed attempt `?2` of job `?1` at `?5`: moves it to state `?3`, due
+/// at `?4` if that is a retry, unless its cancellation was requested, which
+/// ends it cancelled. Returns the state it ended in.
+pub(super) const FAIL_ATTEMPT: &str = "UPDATE jobs SET \
+    status = CASE WHEN cancel_requested THEN 6 ELSE ?3 END, \
+    scheduled_at = CASE WHEN cancel_requested OR ?3 = 5 THEN scheduled_at ELSE ?4 END, \
+    finished_at = CASE WHEN cancel_requested OR ?3 = 5 THEN ?5 ELSE NULL END, \
+    lease_expires_at = NULL \
+    WHERE id = ?1 AND status = 2 AND lease_token = ?2 \
+    RETURNING status";
+
+const RECORD_ERROR: &str = "INSERT INTO job_errors \
+    (job_id, attempt, error_type, message, traceback, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Ends a failed attempt: schedules the next run, or moves the job to the
 /// dead letters when it is out of attempts or the failure is not retryable.
@@ -68,15 +89,7 @@ pub(super) fn fail_attempt(
 ) -> Result<Applied> {
     let (next, due) = after_failure(job, failure, now);
     let ended: Option<i64> = tx
-        .prepare_cached(
-            "UPDATE jobs SET \
-               status = CASE WHEN cancel_requested THEN 6 ELSE ?3 END, \
-               scheduled_at = CASE WHEN cancel_requested OR ?3 = 5 THEN scheduled_at ELSE ?4 END, \
-               finished_at = CASE WHEN cancel_requested OR ?3 = 5 THEN ?5 ELSE NULL END, \
-               lease_expires_at = NULL \
-             WHERE id = ?1 AND status = 2 AND lease_token = ?2 \
-             RETURNING status",
-        )?
+        .prepare_cached(FAIL_ATTEMPT)?
         .query_row(params![job.id, job.token, next as i64, due, now], |r| {
             r.get(0)
         })
@@ -84,11 +97,7 @@ pub(super) fn fail_attempt(
     let Some(ended) = ended else {
         return Ok(Applied::Stale);
     };
-    tx.prepare_cached(
-        "INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
+    tx.prepare_cached(RECORD_ERROR)?.execute(params![
         job.id,
         job.attempt,
         failure.error_type,
@@ -103,15 +112,17 @@ pub(super) fn fail_attempt(
     })
 }
 
+/// Extends the lease of attempt `?2` of job `?1` to `?3`.
+pub(super) const RENEW_LEASE: &str =
+    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+
 pub(super) fn renew_leases(
     storage: &SqliteStorage,
     jobs: &[AttemptRef],
     until: Micros,
 ) -> Result<usize> {
     storage.write(|tx| {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-        )?;
+        let mut stmt = tx.prepare_cached(RENEW_LEASE)?;
         let mut renewed = 0;
         for job in jobs {
             renewed += stmt.execute(params![job.id, job.token, until])?;
@@ -119,6 +130,14 @@ pub(super) fn renew_leases(
         Ok(renewed)
     })
 }
+
+/// Hands attempt `?2` of job `?1` back as ready, giving back `?3` attempts (0
+/// or 1); a job whose cancellation was requested ends cancelled at `?4`.
+pub(super) const RELEASE_ATTEMPT: &str = "UPDATE jobs SET \
+    status = CASE WHEN cancel_requested THEN 6 ELSE 0 END, \
+    finished_at = CASE WHEN cancel_requested THEN ?4 END, \
+    attempt = attempt - ?3, worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
+    WHERE id = ?1 AND status = 2 AND lease_token = ?2";
 
 pub(super) fn release(
     storage: &SqliteStorage,
@@ -129,12 +148,7 @@ pub(super) fn release(
         return Ok(0);
     }
     storage.write(|tx| {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE jobs SET status = CASE WHEN cancel_requested THEN 6 ELSE 0 END, \
-             finished_at = CASE WHEN cancel_requested THEN ?4 END, \
-             attempt = attempt - ?3, worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
-             WHERE id = ?1 AND status = 2 AND lease_token = ?2",
-        )?;
+        let mut stmt = tx.prepare_cached(RELEASE_ATTEMPT)?;
         let now = now_micros();
         let mut released = 0;
         for job in jobs {
@@ -149,18 +163,22 @@ pub(super) fn cancel(storage: &SqliteStorage, id: i64) -> Result<bool> {
     storage.write(|tx| cancel_unstarted(tx, id, now))
 }
 
+pub(super) const STATE_OF_JOB: &str = "SELECT status FROM jobs WHERE id = ?1";
+
+/// Records that job `?1` should stop; the running task sees it.
+pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
+
 pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
     let now = now_micros();
     storage.write(|tx| {
         let state: Option<State> = tx
-            .prepare_cached("SELECT status FROM jobs WHERE id = ?1")?
+            .prepare_cached(STATE_OF_JOB)?
             .query_row([id], |r| state_of(r, 0))
             .optional()?;
         Ok(match state {
             None => CancelRequest::NotFound,
             Some(State::Running) => {
-                tx.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")?
-                    .execute([id])?;
+                tx.prepare_cached(ASK_TO_STOP)?.execute([id])?;
                 CancelRequest::Requested
             }
             Some(s) if s.is_final() => CancelRequest::AlreadyFinal,
@@ -172,26 +190,28 @@ pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelR
     })
 }
 
+/// Cancels job `?1` at `?2` unless it is running or final.
+pub(super) const CANCEL_UNSTARTED: &str =
+    "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1 AND status IN (0, 1, 4)";
+
 /// Cancels the job if it has not started (pending, delayed or waiting to retry).
 fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
     let changed = tx
-        .prepare_cached(
-            "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1 AND status IN (0, 1, 4)",
-        )?
+        .prepare_cached(CANCEL_UNSTARTED)?
         .execute(params![id, now])?;
     Ok(changed == 1)
 }
 
+/// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
+/// payload, options and error history stay.
+pub(super) const REVIVE_DEAD: &str = "UPDATE jobs SET status = 0, attempt = 0, scheduled_at = ?2, \
+    started_at = NULL, finished_at = NULL, worker_id = NULL, lease_expires_at = NULL, \
+    result = NULL, cancel_requested = 0 WHERE id = ?1 AND status = 5";
+
 pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = now_micros();
     storage.write(|tx| {
-        let changed = tx
-            .prepare_cached(
-                "UPDATE jobs SET status = 0, attempt = 0, scheduled_at = ?2, started_at = NULL, \
-                 finished_at = NULL, worker_id = NULL, lease_expires_at = NULL, result = NULL, \
-                 cancel_requested = 0 WHERE id = ?1 AND status = 5",
-            )?
-            .execute(params![id, now])?;
+        let changed = tx.prepare_cached(REVIVE_DEAD)?.execute(params![id, now])?;
         Ok(changed == 1)
     })
 }

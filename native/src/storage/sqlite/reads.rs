@@ -8,20 +8,42 @@ use crate::error::{Error, Result};
 use crate::job::{ErrorRecord, Finished, JobFilter, JobRecord, State, Stats};
 use crate::storage::common::timeout_from_millis;
 
+/// What [`record`] decodes: every column of a job but its payload and
+/// result, then its last error as one line.
+macro_rules! record_columns {
+    () => {
+        "id, queue, task_name, status, priority, attempt, max_retries, retry_backoff, \
+         timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
+         lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
+         ELSE e.error_type || ': ' || e.message END FROM job_errors e \
+         WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1)"
+    };
+}
+
+/// What [`error_record`] decodes.
+macro_rules! error_columns {
+    () => {
+        "attempt, error_type, message, traceback, failed_at"
+    };
+}
+
+pub(super) const GET_JOB: &str = concat!("SELECT ", record_columns!(), " FROM jobs WHERE id = ?1");
+
 pub(super) fn get_job(storage: &SqliteStorage, id: i64) -> Result<Option<JobRecord>> {
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = ?1");
     storage.read(|conn| {
         Ok(conn
-            .prepare_cached(&sql)?
+            .prepare_cached(GET_JOB)?
             .query_row([id], record)
             .optional()?)
     })
 }
 
+pub(super) const STATE_AND_RESULT: &str = "SELECT status, result FROM jobs WHERE id = ?1";
+
 pub(super) fn finished(storage: &SqliteStorage, id: i64) -> Result<Option<Finished>> {
     storage.read(|conn| {
         let row: Option<(State, Option<Vec<u8>>)> = conn
-            .prepare_cached("SELECT status, result FROM jobs WHERE id = ?1")?
+            .prepare_cached(STATE_AND_RESULT)?
             .query_row([id], |r| Ok((state_of(r, 0)?, r.get(1)?)))
             .optional()?;
         let Some((state, result)) = row else {
@@ -44,6 +66,16 @@ pub(super) fn finished(storage: &SqliteStorage, id: i64) -> Result<Option<Finish
 }
 
 pub(super) fn list_jobs(storage: &SqliteStorage, filter: &JobFilter) -> Result<Vec<JobRecord>> {
+    let (sql, values) = list_jobs_query(filter);
+    storage.read(|conn| {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), record)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })
+}
+
+/// The listing `filter` asks for, newest first, and the values to bind.
+pub(super) fn list_jobs_query(filter: &JobFilter) -> (String, Vec<rusqlite::types::Value>) {
     let mut clauses = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(status) = filter.status {
@@ -70,25 +102,33 @@ pub(super) fn list_jobs(storage: &SqliteStorage, filter: &JobFilter) -> Result<V
     values.push((filter.limit as i64).into());
     values.push((filter.offset as i64).into());
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM jobs {where_clause} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+        "SELECT {} FROM jobs {where_clause} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+        record_columns!(),
         values.len() - 1,
         values.len()
     );
-    storage.read(|conn| {
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), record)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    })
+    (sql, values)
 }
 
+/// Every failed attempt of job `?1`, oldest first.
+pub(super) const ERRORS: &str = concat!(
+    "SELECT ",
+    error_columns!(),
+    " FROM job_errors WHERE job_id = ?1 ORDER BY rowid"
+);
+
 pub(super) fn errors(storage: &SqliteStorage, id: i64) -> Result<Vec<ErrorRecord>> {
-    let sql = format!("SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY rowid");
     storage.read(|conn| {
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(ERRORS)?;
         let rows = stmt.query_map([id], error_record)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     })
 }
+
+// Two counts, so that each is answered from a partial index alone.
+pub(super) const COUNT_READY: &str = "SELECT COUNT(*) FROM jobs WHERE status = 0";
+pub(super) const COUNT_NOT_READY: &str =
+    "SELECT status, COUNT(*) FROM jobs WHERE status <> 0 GROUP BY status";
 
 pub(super) fn stats(storage: &SqliteStorage) -> Result<Stats> {
     storage.read(|conn| {
@@ -96,12 +136,10 @@ pub(super) fn stats(storage: &SqliteStorage) -> Result<Stats> {
         let tx = conn.unchecked_transaction()?;
         let mut stats = Stats::default();
         let ready: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = 0")?
+            .prepare_cached(COUNT_READY)?
             .query_row([], |r| r.get(0))?;
         stats.add(State::Ready, ready as u64);
-        let mut stmt = tx.prepare_cached(
-            "SELECT status, COUNT(*) FROM jobs WHERE status <> 0 GROUP BY status",
-        )?;
+        let mut stmt = tx.prepare_cached(COUNT_NOT_READY)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             stats.add(state_of(row, 0)?, row.get::<_, i64>(1)? as u64);
@@ -113,10 +151,12 @@ pub(super) fn stats(storage: &SqliteStorage) -> Result<Stats> {
     })
 }
 
+pub(super) const CANCEL_REQUESTED: &str = "SELECT cancel_requested FROM jobs WHERE id = ?1";
+
 pub(super) fn cancel_requested(storage: &SqliteStorage, id: i64) -> Result<bool> {
     storage.read(|conn| {
         Ok(conn
-            .prepare_cached("SELECT cancel_requested FROM jobs WHERE id = ?1")?
+            .prepare_cached(CANCEL_REQUESTED)?
             .query_row([id], |r| r.get::<_, bool>(0))
             .optional()?
             .unwrap_or(false))
@@ -133,12 +173,6 @@ pub(super) fn state_of(row: &Row, idx: usize) -> rusqlite::Result<State> {
         )
     })
 }
-
-const RECORD_COLUMNS: &str = "id, queue, task_name, status, priority, attempt, max_retries, \
-    retry_backoff, timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
-    lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
-    ELSE e.error_type || ': ' || e.message END FROM job_errors e \
-    WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1)";
 
 fn record(row: &Row) -> rusqlite::Result<JobRecord> {
     Ok(JobRecord {
@@ -161,8 +195,6 @@ fn record(row: &Row) -> rusqlite::Result<JobRecord> {
     })
 }
 
-const ERROR_COLUMNS: &str = "attempt, error_type, message, traceback, failed_at";
-
 fn error_record(row: &Row) -> rusqlite::Result<ErrorRecord> {
     Ok(ErrorRecord {
         attempt: row.get(0)?,
@@ -173,12 +205,15 @@ fn error_record(row: &Row) -> rusqlite::Result<ErrorRecord> {
     })
 }
 
+pub(super) const LAST_ERROR: &str = concat!(
+    "SELECT ",
+    error_columns!(),
+    " FROM job_errors WHERE job_id = ?1 ORDER BY rowid DESC LIMIT 1"
+);
+
 fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
-    let sql = format!(
-        "SELECT {ERROR_COLUMNS} FROM job_errors WHERE job_id = ?1 ORDER BY rowid DESC LIMIT 1"
-    );
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(LAST_ERROR)?
         .query_row([id], error_record)
         .optional()?)
 }

@@ -1,26 +1,214 @@
-//! The indexes the hot statements rely on.
+//! The indexes the statements rely on, checked on the very statements the
+//! storage runs (its named constants and builders), planned with
+//! representative values bound to their parameters.
+
+use rusqlite::types::Value;
 
 use super::*;
+use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads};
+
+/// How SQLite runs `sql` with `params` bound, one step a line.
+fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
+    let conn = s.writer.lock();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows.join("\n")
+}
+
+fn int(v: i64) -> Value {
+    Value::Integer(v)
+}
+
+fn text(v: &str) -> Value {
+    Value::Text(v.to_string())
+}
+
+const NOW: i64 = 1_700_000_000_000_000;
+const JOB: i64 = 42;
 
 #[test]
 fn hot_queries_use_their_indexes() {
     let s = memory();
-    let claim_plan = s.plan(
-        "SELECT id FROM jobs WHERE status = 0 ORDER BY priority DESC, scheduled_at, id LIMIT 10",
-    );
-    assert!(claim_plan.contains("jobs_ready"), "{claim_plan}");
-    assert!(
-        !claim_plan.contains("TEMP B-TREE"),
-        "claims must not sort: {claim_plan}"
-    );
-    let due = s.plan("UPDATE jobs SET status = 0 WHERE status IN (1, 4) AND scheduled_at <= 5");
-    assert!(due.contains("jobs_due"), "{due}");
-    let stats = s.plan("SELECT status, COUNT(*) FROM jobs WHERE status <> 0 GROUP BY status");
-    assert!(stats.contains("jobs_status"), "{stats}");
-    let purge =
-        s.plan("DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < 5");
-    assert!(purge.contains("jobs_status"), "{purge}");
-    let reap =
-        s.plan("SELECT id FROM jobs WHERE status <> 0 AND status = 2 AND lease_expires_at < 5");
-    assert!(reap.contains("jobs_status"), "{reap}");
+    let lease_end = int(NOW + 30_000_000);
+    let claim_params = vec![text("w1"), int(NOW), lease_end, int(100)];
+    let mut claim_queue_params = claim_params.clone();
+    claim_queue_params.extend([text("emails"), text("default")]);
+    let cases: Vec<(&str, String, Vec<Value>, &str)> = vec![
+        ("claim", claim::claim_sql(None), claim_params, "jobs_ready"),
+        (
+            "claim from two queues",
+            claim::claim_sql(Some(2)),
+            claim_queue_params,
+            "jobs_ready",
+        ),
+        (
+            "waiting job",
+            enqueue::WAITING_JOB_EXISTS.into(),
+            vec![],
+            "jobs_ready",
+        ),
+        (
+            "promote due",
+            maintenance::PROMOTE_DUE.into(),
+            vec![int(NOW)],
+            "jobs_due",
+        ),
+        ("next due", maintenance::NEXT_DUE.into(), vec![], "jobs_due"),
+        (
+            "expired leases",
+            maintenance::EXPIRED_LEASES.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge dead errors",
+            maintenance::PURGE_DEAD_ERRORS.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge dead",
+            maintenance::PURGE_DEAD.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge finished errors",
+            maintenance::PURGE_FINISHED_ERRORS.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge finished",
+            maintenance::PURGE_FINISHED.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "count ready",
+            reads::COUNT_READY.into(),
+            vec![],
+            "jobs_ready",
+        ),
+        (
+            "count the rest",
+            reads::COUNT_NOT_READY.into(),
+            vec![],
+            "jobs_status",
+        ),
+        (
+            "errors",
+            reads::ERRORS.into(),
+            vec![int(JOB)],
+            "job_errors_by_job",
+        ),
+        (
+            "last error",
+            reads::LAST_ERROR.into(),
+            vec![int(JOB)],
+            "job_errors_by_job",
+        ),
+    ];
+    for (name, sql, params, index) in cases {
+        let plan = plan(&s, &sql, &params);
+        assert!(plan.contains(index), "{name} must use {index}: {plan}");
+        let table_scan = plan
+            .lines()
+            .any(|step| step == "SCAN jobs" || step == "SCAN job_errors");
+        assert!(!table_scan, "{name} must not read the whole table: {plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "{name} must not sort: {plan}"
+        );
+    }
+}
+
+#[test]
+fn statements_on_one_job_go_straight_to_it() {
+    let s = memory();
+    let cases: Vec<(&str, &str, Vec<Value>)> = vec![
+        (
+            "complete",
+            outcomes::COMPLETE_ATTEMPT,
+            vec![int(JOB), int(1), Value::Blob(b"42".to_vec()), int(NOW)],
+        ),
+        (
+            "cancel attempt",
+            outcomes::CANCEL_ATTEMPT,
+            vec![int(JOB), int(1), int(NOW)],
+        ),
+        (
+            "fail attempt",
+            outcomes::FAIL_ATTEMPT,
+            vec![
+                int(JOB),
+                int(1),
+                int(State::Retrying as i64),
+                int(NOW + 1),
+                int(NOW),
+            ],
+        ),
+        (
+            "renew lease",
+            outcomes::RENEW_LEASE,
+            vec![int(JOB), int(1), int(NOW)],
+        ),
+        (
+            "release",
+            outcomes::RELEASE_ATTEMPT,
+            vec![int(JOB), int(1), int(1), int(NOW)],
+        ),
+        ("state", outcomes::STATE_OF_JOB, vec![int(JOB)]),
+        ("ask to stop", outcomes::ASK_TO_STOP, vec![int(JOB)]),
+        (
+            "cancel unstarted",
+            outcomes::CANCEL_UNSTARTED,
+            vec![int(JOB), int(NOW)],
+        ),
+        (
+            "revive dead",
+            outcomes::REVIVE_DEAD,
+            vec![int(JOB), int(NOW)],
+        ),
+        ("get job", reads::GET_JOB, vec![int(JOB)]),
+        ("state and result", reads::STATE_AND_RESULT, vec![int(JOB)]),
+        ("cancel requested", reads::CANCEL_REQUESTED, vec![int(JOB)]),
+    ];
+    for (name, sql, params) in cases {
+        let plan = plan(&s, sql, &params);
+        let first = plan.lines().next().unwrap_or_default();
+        assert_eq!(
+            first, "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)",
+            "{name}: {plan}"
+        );
+    }
+}
+
+#[test]
+fn listings_page_newest_first_without_sorting() {
+    let s = memory();
+    let filters = [
+        JobFilter {
+            limit: 50,
+            ..Default::default()
+        },
+        JobFilter {
+            status: Some(Status::Pending),
+            queue: Some("emails".into()),
+            task_name: Some("send".into()),
+            limit: 50,
+            offset: 100,
+        },
+    ];
+    for filter in filters {
+        let (sql, values) = reads::list_jobs_query(&filter);
+        let plan = plan(&s, &sql, &values);
+        assert!(!plan.contains("TEMP B-TREE"), "{filter:?}: {plan}");
+    }
 }
