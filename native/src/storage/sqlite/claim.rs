@@ -2,7 +2,7 @@
 
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, now_micros, ClaimedJob};
+use crate::job::{micros, now_micros, state_sql, ClaimedJob};
 use crate::storage::common::{sort_in_claim_order, timeout_from_millis};
 use crate::storage::ClaimRequest;
 
@@ -19,12 +19,19 @@ pub(super) fn claim_sql(queues: Option<usize>) -> String {
         }
     };
     format!(
-        "UPDATE jobs SET status = 2, attempt = attempt + 1, lease_token = lease_token + 1, \
-         worker_id = ?1, started_at = ?2, lease_expires_at = ?3 \
-         WHERE id IN (SELECT id FROM jobs WHERE status = 0 {queue_filter} \
-                      ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
-         RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
-                   lease_token, max_retries, retry_backoff, timeout_ms"
+        concat!(
+            "UPDATE jobs SET status = ",
+            state_sql!(Running),
+            ", attempt = attempt + 1, lease_token = lease_token + 1, \
+             worker_id = ?1, started_at = ?2, lease_expires_at = ?3 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = ",
+            state_sql!(Ready),
+            " {queue_filter} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
+             RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
+             lease_token, max_retries, retry_backoff, timeout_ms"
+        ),
+        // A format string made by a macro cannot capture variables by name.
+        queue_filter = queue_filter
     )
 }
 

@@ -5,7 +5,7 @@ use rusqlite::Transaction;
 
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, now_micros, ClaimedJob, JobOptions, Micros, IDS};
+use crate::job::{micros, now_micros, state_sql, ClaimedJob, JobOptions, Micros, IDS};
 use crate::storage::common::{claimed_at_enqueue, due_time, initial_state, timeout_millis};
 use crate::storage::DirectClaim;
 
@@ -19,7 +19,11 @@ pub(super) fn enqueue(
 }
 
 /// Whether a claimable job is waiting: a job enqueued now would queue behind it.
-pub(super) const WAITING_JOB_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = 0)";
+pub(super) const WAITING_JOB_EXISTS: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE status = ",
+    state_sql!(Ready),
+    ")"
+);
 
 pub(super) fn enqueue_claimed(
     storage: &SqliteStorage,

@@ -2,10 +2,10 @@
 //! that fell due, reaping expired leases, purging old jobs, checkpointing the
 //! log, and the cheap check for other processes' commits.
 //!
-//! The statements that look for running or finished jobs say `status <> 0`
-//! as well as the states they want: it is the predicate of the partial index
-//! jobs_status, which SQLite uses only when a query's WHERE clause visibly
-//! implies it.
+//! The statements that look for running or finished jobs also say the job is
+//! not ready (`status <> Ready`) besides naming the states they want: that is
+//! the predicate of the partial index jobs_status, which SQLite uses only when
+//! a query's WHERE clause visibly implies it.
 
 use std::sync::atomic::Ordering;
 
@@ -14,16 +14,25 @@ use rusqlite::Connection;
 use super::outcomes::fail_attempt;
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{AttemptRef, Micros};
+use crate::job::{state_sql, AttemptRef, Micros};
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
 /// Makes delayed jobs and retries due by `?1` ready.
-pub(super) const PROMOTE_DUE: &str =
-    "UPDATE jobs SET status = 0 WHERE status IN (1, 4) AND scheduled_at <= ?1";
+pub(super) const PROMOTE_DUE: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Ready),
+    " WHERE status IN (",
+    state_sql!(Scheduled, Retrying),
+    ") AND scheduled_at <= ?1"
+);
 
 /// When the next delayed job or retry falls due (NULL if none waits).
-pub(super) const NEXT_DUE: &str = "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (1, 4)";
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (",
+    state_sql!(Scheduled, Retrying),
+    ")"
+);
 
 pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option<Micros>> {
     storage.write(|tx| {
@@ -33,8 +42,14 @@ pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option
 }
 
 /// Running attempts whose lease ran out before `?1`, and who held them.
-pub(super) const EXPIRED_LEASES: &str = "SELECT id, attempt, lease_token, max_retries, \
-    retry_backoff, worker_id FROM jobs WHERE status <> 0 AND status = 2 AND lease_expires_at < ?1";
+pub(super) const EXPIRED_LEASES: &str = concat!(
+    "SELECT id, attempt, lease_token, max_retries, retry_backoff, worker_id FROM jobs \
+     WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Running),
+    " AND lease_expires_at < ?1"
+);
 
 pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
     storage.write(|tx| {
@@ -67,10 +82,20 @@ pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<R
 }
 
 /// The error history of jobs that died before `?1`, then those jobs.
-pub(super) const PURGE_DEAD_ERRORS: &str = "DELETE FROM job_errors WHERE job_id IN \
-    (SELECT id FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1)";
-pub(super) const PURGE_DEAD: &str =
-    "DELETE FROM jobs WHERE status <> 0 AND status = 5 AND finished_at < ?1";
+pub(super) const PURGE_DEAD_ERRORS: &str = concat!(
+    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Dead),
+    " AND finished_at < ?1)"
+);
+pub(super) const PURGE_DEAD: &str = concat!(
+    "DELETE FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Dead),
+    " AND finished_at < ?1"
+);
 
 pub(super) fn purge_dead(storage: &SqliteStorage, before: Micros) -> Result<usize> {
     storage.write(|tx| {
@@ -81,10 +106,20 @@ pub(super) fn purge_dead(storage: &SqliteStorage, before: Micros) -> Result<usiz
 
 /// The error history of jobs completed or cancelled before `?1`, then those
 /// jobs.
-pub(super) const PURGE_FINISHED_ERRORS: &str = "DELETE FROM job_errors WHERE job_id IN \
-    (SELECT id FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1)";
-pub(super) const PURGE_FINISHED: &str =
-    "DELETE FROM jobs WHERE status <> 0 AND status IN (3, 6) AND finished_at < ?1";
+pub(super) const PURGE_FINISHED_ERRORS: &str = concat!(
+    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status IN (",
+    state_sql!(Complete, Cancelled),
+    ") AND finished_at < ?1)"
+);
+pub(super) const PURGE_FINISHED: &str = concat!(
+    "DELETE FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status IN (",
+    state_sql!(Complete, Cancelled),
+    ") AND finished_at < ?1"
+);
 
 pub(super) fn purge_finished(storage: &SqliteStorage, before: Micros) -> Result<usize> {
     storage.write(|tx| {

@@ -8,17 +8,30 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::reads::state_of;
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{now_micros, Applied, AttemptRef, Failure, Micros, Outcome, OutcomeKind, State};
+use crate::job::{
+    now_micros, state_sql, Applied, AttemptRef, Failure, Micros, Outcome, OutcomeKind, State,
+};
 use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
 
 /// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`.
-pub(super) const COMPLETE_ATTEMPT: &str = "UPDATE jobs SET status = 3, result = ?3, \
-    finished_at = ?4, lease_expires_at = NULL WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+pub(super) const COMPLETE_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Complete),
+    ", result = ?3, finished_at = ?4, lease_expires_at = NULL \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
 
 /// Ends attempt `?2` of job `?1` cancelled at `?3`: the task stopped on request.
-pub(super) const CANCEL_ATTEMPT: &str = "UPDATE jobs SET status = 6, finished_at = ?3, \
-    lease_expires_at = NULL WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+pub(super) const CANCEL_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Cancelled),
+    ", finished_at = ?3, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
 
 pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
     if outcomes.is_empty() {
@@ -66,13 +79,17 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
 /// Ends failed attempt `?2` of job `?1` at `?5`: moves it to state `?3`, due
 /// at `?4` if that is a retry, unless its cancellation was requested, which
 /// ends it cancelled. Returns the state it ended in.
-pub(super) const FAIL_ATTEMPT: &str = "UPDATE jobs SET \
-    status = CASE WHEN cancel_requested THEN 6 ELSE ?3 END, \
-    scheduled_at = CASE WHEN cancel_requested OR ?3 = 5 THEN scheduled_at ELSE ?4 END, \
-    finished_at = CASE WHEN cancel_requested OR ?3 = 5 THEN ?5 ELSE NULL END, \
-    lease_expires_at = NULL \
-    WHERE id = ?1 AND status = 2 AND lease_token = ?2 \
-    RETURNING status";
+pub(super) const FAIL_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
+    state_sql!(Cancelled),
+    " ELSE ?3 END, scheduled_at = CASE WHEN cancel_requested OR ?3 = ",
+    state_sql!(Dead),
+    " THEN scheduled_at ELSE ?4 END, finished_at = CASE WHEN cancel_requested OR ?3 = ",
+    state_sql!(Dead),
+    " THEN ?5 ELSE NULL END, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2 RETURNING status"
+);
 
 const RECORD_ERROR: &str = "INSERT INTO job_errors \
     (job_id, attempt, error_type, message, traceback, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -113,8 +130,11 @@ pub(super) fn fail_attempt(
 }
 
 /// Extends the lease of attempt `?2` of job `?1` to `?3`.
-pub(super) const RENEW_LEASE: &str =
-    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+pub(super) const RENEW_LEASE: &str = concat!(
+    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
 
 pub(super) fn renew_leases(
     storage: &SqliteStorage,
@@ -133,11 +153,17 @@ pub(super) fn renew_leases(
 
 /// Hands attempt `?2` of job `?1` back as ready, giving back `?3` attempts (0
 /// or 1); a job whose cancellation was requested ends cancelled at `?4`.
-pub(super) const RELEASE_ATTEMPT: &str = "UPDATE jobs SET \
-    status = CASE WHEN cancel_requested THEN 6 ELSE 0 END, \
-    finished_at = CASE WHEN cancel_requested THEN ?4 END, \
-    attempt = attempt - ?3, worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
-    WHERE id = ?1 AND status = 2 AND lease_token = ?2";
+pub(super) const RELEASE_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
+    state_sql!(Cancelled),
+    " ELSE ",
+    state_sql!(Ready),
+    " END, finished_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - ?3, \
+     worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
 
 pub(super) fn release(
     storage: &SqliteStorage,
@@ -191,8 +217,13 @@ pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelR
 }
 
 /// Cancels job `?1` at `?2` unless it is running or final.
-pub(super) const CANCEL_UNSTARTED: &str =
-    "UPDATE jobs SET status = 6, finished_at = ?2 WHERE id = ?1 AND status IN (0, 1, 4)";
+pub(super) const CANCEL_UNSTARTED: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Cancelled),
+    ", finished_at = ?2 WHERE id = ?1 AND status IN (",
+    state_sql!(Ready, Scheduled, Retrying),
+    ")"
+);
 
 /// Cancels the job if it has not started (pending, delayed or waiting to retry).
 fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
@@ -204,9 +235,14 @@ fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
 
 /// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
 /// payload, options and error history stay.
-pub(super) const REVIVE_DEAD: &str = "UPDATE jobs SET status = 0, attempt = 0, scheduled_at = ?2, \
-    started_at = NULL, finished_at = NULL, worker_id = NULL, lease_expires_at = NULL, \
-    result = NULL, cancel_requested = 0 WHERE id = ?1 AND status = 5";
+pub(super) const REVIVE_DEAD: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Ready),
+    ", attempt = 0, scheduled_at = ?2, started_at = NULL, finished_at = NULL, \
+     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0 \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Dead)
+);
 
 pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = now_micros();

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::SqliteStorage;
 use crate::error::{Error, Result};
-use crate::job::{ErrorRecord, Finished, JobFilter, JobRecord, State, Stats};
+use crate::job::{state_sql, ErrorRecord, Finished, JobFilter, JobRecord, State, Stats};
 use crate::storage::common::timeout_from_millis;
 
 /// What [`record`] decodes: every column of a job but its payload and
@@ -126,9 +126,15 @@ pub(super) fn errors(storage: &SqliteStorage, id: i64) -> Result<Vec<ErrorRecord
 }
 
 // Two counts, so that each is answered from a partial index alone.
-pub(super) const COUNT_READY: &str = "SELECT COUNT(*) FROM jobs WHERE status = 0";
-pub(super) const COUNT_NOT_READY: &str =
-    "SELECT status, COUNT(*) FROM jobs WHERE status <> 0 GROUP BY status";
+pub(super) const COUNT_READY: &str = concat!(
+    "SELECT COUNT(*) FROM jobs WHERE status = ",
+    state_sql!(Ready)
+);
+pub(super) const COUNT_NOT_READY: &str = concat!(
+    "SELECT status, COUNT(*) FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " GROUP BY status"
+);
 
 pub(super) fn stats(storage: &SqliteStorage) -> Result<Stats> {
     storage.read(|conn| {

@@ -5,6 +5,7 @@
 use rusqlite::types::Value;
 
 use super::*;
+use crate::job::state_sql;
 use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads};
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
@@ -210,5 +211,32 @@ fn listings_page_newest_first_without_sorting() {
         let (sql, values) = reads::list_jobs_query(&filter);
         let plan = plan(&s, &sql, &values);
         assert!(!plan.contains("TEMP B-TREE"), "{filter:?}: {plan}");
+    }
+}
+
+#[test]
+fn the_partial_indexes_hold_the_states_the_statements_name() {
+    let s = memory();
+    let predicates = [
+        ("jobs_ready", concat!("WHERE status = ", state_sql!(Ready))),
+        (
+            "jobs_due",
+            concat!("WHERE status IN (", state_sql!(Scheduled, Retrying), ")"),
+        ),
+        (
+            "jobs_status",
+            concat!("WHERE status <> ", state_sql!(Ready)),
+        ),
+    ];
+    let conn = s.writer.lock();
+    for (index, predicate) in predicates {
+        let created: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(created.ends_with(predicate), "{index}: {created}");
     }
 }
