@@ -37,6 +37,43 @@ pub enum State {
     Cancelled = 6,
 }
 
+/// The stored value of a [`State`] as a string literal, for query text built
+/// with `concat!`: `state_sql!(Ready)` is `"0"`, and `state_sql!(Scheduled,
+/// Retrying)` is `"1, 4"`, for `IN (...)`. Queries spell states out rather
+/// than bind them: SQLite uses a partial index only when the query's WHERE
+/// clause visibly implies the index's, which a bound parameter cannot show.
+/// A test pins every literal to its discriminant.
+macro_rules! state_sql {
+    (Ready) => {
+        "0"
+    };
+    (Scheduled) => {
+        "1"
+    };
+    (Running) => {
+        "2"
+    };
+    (Complete) => {
+        "3"
+    };
+    (Retrying) => {
+        "4"
+    };
+    (Dead) => {
+        "5"
+    };
+    (Cancelled) => {
+        "6"
+    };
+    ($first:ident $(, $rest:ident)+) => {
+        concat!(
+            $crate::job::state_sql!($first)
+            $(, ", ", $crate::job::state_sql!($rest))+
+        )
+    };
+}
+pub(crate) use state_sql;
+
 impl State {
     pub const ALL: [State; 7] = [
         State::Ready,
@@ -425,6 +462,27 @@ mod tests {
         for bad in ["", "xyz", "0123456789abcdeg", "ffffffffffffffff", "1"] {
             assert!(matches!(parse_id(bad), Err(Error::JobNotFound(_))), "{bad}");
         }
+    }
+
+    #[test]
+    fn state_sql_spells_each_stored_value() {
+        // Exhaustive: a new state does not compile until it has a literal.
+        fn literal(state: State) -> &'static str {
+            match state {
+                State::Ready => state_sql!(Ready),
+                State::Scheduled => state_sql!(Scheduled),
+                State::Running => state_sql!(Running),
+                State::Complete => state_sql!(Complete),
+                State::Retrying => state_sql!(Retrying),
+                State::Dead => state_sql!(Dead),
+                State::Cancelled => state_sql!(Cancelled),
+            }
+        }
+        for state in State::ALL {
+            assert_eq!(literal(state), (state as i64).to_string(), "{state:?}");
+        }
+        assert_eq!(state_sql!(Scheduled, Retrying), "1, 4");
+        assert_eq!(state_sql!(Ready, Scheduled, Retrying), "0, 1, 4");
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! second backend (PostgreSQL, for workers on many machines) slots in beside
 //! SQLite without touching the dispatcher, the executors or the bindings.
 
-mod foreign;
-mod schema;
+mod common;
 mod sqlite;
 
 use std::time::Duration;

@@ -1,0 +1,99 @@
+//! Decisions every backend makes the same way: the state a job starts in, where
+//! a failed attempt goes next, what a lost worker's failure says, the order
+//! claimed jobs come back in. No SQL here: each backend writes its own
+//! queries around these.
+
+use std::time::Duration;
+
+use crate::backoff::retry_delay;
+use crate::job::{micros, AttemptRef, ClaimedJob, Failure, JobOptions, Micros, State};
+
+/// When jobs enqueued at `now` fall due. Saturates: a delay past the end of
+/// time means never, not some time in the past.
+pub fn due_time(options: &JobOptions, now: Micros) -> Micros {
+    now.saturating_add(options.delay.map(micros).unwrap_or(0))
+}
+
+/// The state a job is inserted in: running when it is claimed as it is
+/// enqueued, otherwise ready or waiting for its due time.
+pub fn initial_state(claimed: bool, due: Micros, now: Micros) -> State {
+    match (claimed, due > now) {
+        (true, _) => State::Running,
+        (false, true) => State::Scheduled,
+        (false, false) => State::Ready,
+    }
+}
+
+/// The job handed to the worker that claims it as it is enqueued at `now`:
+/// first attempt, first lease token, as the row was inserted.
+pub fn claimed_at_enqueue(
+    id: i64,
+    options: &JobOptions,
+    payload: &[u8],
+    now: Micros,
+) -> ClaimedJob {
+    ClaimedJob {
+        id,
+        queue: options.queue.clone(),
+        task_name: options.task_name.clone(),
+        payload: payload.to_vec(),
+        priority: options.priority,
+        scheduled_at: now,
+        attempt: 1,
+        token: 1,
+        max_retries: options.max_retries,
+        retry_backoff: options.retry_backoff,
+        // As a claim would read it back from storage.
+        timeout: timeout_from_millis(options.timeout.map(timeout_millis)),
+    }
+}
+
+/// Timeouts are stored in whole milliseconds, at least one.
+pub fn timeout_millis(timeout: Duration) -> i64 {
+    timeout.as_millis().max(1) as i64
+}
+
+pub fn timeout_from_millis(ms: Option<i64>) -> Option<Duration> {
+    ms.map(|ms| Duration::from_millis(ms.max(0) as u64))
+}
+
+/// Where a failed attempt goes next, and when it is due: a retry after its
+/// backoff (ready at once when there is none), or the dead letters when it is
+/// out of attempts or the failure is not retryable.
+pub fn after_failure(job: &AttemptRef, failure: &Failure, now: Micros) -> (State, Micros) {
+    if !(failure.retryable && job.attempt <= job.max_retries) {
+        return (State::Dead, now);
+    }
+    let due = now.saturating_add(micros(retry_delay(job.retry_backoff, job.attempt)));
+    let state = if due == now {
+        State::Ready
+    } else {
+        State::Retrying
+    };
+    (state, due)
+}
+
+/// The failure recorded when reaping finds that `worker` let the lease of
+/// `attempt` run out (it died or hung).
+pub fn worker_lost(worker: Option<&str>, attempt: u32) -> Failure {
+    Failure {
+        error_type: "WorkerLost".to_string(),
+        message: format!(
+            "worker {} stopped renewing its lease on attempt {attempt}",
+            worker.unwrap_or("?")
+        ),
+        traceback: String::new(),
+        retryable: true,
+    }
+}
+
+/// Puts claimed jobs in claim order: highest priority first, then earliest
+/// due time, then enqueue order.
+pub fn sort_in_claim_order(jobs: &mut [ClaimedJob]) {
+    jobs.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.scheduled_at.cmp(&b.scheduled_at))
+            .then(a.id.cmp(&b.id))
+    });
+}

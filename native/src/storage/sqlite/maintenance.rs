@@ -1,0 +1,158 @@
+//! Housekeeping a worker's maintenance thread runs on a timer: promoting jobs
+//! that fell due, reaping expired leases, purging old jobs, checkpointing the
+//! log, and the cheap check for other processes' commits.
+//!
+//! The statements that look for running or finished jobs also say the job is
+//! not ready (`status <> Ready`) besides naming the states they want: that is
+//! the predicate of the partial index jobs_status, which SQLite uses only when
+//! a query's WHERE clause visibly implies it.
+
+use std::sync::atomic::Ordering;
+
+use rusqlite::Connection;
+
+use super::outcomes::fail_attempt;
+use super::SqliteStorage;
+use crate::error::Result;
+use crate::job::{state_sql, AttemptRef, Micros};
+use crate::storage::common::worker_lost;
+use crate::storage::ReapedJob;
+
+/// Makes delayed jobs and retries due by `?1` ready.
+pub(super) const PROMOTE_DUE: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Ready),
+    " WHERE status IN (",
+    state_sql!(Scheduled, Retrying),
+    ") AND scheduled_at <= ?1"
+);
+
+/// When the next delayed job or retry falls due (NULL if none waits).
+pub(super) const NEXT_DUE: &str = concat!(
+    "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (",
+    state_sql!(Scheduled, Retrying),
+    ")"
+);
+
+pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option<Micros>> {
+    storage.write(|tx| {
+        tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
+        Ok(tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?)
+    })
+}
+
+/// Running attempts whose lease ran out before `?1`, and who held them.
+pub(super) const EXPIRED_LEASES: &str = concat!(
+    "SELECT id, attempt, lease_token, max_retries, retry_backoff, worker_id FROM jobs \
+     WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Running),
+    " AND lease_expires_at < ?1"
+);
+
+pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
+    storage.write(|tx| {
+        let expired: Vec<(AttemptRef, Option<String>)> = tx
+            .prepare_cached(EXPIRED_LEASES)?
+            .query_map([now], |r| {
+                Ok((
+                    AttemptRef {
+                        id: r.get(0)?,
+                        attempt: r.get(1)?,
+                        token: r.get(2)?,
+                        max_retries: r.get(3)?,
+                        retry_backoff: r.get(4)?,
+                    },
+                    r.get(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut reaped = Vec::with_capacity(expired.len());
+        for (job, worker) in expired {
+            let failure = worker_lost(worker.as_deref(), job.attempt);
+            let applied = fail_attempt(tx, &job, &failure, now)?;
+            reaped.push(ReapedJob {
+                id: job.id,
+                applied,
+            });
+        }
+        Ok(reaped)
+    })
+}
+
+/// The error history of jobs that died before `?1`, then those jobs.
+pub(super) const PURGE_DEAD_ERRORS: &str = concat!(
+    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Dead),
+    " AND finished_at < ?1)"
+);
+pub(super) const PURGE_DEAD: &str = concat!(
+    "DELETE FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status = ",
+    state_sql!(Dead),
+    " AND finished_at < ?1"
+);
+
+pub(super) fn purge_dead(storage: &SqliteStorage, before: Micros) -> Result<usize> {
+    storage.write(|tx| {
+        tx.prepare_cached(PURGE_DEAD_ERRORS)?.execute([before])?;
+        Ok(tx.prepare_cached(PURGE_DEAD)?.execute([before])?)
+    })
+}
+
+/// The error history of jobs completed or cancelled before `?1`, then those
+/// jobs.
+pub(super) const PURGE_FINISHED_ERRORS: &str = concat!(
+    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status IN (",
+    state_sql!(Complete, Cancelled),
+    ") AND finished_at < ?1)"
+);
+pub(super) const PURGE_FINISHED: &str = concat!(
+    "DELETE FROM jobs WHERE status <> ",
+    state_sql!(Ready),
+    " AND status IN (",
+    state_sql!(Complete, Cancelled),
+    ") AND finished_at < ?1"
+);
+
+pub(super) fn purge_finished(storage: &SqliteStorage, before: Micros) -> Result<usize> {
+    storage.write(|tx| {
+        tx.prepare_cached(PURGE_FINISHED_ERRORS)?
+            .execute([before])?;
+        Ok(tx.prepare_cached(PURGE_FINISHED)?.execute([before])?)
+    })
+}
+
+pub(super) fn checkpoint(storage: &SqliteStorage) -> Result<()> {
+    if storage.is_memory() {
+        return Ok(());
+    }
+    // From a reader connection: a PASSIVE checkpoint copies what it can
+    // while writers keep appending to the log, so it never delays a
+    // commit. Its fsyncs then happen here instead of inside some commit
+    // that crossed the auto-checkpoint threshold.
+    storage.read(|conn| {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        Ok(())
+    })
+}
+
+pub(super) fn external_change(storage: &SqliteStorage) -> Result<bool> {
+    if storage.is_memory() {
+        return Ok(false);
+    }
+    let version = data_version(&storage.writer.lock())?;
+    Ok(storage.last_data_version.swap(version, Ordering::Relaxed) != version)
+}
+
+/// Changes whenever another connection commits to the database; this
+/// connection's own commits leave it alone.
+pub(super) fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}

@@ -1,0 +1,253 @@
+//! How running jobs end or go back: completions, failures, lease renewals,
+//! releases, cancellation, and reviving dead jobs. Every change to a running
+//! job is fenced by its lease token, so a worker that lost its lease cannot
+//! overwrite what happened since.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::reads::state_of;
+use super::SqliteStorage;
+use crate::error::Result;
+use crate::job::{
+    now_micros, state_sql, Applied, AttemptRef, Failure, Micros, Outcome, OutcomeKind, State,
+};
+use crate::storage::common::after_failure;
+use crate::storage::CancelRequest;
+
+/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`.
+pub(super) const COMPLETE_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Complete),
+    ", result = ?3, finished_at = ?4, lease_expires_at = NULL \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
+
+/// Ends attempt `?2` of job `?1` cancelled at `?3`: the task stopped on request.
+pub(super) const CANCEL_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Cancelled),
+    ", finished_at = ?3, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
+
+pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    storage.write(|tx| {
+        let mut applied = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let job = &outcome.job;
+            applied.push(match &outcome.kind {
+                OutcomeKind::Success(result) => {
+                    let changed = tx.prepare_cached(COMPLETE_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        result,
+                        outcome.finished_at
+                    ])?;
+                    if changed == 1 {
+                        Applied::Complete
+                    } else {
+                        Applied::Stale
+                    }
+                }
+                OutcomeKind::Failure(failure) => {
+                    fail_attempt(tx, job, failure, outcome.finished_at)?
+                }
+                OutcomeKind::Cancelled => {
+                    let changed = tx.prepare_cached(CANCEL_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        outcome.finished_at
+                    ])?;
+                    if changed == 1 {
+                        Applied::Cancelled
+                    } else {
+                        Applied::Stale
+                    }
+                }
+            });
+        }
+        Ok(applied)
+    })
+}
+
+/// Ends failed attempt `?2` of job `?1` at `?5`: moves it to state `?3`, due
+/// at `?4` if that is a retry, unless its cancellation was requested, which
+/// ends it cancelled. Returns the state it ended in.
+pub(super) const FAIL_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
+    state_sql!(Cancelled),
+    " ELSE ?3 END, scheduled_at = CASE WHEN cancel_requested OR ?3 = ",
+    state_sql!(Dead),
+    " THEN scheduled_at ELSE ?4 END, finished_at = CASE WHEN cancel_requested OR ?3 = ",
+    state_sql!(Dead),
+    " THEN ?5 ELSE NULL END, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2 RETURNING status"
+);
+
+const RECORD_ERROR: &str = "INSERT INTO job_errors \
+    (job_id, attempt, error_type, message, traceback, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Ends a failed attempt: schedules the next run, or moves the job to the
+/// dead letters when it is out of attempts or the failure is not retryable.
+/// A job whose cancellation was requested ends cancelled instead. Fenced like
+/// every completion; returns `Stale` if the attempt no longer holds the job.
+pub(super) fn fail_attempt(
+    tx: &Transaction,
+    job: &AttemptRef,
+    failure: &Failure,
+    now: Micros,
+) -> Result<Applied> {
+    let (next, due) = after_failure(job, failure, now);
+    let ended: Option<i64> = tx
+        .prepare_cached(FAIL_ATTEMPT)?
+        .query_row(params![job.id, job.token, next as i64, due, now], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(ended) = ended else {
+        return Ok(Applied::Stale);
+    };
+    tx.prepare_cached(RECORD_ERROR)?.execute(params![
+        job.id,
+        job.attempt,
+        failure.error_type,
+        failure.message,
+        failure.traceback,
+        now
+    ])?;
+    Ok(match State::from_i64(ended) {
+        Some(State::Cancelled) => Applied::Cancelled,
+        Some(State::Dead) => Applied::Dead,
+        _ => Applied::Retry(due),
+    })
+}
+
+/// Extends the lease of attempt `?2` of job `?1` to `?3`.
+pub(super) const RENEW_LEASE: &str = concat!(
+    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
+
+pub(super) fn renew_leases(
+    storage: &SqliteStorage,
+    jobs: &[AttemptRef],
+    until: Micros,
+) -> Result<usize> {
+    storage.write(|tx| {
+        let mut stmt = tx.prepare_cached(RENEW_LEASE)?;
+        let mut renewed = 0;
+        for job in jobs {
+            renewed += stmt.execute(params![job.id, job.token, until])?;
+        }
+        Ok(renewed)
+    })
+}
+
+/// Hands attempt `?2` of job `?1` back as ready, giving back `?3` attempts (0
+/// or 1); a job whose cancellation was requested ends cancelled at `?4`.
+pub(super) const RELEASE_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
+    state_sql!(Cancelled),
+    " ELSE ",
+    state_sql!(Ready),
+    " END, finished_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - ?3, \
+     worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2"
+);
+
+pub(super) fn release(
+    storage: &SqliteStorage,
+    jobs: &[AttemptRef],
+    refund_attempt: bool,
+) -> Result<usize> {
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    storage.write(|tx| {
+        let mut stmt = tx.prepare_cached(RELEASE_ATTEMPT)?;
+        let now = now_micros();
+        let mut released = 0;
+        for job in jobs {
+            released += stmt.execute(params![job.id, job.token, refund_attempt as i64, now])?;
+        }
+        Ok(released)
+    })
+}
+
+pub(super) fn cancel(storage: &SqliteStorage, id: i64) -> Result<bool> {
+    let now = now_micros();
+    storage.write(|tx| cancel_unstarted(tx, id, now))
+}
+
+pub(super) const STATE_OF_JOB: &str = "SELECT status FROM jobs WHERE id = ?1";
+
+/// Records that job `?1` should stop; the running task sees it.
+pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
+
+pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
+    let now = now_micros();
+    storage.write(|tx| {
+        let state: Option<State> = tx
+            .prepare_cached(STATE_OF_JOB)?
+            .query_row([id], |r| state_of(r, 0))
+            .optional()?;
+        Ok(match state {
+            None => CancelRequest::NotFound,
+            Some(State::Running) => {
+                tx.prepare_cached(ASK_TO_STOP)?.execute([id])?;
+                CancelRequest::Requested
+            }
+            Some(s) if s.is_final() => CancelRequest::AlreadyFinal,
+            Some(_) => {
+                cancel_unstarted(tx, id, now)?;
+                CancelRequest::Cancelled
+            }
+        })
+    })
+}
+
+/// Cancels job `?1` at `?2` unless it is running or final.
+pub(super) const CANCEL_UNSTARTED: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Cancelled),
+    ", finished_at = ?2 WHERE id = ?1 AND status IN (",
+    state_sql!(Ready, Scheduled, Retrying),
+    ")"
+);
+
+/// Cancels the job if it has not started (pending, delayed or waiting to retry).
+fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
+    let changed = tx
+        .prepare_cached(CANCEL_UNSTARTED)?
+        .execute(params![id, now])?;
+    Ok(changed == 1)
+}
+
+/// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
+/// payload, options and error history stay.
+pub(super) const REVIVE_DEAD: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Ready),
+    ", attempt = 0, scheduled_at = ?2, started_at = NULL, finished_at = NULL, \
+     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0 \
+     WHERE id = ?1 AND status = ",
+    state_sql!(Dead)
+);
+
+pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
+    let now = now_micros();
+    storage.write(|tx| {
+        let changed = tx.prepare_cached(REVIVE_DEAD)?.execute(params![id, now])?;
+        Ok(changed == 1)
+    })
+}

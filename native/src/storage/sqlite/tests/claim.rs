@@ -1,0 +1,105 @@
+//! Claim order, batches, queue filters, and claimers racing on one file.
+
+use super::*;
+
+#[test]
+fn claims_by_priority_then_due_time_then_enqueue_order() {
+    let s = memory();
+    let low = s.enqueue(&opts("t"), &payloads(3)).unwrap();
+    let mut high = opts("t");
+    high.priority = 10;
+    let high = s.enqueue(&high, &payloads(2)).unwrap();
+    let mut mid = opts("t");
+    mid.priority = 5;
+    let mid = s.enqueue(&mid, &payloads(1)).unwrap();
+
+    let order: Vec<i64> = claim(&s, 100).iter().map(|j| j.id).collect();
+    let expected: Vec<i64> = high.iter().chain(&mid).chain(&low).copied().collect();
+    assert_eq!(order, expected);
+}
+
+#[test]
+fn a_delayed_job_that_fell_due_runs_before_later_enqueues() {
+    let s = memory();
+    let mut delayed = opts("t");
+    // Due a microsecond after enqueue: before the next enqueue's time.
+    delayed.delay = Some(Duration::from_micros(1));
+    let first = s.enqueue(&delayed, &payloads(1)).unwrap()[0];
+    let later = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
+    assert_eq!(state(&s, first), State::Scheduled);
+    assert_eq!(s.promote_due(now_micros()).unwrap(), None);
+    let order: Vec<i64> = claim(&s, 10).iter().map(|j| j.id).collect();
+    assert_eq!(order, vec![first, later]);
+}
+
+#[test]
+fn batch_claims_take_each_job_once_and_start_an_attempt() {
+    let s = memory();
+    let ids = s.enqueue(&opts("t"), &payloads(250)).unwrap();
+    let a = claim(&s, 100);
+    let b = claim(&s, 100);
+    let c = claim(&s, 100);
+    assert_eq!((a.len(), b.len(), c.len()), (100, 100, 50));
+    let mut seen: Vec<i64> = a.iter().chain(&b).chain(&c).map(|j| j.id).collect();
+    assert_eq!(seen, ids, "claims follow enqueue order");
+    seen.dedup();
+    assert_eq!(seen.len(), 250);
+    assert!(claim(&s, 10).is_empty());
+    let job = s.get_job(ids[0]).unwrap().unwrap();
+    assert_eq!(job.state, State::Running);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.worker_id.as_deref(), Some("w1"));
+    assert!(job.lease_expires_at.unwrap() > now_micros());
+    assert_eq!(a[0].payload, b"p0");
+}
+
+#[test]
+fn claims_only_serve_the_requested_queues() {
+    let s = memory();
+    let mut emails = opts("t");
+    emails.queue = "emails".into();
+    let e = s.enqueue(&emails, &payloads(2)).unwrap();
+    s.enqueue(&opts("t"), &payloads(2)).unwrap();
+    let queues = vec!["emails".to_string(), "other".to_string()];
+    let got = s
+        .claim(&ClaimRequest {
+            worker_id: "w",
+            queues: Some(&queues),
+            limit: 10,
+            lease: Duration::from_secs(5),
+        })
+        .unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), e);
+    assert!(got.iter().all(|j| j.queue == "emails"));
+}
+
+#[test]
+fn concurrent_claimers_never_share_a_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    open(&path).enqueue(&opts("t"), &payloads(2000)).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = open(&path);
+                let mut mine = Vec::new();
+                loop {
+                    let got = claim(&s, 37);
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<i64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(all.len(), 2000);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 2000);
+}

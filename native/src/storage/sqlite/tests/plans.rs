@@ -1,0 +1,242 @@
+//! The indexes the statements rely on, checked on the very statements the
+//! storage runs (its named constants and builders), planned with
+//! representative values bound to their parameters.
+
+use rusqlite::types::Value;
+
+use super::*;
+use crate::job::state_sql;
+use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads};
+
+/// How SQLite runs `sql` with `params` bound, one step a line.
+fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
+    let conn = s.writer.lock();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows.join("\n")
+}
+
+fn int(v: i64) -> Value {
+    Value::Integer(v)
+}
+
+fn text(v: &str) -> Value {
+    Value::Text(v.to_string())
+}
+
+const NOW: i64 = 1_700_000_000_000_000;
+const JOB: i64 = 42;
+
+#[test]
+fn hot_queries_use_their_indexes() {
+    let s = memory();
+    let lease_end = int(NOW + 30_000_000);
+    let claim_params = vec![text("w1"), int(NOW), lease_end, int(100)];
+    let mut claim_queue_params = claim_params.clone();
+    claim_queue_params.extend([text("emails"), text("default")]);
+    let cases: Vec<(&str, String, Vec<Value>, &str)> = vec![
+        ("claim", claim::claim_sql(None), claim_params, "jobs_ready"),
+        (
+            "claim from two queues",
+            claim::claim_sql(Some(2)),
+            claim_queue_params,
+            "jobs_ready",
+        ),
+        (
+            "waiting job",
+            enqueue::WAITING_JOB_EXISTS.into(),
+            vec![],
+            "jobs_ready",
+        ),
+        (
+            "promote due",
+            maintenance::PROMOTE_DUE.into(),
+            vec![int(NOW)],
+            "jobs_due",
+        ),
+        ("next due", maintenance::NEXT_DUE.into(), vec![], "jobs_due"),
+        (
+            "expired leases",
+            maintenance::EXPIRED_LEASES.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge dead errors",
+            maintenance::PURGE_DEAD_ERRORS.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge dead",
+            maintenance::PURGE_DEAD.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge finished errors",
+            maintenance::PURGE_FINISHED_ERRORS.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "purge finished",
+            maintenance::PURGE_FINISHED.into(),
+            vec![int(NOW)],
+            "jobs_status",
+        ),
+        (
+            "count ready",
+            reads::COUNT_READY.into(),
+            vec![],
+            "jobs_ready",
+        ),
+        (
+            "count the rest",
+            reads::COUNT_NOT_READY.into(),
+            vec![],
+            "jobs_status",
+        ),
+        (
+            "errors",
+            reads::ERRORS.into(),
+            vec![int(JOB)],
+            "job_errors_by_job",
+        ),
+        (
+            "last error",
+            reads::LAST_ERROR.into(),
+            vec![int(JOB)],
+            "job_errors_by_job",
+        ),
+    ];
+    for (name, sql, params, index) in cases {
+        let plan = plan(&s, &sql, &params);
+        assert!(plan.contains(index), "{name} must use {index}: {plan}");
+        let table_scan = plan
+            .lines()
+            .any(|step| step == "SCAN jobs" || step == "SCAN job_errors");
+        assert!(!table_scan, "{name} must not read the whole table: {plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "{name} must not sort: {plan}"
+        );
+    }
+}
+
+#[test]
+fn statements_on_one_job_go_straight_to_it() {
+    let s = memory();
+    let cases: Vec<(&str, &str, Vec<Value>)> = vec![
+        (
+            "complete",
+            outcomes::COMPLETE_ATTEMPT,
+            vec![int(JOB), int(1), Value::Blob(b"42".to_vec()), int(NOW)],
+        ),
+        (
+            "cancel attempt",
+            outcomes::CANCEL_ATTEMPT,
+            vec![int(JOB), int(1), int(NOW)],
+        ),
+        (
+            "fail attempt",
+            outcomes::FAIL_ATTEMPT,
+            vec![
+                int(JOB),
+                int(1),
+                int(State::Retrying as i64),
+                int(NOW + 1),
+                int(NOW),
+            ],
+        ),
+        (
+            "renew lease",
+            outcomes::RENEW_LEASE,
+            vec![int(JOB), int(1), int(NOW)],
+        ),
+        (
+            "release",
+            outcomes::RELEASE_ATTEMPT,
+            vec![int(JOB), int(1), int(1), int(NOW)],
+        ),
+        ("state", outcomes::STATE_OF_JOB, vec![int(JOB)]),
+        ("ask to stop", outcomes::ASK_TO_STOP, vec![int(JOB)]),
+        (
+            "cancel unstarted",
+            outcomes::CANCEL_UNSTARTED,
+            vec![int(JOB), int(NOW)],
+        ),
+        (
+            "revive dead",
+            outcomes::REVIVE_DEAD,
+            vec![int(JOB), int(NOW)],
+        ),
+        ("get job", reads::GET_JOB, vec![int(JOB)]),
+        ("state and result", reads::STATE_AND_RESULT, vec![int(JOB)]),
+        ("cancel requested", reads::CANCEL_REQUESTED, vec![int(JOB)]),
+    ];
+    for (name, sql, params) in cases {
+        let plan = plan(&s, sql, &params);
+        let first = plan.lines().next().unwrap_or_default();
+        assert_eq!(
+            first, "SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)",
+            "{name}: {plan}"
+        );
+    }
+}
+
+#[test]
+fn listings_page_newest_first_without_sorting() {
+    let s = memory();
+    let filters = [
+        JobFilter {
+            limit: 50,
+            ..Default::default()
+        },
+        JobFilter {
+            status: Some(Status::Pending),
+            queue: Some("emails".into()),
+            task_name: Some("send".into()),
+            limit: 50,
+            offset: 100,
+        },
+    ];
+    for filter in filters {
+        let (sql, values) = reads::list_jobs_query(&filter);
+        let plan = plan(&s, &sql, &values);
+        assert!(!plan.contains("TEMP B-TREE"), "{filter:?}: {plan}");
+    }
+}
+
+#[test]
+fn the_partial_indexes_hold_the_states_the_statements_name() {
+    let s = memory();
+    let predicates = [
+        ("jobs_ready", concat!("WHERE status = ", state_sql!(Ready))),
+        (
+            "jobs_due",
+            concat!("WHERE status IN (", state_sql!(Scheduled, Retrying), ")"),
+        ),
+        (
+            "jobs_status",
+            concat!("WHERE status <> ", state_sql!(Ready)),
+        ),
+    ];
+    let conn = s.writer.lock();
+    for (index, predicate) in predicates {
+        let created: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(created.ends_with(predicate), "{index}: {created}");
+    }
+}
