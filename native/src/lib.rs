@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod job;
 pub mod storage;
+pub mod wakeup;
 
 #[cfg(feature = "python")]
 mod python;
