@@ -121,6 +121,7 @@ class Queue:
         # self._engine stays this Queue's own database, the one close() closes;
         # everything else reaches the database through the client.
         self._client.engine = self._engine
+        _warn_if_polling(self._engine)
 
     # ── settings ─────────────────────────────────────────────────────────
 
@@ -590,6 +591,24 @@ def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
             signal.signal(sig, old)
 
     return restore
+
+
+# Databases whose wake-up fallback was already logged by this process.
+_POLLING_LOGGED: set[str] = set()
+
+
+def _warn_if_polling(engine: NativeQueue) -> None:
+    """Says once per database and process that other processes' work and
+    results will be found by polling, and why."""
+    reason = engine.wakeup_fallback
+    if reason is not None and engine.path not in _POLLING_LOGGED:
+        _POLLING_LOGGED.add(engine.path)
+        logger.warning(
+            "%s: wake-ups between processes are off (%s); other processes' jobs and results "
+            "are found by polling, within 50 ms",
+            engine.path,
+            reason,
+        )
 
 
 def _close_engine(engine: NativeQueue, grace: float | None) -> None:

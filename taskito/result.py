@@ -104,18 +104,20 @@ class JobResult:
         poll_interval: float = 0.05,
         max_poll_interval: float = 0.5,
     ) -> Any:
-        """``result()`` for asyncio. The wait does not block the event loop;
-        each look at the job (on wake-up, and every poll interval) is one
-        short database read on the loop's thread."""
+        """``result()`` for asyncio: the same outcomes and errors, and the wait
+        never blocks the event loop. Completion wakes it at once, in this
+        process or another that shares the database's wake-ups; it also looks
+        at the database itself (from a worker thread, never the loop's)
+        every ``poll_interval`` seconds, backing off to ``max_poll_interval``,
+        in case a wake-up cannot reach it."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         interval = poll_interval
         watch = self._client.engine.watch(self.id)
         try:
-            while True:
-                outcome = watch.check()
-                if outcome is not None:
-                    return self._unpack(outcome)
+            # The job may have finished already: one look at the database.
+            outcome = await asyncio.to_thread(watch.check)
+            while outcome is None:
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     raise JobTimeoutError(f"job {self.id} did not finish within {timeout}s")
@@ -124,13 +126,18 @@ class JobResult:
                 try:
                     wait = interval if remaining is None else min(interval, remaining)
                     await asyncio.wait_for(ready, wait)
+                    outcome = watch.peek()
                 except TimeoutError:
-                    pass
+                    outcome = await asyncio.to_thread(watch.check)
+                    interval = min(interval * 2, max(max_poll_interval, poll_interval))
                 finally:
                     loop.remove_reader(watch.fileno())
-                interval = min(interval * 2, max(max_poll_interval, poll_interval))
         finally:
             watch.close()
+        if outcome[0] not in ("complete", "cancelled"):
+            # The failure names the task: read it off the loop's thread.
+            await asyncio.to_thread(self._snapshot)
+        return self._unpack(outcome)
 
     def _unpack(self, outcome: Outcome) -> Any:
         status, value, error = outcome

@@ -1,36 +1,47 @@
-//! In-process wake-ups, so that nothing inside one process polls:
-//! - enqueue (and freed capacity) wakes the dispatcher;
-//! - a job reaching a final state wakes whoever waits on its result, and
-//!   hands them the outcome so they need not read it back from storage.
+//! In-process hand-offs, beside the cross-process wake-ups of
+//! [`Wakeups`](crate::wakeup::Wakeups):
+//! - freed capacity (and a stop request) wakes this process's dispatcher
+//!   while it waits for room;
+//! - a job reaching a final state in this process hands its outcome to
+//!   whoever here watches it, so they need not read it back from storage,
+//!   and writes to the pipes of waiters in an event loop.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::job::{Finished, Micros};
+use crate::job::Finished;
 
 #[derive(Default)]
 pub struct Hub {
     work_generation: Mutex<u64>,
     work_changed: Condvar,
-    /// Earliest due time of a delayed job or retry this process wrote.
-    due_hint: AtomicI64,
-    watchers: Mutex<HashMap<i64, Watched>>,
+    watchers: Mutex<Watchers>,
+    /// Counts relayed watches made, so the relay learns of new ones.
+    relayed_changed: Condvar,
     watcher_count: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Watchers {
+    by_job: HashMap<i64, Watched>,
+    relayed_generation: u64,
 }
 
 struct Watched {
     slot: Arc<Slot>,
     users: usize,
+    /// Watches whose waiter relies on the relay to learn of completions in
+    /// other processes (it cannot sleep on the job's own beacon).
+    relayed: usize,
 }
 
 #[derive(Default)]
 struct Slot {
     state: Mutex<SlotState>,
-    changed: Condvar,
 }
 
 #[derive(Default)]
@@ -52,26 +63,14 @@ fn signal(fd: i32) {
 
 impl Hub {
     pub fn new() -> Arc<Hub> {
-        Arc::new(Hub {
-            due_hint: AtomicI64::new(i64::MAX),
-            ..Default::default()
-        })
+        Arc::new(Hub::default())
     }
 
-    /// New work may be claimable (or capacity was freed): wake the dispatcher.
+    /// Capacity was freed, or the worker should look at its state: wake the
+    /// dispatcher if it waits for room.
     pub fn notify_work(&self) {
         *self.work_generation.lock() += 1;
         self.work_changed.notify_all();
-    }
-
-    /// A job will fall due at `at`: the dispatcher should look then.
-    pub fn notify_due(&self, at: Micros) {
-        self.due_hint.fetch_min(at, Ordering::SeqCst);
-        self.notify_work();
-    }
-
-    pub fn take_due_hint(&self) -> Micros {
-        self.due_hint.swap(i64::MAX, Ordering::SeqCst)
     }
 
     pub fn work_generation(&self) -> u64 {
@@ -97,19 +96,28 @@ impl Hub {
 
     /// Registers interest in `id` reaching a final state. Register before
     /// checking storage, so a completion between the check and the wait
-    /// cannot be missed.
-    pub fn watch(self: &Arc<Self>, id: i64) -> Watch {
+    /// cannot be missed. A `relayed` watch is one whose waiter counts on the
+    /// relay for completions committed by other processes.
+    pub fn watch(self: &Arc<Self>, id: i64, relayed: bool) -> Watch {
         let mut watchers = self.watchers.lock();
-        let entry = watchers.entry(id).or_insert_with(|| Watched {
+        let entry = watchers.by_job.entry(id).or_insert_with(|| Watched {
             slot: Arc::new(Slot::default()),
             users: 0,
+            relayed: 0,
         });
         entry.users += 1;
+        entry.relayed += relayed as usize;
         let slot = entry.slot.clone();
-        self.watcher_count.store(watchers.len(), Ordering::Release);
+        if relayed {
+            watchers.relayed_generation += 1;
+            self.relayed_changed.notify_all();
+        }
+        self.watcher_count
+            .store(watchers.by_job.len(), Ordering::Release);
         Watch {
             hub: self.clone(),
             id,
+            relayed,
             slot,
         }
     }
@@ -126,22 +134,49 @@ impl Hub {
         if !self.has_watchers() {
             return;
         }
-        let slot = match self.watchers.lock().get(&id) {
+        let slot = match self.watchers.lock().by_job.get(&id) {
             Some(watched) => watched.slot.clone(),
             None => return,
         };
         let mut state = slot.state.lock();
         state.finished = Some(make());
         state.signal_fds.iter().copied().for_each(signal);
-        drop(state);
-        slot.changed.notify_all();
     }
 
     /// Forgets a final state reported for `id` (the job was revived).
     pub fn forget_finished(&self, id: i64) {
-        if let Some(watched) = self.watchers.lock().get(&id) {
+        if let Some(watched) = self.watchers.lock().by_job.get(&id) {
             watched.slot.state.lock().finished = None;
         }
+    }
+
+    /// The relayed jobs that have not been reported finished, and a count
+    /// that moves whenever a relayed watch is made.
+    pub fn relayed_unfinished(&self) -> (Vec<i64>, u64) {
+        let watchers = self.watchers.lock();
+        let ids = watchers
+            .by_job
+            .iter()
+            .filter(|(_, w)| w.relayed > 0 && w.slot.state.lock().finished.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        (ids, watchers.relayed_generation)
+    }
+
+    /// Sleeps until a relayed watch is made after `seen` (see
+    /// `relayed_unfinished`), or `timeout` passes.
+    pub fn wait_relayed(&self, seen: u64, timeout: Duration) {
+        let mut watchers = self.watchers.lock();
+        if watchers.relayed_generation == seen {
+            self.relayed_changed.wait_for(&mut watchers, timeout);
+        }
+    }
+
+    /// Wakes the relay whatever it waits for (to make it stop).
+    pub fn poke_relay(&self) {
+        let mut watchers = self.watchers.lock();
+        watchers.relayed_generation += 1;
+        self.relayed_changed.notify_all();
     }
 }
 
@@ -149,29 +184,13 @@ impl Hub {
 pub struct Watch {
     hub: Arc<Hub>,
     id: i64,
+    relayed: bool,
     slot: Arc<Slot>,
 }
 
 impl Watch {
     pub fn get(&self) -> Option<Finished> {
         self.slot.state.lock().finished.clone()
-    }
-
-    /// Waits up to `timeout` for the job to finish in this process.
-    pub fn wait(&self, timeout: Duration) -> Option<Finished> {
-        let deadline = Instant::now() + timeout;
-        let mut state = self.slot.state.lock();
-        while state.finished.is_none() {
-            if self
-                .slot
-                .changed
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                break;
-            }
-        }
-        state.finished.clone()
     }
 
     /// Also writes a byte to `fd` when the job finishes (at once if it has).
@@ -192,15 +211,16 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut watchers = self.hub.watchers.lock();
-        if let Some(watched) = watchers.get_mut(&self.id) {
+        if let Some(watched) = watchers.by_job.get_mut(&self.id) {
             watched.users -= 1;
+            watched.relayed -= self.relayed as usize;
             if watched.users == 0 {
-                watchers.remove(&self.id);
+                watchers.by_job.remove(&self.id);
             }
         }
         self.hub
             .watcher_count
-            .store(watchers.len(), Ordering::Release);
+            .store(watchers.by_job.len(), Ordering::Release);
     }
 }
 
@@ -219,23 +239,20 @@ mod tests {
     }
 
     #[test]
-    fn a_watcher_is_woken_with_the_outcome() {
+    fn a_watch_is_handed_the_outcome() {
         let hub = Hub::new();
-        let watch = hub.watch(7);
-        let notifier = {
-            let hub = hub.clone();
-            thread::spawn(move || hub.finished(7, done))
-        };
-        assert_eq!(watch.wait(Duration::from_secs(5)), Some(done()));
-        notifier.join().unwrap();
+        let watch = hub.watch(7, false);
+        assert_eq!(watch.get(), None);
+        hub.finished(7, done);
+        assert_eq!(watch.get(), Some(done()));
     }
 
     #[test]
     fn unwatched_jobs_cost_nothing_and_watches_unregister() {
         let hub = Hub::new();
         hub.finished(1, || panic!("must not build an outcome nobody waits for"));
-        let a = hub.watch(1);
-        let b = hub.watch(1);
+        let a = hub.watch(1, false);
+        let b = hub.watch(1, true);
         assert!(hub.has_watchers());
         drop(a);
         assert!(hub.has_watchers());
@@ -257,21 +274,25 @@ mod tests {
     #[test]
     fn a_revived_job_is_not_reported_finished() {
         let hub = Hub::new();
-        let watch = hub.watch(3);
+        let watch = hub.watch(3, false);
         hub.finished(3, done);
         assert!(watch.get().is_some());
         hub.forget_finished(3);
         assert_eq!(watch.get(), None);
-        assert_eq!(hub.watch(3).wait(Duration::from_millis(5)), None);
     }
 
     #[test]
-    fn due_hints_keep_the_earliest() {
+    fn only_unfinished_relayed_watches_are_relayed() {
         let hub = Hub::new();
-        hub.notify_due(50);
-        hub.notify_due(20);
-        hub.notify_due(90);
-        assert_eq!(hub.take_due_hint(), 20);
-        assert_eq!(hub.take_due_hint(), i64::MAX);
+        let (_, before) = hub.relayed_unfinished();
+        let _direct = hub.watch(1, false);
+        let _relayed = hub.watch(2, true);
+        let _finished = hub.watch(3, true);
+        hub.finished(3, done);
+        let (ids, generation) = hub.relayed_unfinished();
+        assert_eq!(ids, vec![2]);
+        assert_ne!(generation, before);
+        // A wait for a generation already passed returns at once.
+        hub.wait_relayed(before, Duration::from_secs(10));
     }
 }

@@ -1,8 +1,10 @@
-//! The queue engine: storage plus in-process wake-ups, and the worker that
-//! claims, runs and completes jobs. Knows nothing of Python: task code runs
-//! behind the [`Runner`] trait.
+//! The queue engine: storage, the wake-ups that tell producers, workers and
+//! result waiters (in this process and others) that something changed, and
+//! the worker that claims, runs and completes jobs. Knows nothing of Python:
+//! task code runs behind the [`Runner`] trait.
 
 mod hub;
+mod relay;
 mod worker;
 
 use std::sync::{Arc, Weak};
@@ -14,8 +16,12 @@ pub use hub::{Hub, Watch};
 pub use worker::{Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
-use crate::job::{format_id, AttemptRef, ClaimedJob, Finished, JobOptions, Outcome, State};
+use crate::job::{
+    format_id, micros, now_micros, AttemptRef, ClaimedJob, Finished, JobOptions, Micros, Outcome,
+    State,
+};
 use crate::storage::{CancelRequest, DirectClaim, Storage};
+use relay::Relay;
 
 /// Runs task code. Implemented by the Python bindings, and by plain Rust
 /// closures in the engine's tests.
@@ -77,13 +83,16 @@ pub struct Engine {
     pub storage: Arc<dyn Storage>,
     pub hub: Arc<Hub>,
     local_worker: Mutex<Option<Weak<dyn LocalWorker>>>,
+    relay: Relay,
 }
 
 impl Engine {
     pub fn new(storage: Arc<dyn Storage>) -> Arc<Engine> {
+        let hub = Hub::new();
         Arc::new(Engine {
+            relay: Relay::new(hub.clone(), storage.clone()),
             storage,
-            hub: Hub::new(),
+            hub,
             local_worker: Mutex::new(None),
         })
     }
@@ -125,13 +134,28 @@ impl Engine {
         }
     }
 
-    /// Tells the dispatcher about newly stored jobs.
+    /// Tells idle workers, here and in other processes, about newly stored
+    /// jobs: at once if they are due, else when they fall due.
     fn announce(&self, options: &JobOptions) {
         match options.delay {
-            Some(delay) if !delay.is_zero() => self
-                .hub
-                .notify_due(crate::job::now_micros().saturating_add(crate::job::micros(delay))),
-            _ => self.hub.notify_work(),
+            Some(delay) if !delay.is_zero() => {
+                self.announce_due(now_micros().saturating_add(micros(delay)))
+            }
+            _ => self.announce_work(),
+        }
+    }
+
+    /// Claimable jobs were committed: wake idle workers.
+    pub(crate) fn announce_work(&self) {
+        self.storage.wakeups().work().notify();
+    }
+
+    /// A delayed job or a retry falls due at `at`: idle workers that would
+    /// sleep past it look again.
+    pub(crate) fn announce_due(&self, at: Micros) {
+        let wakeups = self.storage.wakeups();
+        if wakeups.announce_due(at) {
+            wakeups.work().notify();
         }
     }
 
@@ -159,22 +183,26 @@ impl Engine {
             result: None,
             error: None,
         });
+        self.storage.wakeups().finished([id]);
     }
 
-    /// Puts a dead job back in the queue; wakes the dispatcher.
+    /// Puts a dead job back in the queue; wakes idle workers.
     pub fn retry_dead(&self, id: i64) -> Result<bool> {
         let revived = self.storage.retry_dead(id)?;
         if revived {
             // Waiters registered before must not be handed the old death.
             self.hub.forget_finished(id);
-            self.hub.notify_work();
+            self.announce_work();
         }
         Ok(revived)
     }
 
-    /// Waits for `id` to reach a final state. A job finished by a worker of
-    /// this process wakes the wait at once; otherwise storage is polled every
-    /// `poll`, the interval doubling up to `max_poll`.
+    /// Waits for `id` to reach a final state. The waiter sleeps on its job's
+    /// beacon: a completion committed by any process that shares the
+    /// database's wake-ups wakes it at once (one in this process also hands
+    /// it the outcome). Storage is read on each wake and, as a safety net
+    /// for wake-ups that cannot arrive, every `poll`, doubling up to
+    /// `max_poll`.
     pub fn wait(
         &self,
         id: i64,
@@ -182,11 +210,13 @@ impl Engine {
         poll: Duration,
         max_poll: Duration,
     ) -> Result<Finished> {
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let watch = self.hub.watch(id);
+        let deadline = Instant::now() + timeout;
+        let watch = self.hub.watch(id, false);
+        let beacon = self.storage.wakeups().done_for(id);
+        let _listening = beacon.listen();
         let mut interval = poll.max(Duration::from_micros(100));
         loop {
+            let seen = beacon.seq();
             if let Some(finished) = watch.get() {
                 return Ok(finished);
             }
@@ -197,11 +227,24 @@ impl Engine {
             if now >= deadline {
                 return Err(Error::Timeout(format_id(id), timeout.as_secs_f64()));
             }
-            if let Some(finished) = watch.wait(interval.min(deadline - now)) {
-                return Ok(finished);
+            if !beacon.wait(seen, interval.min(deadline - now)) {
+                interval = (interval * 2).min(max_poll.max(interval));
             }
-            interval = (interval * 2).min(max_poll.max(interval));
         }
+    }
+
+    /// Registers a waiter that cannot sleep on its job's beacon (an event
+    /// loop): the results relay hands it completions committed by other
+    /// processes, through the watch's signal pipe.
+    pub fn watch_relayed(&self, id: i64) -> Result<Watch> {
+        self.relay.ensure_running()?;
+        Ok(self.hub.watch(id, true))
+    }
+
+    /// Stops the engine's own threads (the results relay). Workers are
+    /// stopped by their owner before.
+    pub fn close(&self) {
+        self.relay.stop();
     }
 }
 

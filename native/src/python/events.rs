@@ -18,6 +18,8 @@ use crate::job::{format_id, AttemptRef};
 pub(super) enum Notice {
     Event(Event),
     Interrupt(AttemptRef),
+    /// Answers once everything sent before it has been handled.
+    Flush(crossbeam_channel::Sender<()>),
 }
 
 /// What one worker calls into Python through.
@@ -26,6 +28,23 @@ pub(super) struct PythonSide {
     pub events: Arc<dyn EventSink>,
     /// Which task runs on which Python thread, shared with the runner.
     pub tasks: Arc<RunningTasks>,
+    pub notices: crossbeam_channel::Sender<Notice>,
+}
+
+/// How long stopping a worker waits for its last events to be logged.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits (without the GIL) until the Python thread has handled every notice
+/// sent so far, so that what a stopped worker did is in the log when
+/// `stop_worker` returns. Gives up after a few seconds: a logging handler
+/// that blocks must not hang the shutdown.
+pub(super) fn flush(py: Python<'_>, notices: &crossbeam_channel::Sender<Notice>) {
+    let (ack, acked) = crossbeam_channel::bounded(1);
+    if notices.send(Notice::Flush(ack)).is_ok() {
+        py.detach(|| {
+            let _ = acked.recv_timeout(FLUSH_LIMIT);
+        });
+    }
 }
 
 /// Makes the runner and the event sink of one worker, and starts the thread
@@ -47,6 +66,9 @@ pub(super) fn python_side(
                     Python::attach(|py| match notice {
                         Notice::Event(event) => log_event(py, &on_event, event),
                         Notice::Interrupt(job) => tasks_here.interrupt(py, &job),
+                        Notice::Flush(ack) => {
+                            let _ = ack.send(());
+                        }
                     });
                 }
             })
@@ -55,8 +77,11 @@ pub(super) fn python_side(
     let runner = PyRunner::new(execute, tasks.clone(), notices.clone());
     Ok(PythonSide {
         runner: Arc::new(runner),
-        events: Arc::new(PyEvents { notices }),
+        events: Arc::new(PyEvents {
+            notices: notices.clone(),
+        }),
         tasks,
+        notices,
     })
 }
 

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::convert::{error_dict, finished_tuple, optional_seconds, record_dict, seconds};
 use super::errors;
-use super::events::python_side;
+use super::events::{flush, python_side, Notice};
 use super::runner::RunningTasks;
 use super::watch::AsyncWatch;
 use crate::engine::{self, Worker, WorkerConfig};
@@ -45,6 +45,8 @@ struct Open {
 struct ActiveWorker {
     worker: Arc<Worker>,
     tasks: Arc<RunningTasks>,
+    /// To the worker's Python thread, to flush its log at stop.
+    notices: crossbeam_channel::Sender<Notice>,
 }
 
 fn open(config: &SqliteConfig) -> Result<Open> {
@@ -326,7 +328,7 @@ impl NativeQueue {
     }
 
     /// A registration for `await job.aresult()`: a pipe that turns readable
-    /// when the job finishes in this process.
+    /// when the job finishes, here or in another process.
     fn watch(&self, py: Python<'_>, job_id: &str) -> PyResult<AsyncWatch> {
         let id = parse_id(job_id)?;
         let engine = self.engine(py)?;
@@ -376,6 +378,7 @@ impl NativeQueue {
                 open.worker = Some(ActiveWorker {
                     worker,
                     tasks: side.tasks,
+                    notices: side.notices,
                 })
             }
             None => {
@@ -425,10 +428,13 @@ impl NativeQueue {
     /// still inside a task when `grace` ran out.
     fn stop_worker(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
         let grace = seconds(grace, "timeout")?;
-        let Some(worker) = self.worker() else {
+        let Some((worker, notices)) =
+            self.with_worker(|active| (active.worker.clone(), active.notices.clone()))
+        else {
             return Ok(0);
         };
         let left = py.detach(|| worker.stop(grace));
+        flush(py, &notices);
         // The worker holds the Queue's `execute` method: keeping it would keep
         // the Queue alive through a cycle Python's collector cannot see.
         if let Some(open) = self.state.write().as_mut() {
@@ -452,9 +458,22 @@ impl NativeQueue {
             // In a child made by fork(), the inherited connections must not be
             // closed (closing drops locks the parent holds): leak them.
             Some(open) if open.pid != std::process::id() => std::mem::forget(open),
-            closed => py.detach(move || drop(closed)),
+            closed => py.detach(move || {
+                if let Some(open) = &closed {
+                    open.engine.close();
+                }
+                drop(closed)
+            }),
         }
         Ok(left)
+    }
+
+    /// Why this database's wake-ups do not cross processes (other
+    /// processes' work and results are then found by polling), or None.
+    #[getter]
+    fn wakeup_fallback(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let engine = self.engine(py)?;
+        Ok(engine.storage.wakeups().fallback().map(str::to_string))
     }
 
     #[getter]

@@ -1,5 +1,6 @@
 //! `AsyncWatch`: what `await job.aresult()` waits on, a pipe that turns
-//! readable when the job finishes in this process.
+//! readable when the job finishes, in this process or (through the engine's
+//! results relay) in another.
 
 use std::sync::Arc;
 
@@ -27,7 +28,17 @@ impl AsyncWatch {
         if rc != 0 {
             return Err(Error::io("cannot create a pipe", std::io::Error::last_os_error()).into());
         }
-        let watch = engine.hub.watch(id);
+        let watch = match engine.watch_relayed(id) {
+            Ok(watch) => watch,
+            Err(e) => {
+                // SAFETY: ours, and nothing else has them yet.
+                unsafe {
+                    libc::close(fds[0]);
+                    libc::close(fds[1]);
+                }
+                return Err(e.into());
+            }
+        };
         watch.add_signal_fd(fds[1]);
         Ok(AsyncWatch {
             engine,
@@ -62,14 +73,21 @@ impl AsyncWatch {
         self.pipe.0
     }
 
-    /// The job's final state if it has one now, else None. Never blocks on
-    /// the job, only on one storage read (without the GIL).
-    fn check<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    /// The job's final state if this process has been handed it, else
+    /// None. Reads nothing: safe on an event loop's thread.
+    fn peek<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let Some(watch) = &self.watch else {
             return Err(Error::Closed("this watch is closed".into()).into());
         };
-        if let Some(finished) = watch.get() {
-            return Ok(Some(finished_tuple(py, finished)?));
+        watch.get().map(|f| finished_tuple(py, f)).transpose()
+    }
+
+    /// The job's final state if it has one now, else None: what `peek`
+    /// knows, else one storage read (without the GIL). Blocks for that
+    /// read: call it from a thread, not from an event loop.
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        if let Some(finished) = self.peek(py)? {
+            return Ok(Some(finished));
         }
         let (engine, id) = (self.engine.clone(), self.id);
         let finished = py.detach(|| engine.storage.finished(id))?;

@@ -12,6 +12,7 @@ use crate::job::{
     Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
     Micros, Outcome, Stats,
 };
+use crate::wakeup::Wakeups;
 
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
@@ -128,4 +129,8 @@ pub trait Storage: Send + Sync {
     /// Moves committed writes from the log into the database without
     /// blocking writers, so that commits rarely have to do it themselves.
     fn checkpoint(&self) -> Result<()>;
+
+    /// The wake-ups this database's producers, workers and result waiters
+    /// share (across processes where the backend can).
+    fn wakeups(&self) -> &Wakeups;
 }

@@ -75,6 +75,7 @@ pub(super) fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) 
             }
         }
     }
+    let mut finished_ids = Vec::new();
     for (outcome, applied) in batch.drain(..).zip(applied) {
         let id = outcome.job.id;
         let finished = |state: State| {
@@ -104,12 +105,23 @@ pub(super) fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) 
                 result: None,
                 error: None,
             }),
-            Applied::Retry(at) => hub.notify_due(at),
+            Applied::Retry(at) => shared.engine.announce_due(at),
             Applied::Stale => shared.events.event(Event::StaleOutcome {
                 id,
                 attempt: outcome.job.attempt,
             }),
         }
+        if matches!(
+            applied,
+            Applied::Complete | Applied::Dead | Applied::Cancelled
+        ) {
+            finished_ids.push(id);
+        }
+    }
+    // After the hand-offs above: a waiter in this process woken by its
+    // beacon finds its outcome already in the hub.
+    if !finished_ids.is_empty() {
+        shared.storage().wakeups().finished(finished_ids);
     }
 }
 

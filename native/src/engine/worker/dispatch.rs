@@ -12,9 +12,12 @@ use super::Shared;
 use crate::engine::Hub;
 use crate::job::{now_micros, ClaimedJob, Micros};
 use crate::storage::ClaimRequest;
+use crate::wakeup::Listening;
 
 /// Most jobs claimed in one transaction.
 const MAX_CLAIM: usize = 512;
+/// How often due jobs are promoted when other processes announce theirs.
+const PROMOTE_SAFETY_NET: Duration = Duration::from_secs(1);
 /// Claimed-but-not-started jobs a worker keeps, as seconds of work at the
 /// recent completion rate: enough to hide the claim round trip, small enough
 /// that other workers and new high-priority jobs are not kept waiting.
@@ -67,17 +70,35 @@ impl RateMeter {
 
 /// The dispatcher thread's loop, until the worker stops: keeps the executors
 /// fed without claiming far more than they can start soon.
+///
+/// It sleeps in two ways. Busy (its executors have enough to do), it waits
+/// in this process for capacity to free up, and producers do not wake it.
+/// Idle (nothing more to claim), it registers on the database's work beacon,
+/// looks once more, and sleeps until a producer in any process commits work,
+/// a job falls due, or the safety-net poll for other processes' commits
+/// comes round.
 pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
     let hub = shared.engine.hub.clone();
+    let wakeups = shared.storage().wakeups();
+    let work = wakeups.work();
     let config = &shared.config;
+    // Where wake-ups cross processes, other processes announce their delayed
+    // jobs and retries too, and promotion on a timer is only a safety net.
+    let promote_every = if wakeups.crosses_processes() {
+        PROMOTE_SAFETY_NET
+    } else {
+        config.idle_poll_max
+    };
     let mut next_due: Micros = i64::MIN;
     let mut last_promote = Instant::now();
     let mut idle = config.idle_poll_min;
     let mut rate = RateMeter::new();
     let mut error_pause = Duration::from_millis(10);
+    let mut listening: Option<Listening<'_>> = None;
     while !shared.stopping() {
         let generation = hub.work_generation();
-        next_due = next_due.min(hub.take_due_hint());
+        // Read before looking for work: a commit after the look moves it.
+        let seen = work.seq();
         rate.sample(shared.finished_attempts.load(Ordering::Relaxed));
         let buffer = rate.buffer(config.concurrency);
         let target = config.concurrency + buffer;
@@ -85,6 +106,8 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
         shared.refill_at.store(refill_at, Ordering::Relaxed);
         let inflight = shared.inflight.load(Ordering::SeqCst);
         if inflight > refill_at {
+            // Busy: producers need not wake this worker.
+            listening = None;
             shared.starved.store(true, Ordering::SeqCst);
             if shared.inflight.load(Ordering::SeqCst) > refill_at {
                 hub.wait_work(generation, config.idle_poll_max);
@@ -92,12 +115,14 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             }
         }
         let now = now_micros();
-        // Also every idle_poll_max however busy the worker is: delayed jobs
-        // and retries that other processes wrote give no local hint.
-        if next_due <= now || last_promote.elapsed() >= config.idle_poll_max {
+        let due_hint = wakeups.due_hint();
+        if next_due.min(due_hint) <= now || last_promote.elapsed() >= promote_every {
             last_promote = Instant::now();
             match shared.storage().promote_due(now) {
-                Ok(due) => next_due = due.unwrap_or(i64::MAX),
+                Ok(due) => {
+                    next_due = due.unwrap_or(i64::MAX);
+                    wakeups.settle_due(due_hint, next_due);
+                }
                 Err(e) => {
                     shared.report("promoting due jobs", &e);
                     pause_after_error(&hub, generation, &mut error_pause);
@@ -131,12 +156,22 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             idle = config.idle_poll_min;
         }
         if got == want {
+            listening = None;
             continue;
         }
-        // Nothing more to claim now: sleep until woken, due, or time to look
-        // for work from other processes.
-        let until_due = Duration::from_micros(next_due.saturating_sub(now_micros()).max(0) as u64);
-        if !hub.wait_work(generation, idle.min(until_due)) {
+        if listening.is_none() {
+            // About to sleep: register, then look once more, so that work
+            // committed before the registration is not missed.
+            listening = Some(work.listen());
+            continue;
+        }
+        let due_in = next_due
+            .min(wakeups.due_hint())
+            .saturating_sub(now_micros());
+        let until_due = Duration::from_micros(due_in.max(0) as u64);
+        if !work.wait(seen, idle.min(until_due)) {
+            // The safety net: commits of processes whose wake-ups do not
+            // reach this one.
             match shared.storage().external_change() {
                 Ok(true) => {
                     idle = config.idle_poll_min;

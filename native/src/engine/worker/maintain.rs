@@ -101,12 +101,13 @@ fn heartbeat(shared: &Shared) {
                     .events
                     .event(Event::LeaseExpired { id: job.id, dead });
                 match job.applied {
-                    Applied::Retry(at) => shared.engine.hub.notify_due(at),
+                    Applied::Retry(at) => shared.engine.announce_due(at),
                     // Final (dead, or cancelled on request): wake its waiters.
                     _ => {
                         if let Ok(Some(finished)) = storage.finished(job.id) {
                             shared.engine.hub.finished(job.id, || finished);
                         }
+                        storage.wakeups().finished([job.id]);
                     }
                 }
             }

@@ -185,6 +185,7 @@ impl Shared {
         self.events
             .event(Event::RunnerPanicked { jobs: jobs.len() });
         self.engine.hub.notify_work();
+        self.engine.announce_work();
     }
 
     /// Records freshly claimed jobs as held by this worker.
@@ -231,7 +232,7 @@ impl LocalWorker for Shared {
                 if let Err(e) = self.storage().release(&[job.attempt_ref()], true) {
                     self.report("releasing a job handed to a stopped worker", &e);
                 }
-                self.engine.hub.notify_work();
+                self.engine.announce_work();
             }
         }
     }
@@ -339,6 +340,9 @@ impl Worker {
     pub fn request_stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.engine.hub.notify_work();
+        // An idle dispatcher sleeps on the work beacon. Waking it wakes the
+        // idle workers of other processes too; they look and sleep again.
+        self.shared.storage().wakeups().work().bump();
     }
 
     /// Stops the worker: claims nothing new at once, lets running jobs finish
@@ -377,6 +381,9 @@ impl Worker {
         if let Err(e) = shared.storage().release(&unstarted, true) {
             shared.report("releasing unstarted jobs", &e);
         }
+        if !unstarted.is_empty() {
+            shared.engine.announce_work();
+        }
         // Commit every outcome that is queued, so that what is still held
         // afterwards is exactly what has not finished.
         let _ = shared.outcomes.send(WriterMsg::Stop);
@@ -398,7 +405,7 @@ impl Worker {
                     shared.report("releasing abandoned jobs", &e);
                 }
             }
-            shared.engine.hub.notify_work();
+            shared.engine.announce_work();
             // Their jobs belong to the queue again; free the threads if the
             // tasks let themselves be interrupted.
             for job in &running {

@@ -129,8 +129,15 @@ pub(super) fn purge_finished(storage: &SqliteStorage, before: Micros) -> Result<
     })
 }
 
+/// Below this many frames of log, checkpoints are left to later: one that
+/// empties the log makes the next commit start it over, and starting over
+/// syncs the log's header to disk (about a millisecond, paid by whichever
+/// commit comes first, such as the first enqueue after an idle spell). A
+/// short log costs readers nothing worth that.
+const CHECKPOINT_FRAMES: i64 = 1000;
+
 pub(super) fn checkpoint(storage: &SqliteStorage) -> Result<()> {
-    if storage.is_memory() {
+    if storage.is_memory() || storage.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_FRAMES {
         return Ok(());
     }
     // From a reader connection: a PASSIVE checkpoint copies what it can
@@ -140,7 +147,10 @@ pub(super) fn checkpoint(storage: &SqliteStorage) -> Result<()> {
     storage.read(|conn| {
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
-    })
+    })?;
+    // Until the writer's next commit says how long the log is again.
+    storage.wal_frames.store(0, Ordering::Relaxed);
+    Ok(())
 }
 
 pub(super) fn external_change(storage: &SqliteStorage) -> Result<bool> {

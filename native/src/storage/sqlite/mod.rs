@@ -28,11 +28,15 @@ mod outcomes;
 mod reads;
 mod schema;
 
+use std::ffi::c_int;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rusqlite::hooks::Wal;
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use self::foreign::OwnedFile;
@@ -43,6 +47,7 @@ use crate::job::{
     Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
     Micros, Outcome, Stats,
 };
+use crate::wakeup::Wakeups;
 
 pub const MEMORY: &str = ":memory:";
 
@@ -103,6 +108,10 @@ pub struct SqliteStorage {
     readers: Option<Mutex<Vec<Connection>>>,
     config: SqliteConfig,
     last_data_version: AtomicI64,
+    /// Frames in the log after the writer's last commit (see
+    /// `watch_log_size`): whether a checkpoint is worth its cost.
+    wal_frames: Arc<AtomicI64>,
+    wakeups: Wakeups,
     // Declared last so that it drops after the connections have closed.
     _owned: OwnedFile,
 }
@@ -124,6 +133,8 @@ impl SqliteStorage {
                 readers: None,
                 config,
                 last_data_version: AtomicI64::new(0),
+                wal_frames: Arc::new(AtomicI64::new(0)),
+                wakeups: Wakeups::private(),
                 _owned: OwnedFile::none(),
             });
         }
@@ -131,6 +142,8 @@ impl SqliteStorage {
         create_private_file(&path)?;
         let owned = foreign::claim_file(&path)?;
         let mut writer = open_file(&path, &config, Role::Writer)?;
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        watch_log_size(&mut writer, wal_frames.clone())?;
         schema::migrate(&mut writer)?;
         let version = data_version(&writer)?;
         Ok(SqliteStorage {
@@ -138,6 +151,8 @@ impl SqliteStorage {
             readers: Some(Mutex::new(Vec::new())),
             config,
             last_data_version: AtomicI64::new(version),
+            wal_frames,
+            wakeups: Wakeups::for_database(&path),
             _owned: owned,
         })
     }
@@ -188,6 +203,28 @@ fn open_file(path: &Path, config: &SqliteConfig, role: Role) -> Result<Connectio
     Ok(conn)
 }
 
+/// The log size at which a commit checkpoints on its own, inside the commit
+/// (16 MB of 4 KB pages): the safety net for processes that run no worker,
+/// whose maintenance thread checkpoints long before.
+const COMMIT_CHECKPOINT_FRAMES: c_int = 4000;
+
+/// Records in `frames` how many frames the log holds after each commit of
+/// `conn`, and checkpoints within the commit past COMMIT_CHECKPOINT_FRAMES.
+/// This replaces SQLite's automatic checkpoint, which is the same hook
+/// without the record the maintenance thread reads.
+fn watch_log_size(conn: &mut Connection, frames: Arc<AtomicI64>) -> Result<()> {
+    conn.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
+        frames.store(i64::from(pages), Ordering::Relaxed);
+        if pages >= COMMIT_CHECKPOINT_FRAMES {
+            // As SQLite's own: PASSIVE, and a busy reader only means the
+            // log is copied in part, to be finished by a later checkpoint.
+            let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
+        }
+        Ok(())
+    }))?;
+    Ok(())
+}
+
 fn configure(conn: &mut Connection, config: &SqliteConfig, role: Role, file: bool) -> Result<()> {
     conn.busy_handler(Some(busy_handler(config.busy_timeout)))?;
     if file {
@@ -199,11 +236,6 @@ fn configure(conn: &mut Connection, config: &SqliteConfig, role: Role, file: boo
             )));
         }
         conn.pragma_update(None, "synchronous", config.durability.pragma())?;
-        // A worker's maintenance thread checkpoints every 200 ms without
-        // blocking anyone; the automatic checkpoint (run inside whichever
-        // commit crosses the threshold, fsyncs included) stays as the safety
-        // net for processes that only enqueue, at 16 MB of log instead of 4.
-        conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     }
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -32_000)?;
@@ -355,6 +387,10 @@ impl Storage for SqliteStorage {
 
     fn checkpoint(&self) -> Result<()> {
         maintenance::checkpoint(self)
+    }
+
+    fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
     }
 }
 

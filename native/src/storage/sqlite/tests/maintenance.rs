@@ -91,11 +91,10 @@ fn purge_dead_deletes_only_old_dead_jobs() {
 }
 
 #[test]
-fn checkpoint_moves_the_log_into_the_database_from_a_reader() {
+fn checkpoint_moves_a_long_log_into_the_database_and_leaves_a_short_one() {
     let dir = tempfile::tempdir().unwrap();
     let s =
         SqliteStorage::open(SqliteConfig::new(dir.path().join("c.db").to_str().unwrap())).unwrap();
-    s.enqueue(&opts("t"), &payloads(500)).unwrap();
     let frames = |s: &SqliteStorage| -> (i64, i64) {
         s.writer
             .lock()
@@ -104,12 +103,50 @@ fn checkpoint_moves_the_log_into_the_database_from_a_reader() {
             })
             .unwrap()
     };
+    // A short log stays: emptying it would cost the next commit a sync.
+    s.enqueue(&opts("t"), &payloads(10)).unwrap();
+    let (short, _) = frames(&s);
+    s.checkpoint().unwrap();
     let (log, done) = frames(&s);
-    assert!(log > 0 && done < log, "{log} {done}");
+    assert!(log == short && done < log, "{log} {done}");
+    // A long one is copied in, from a reader.
+    let big = vec![7u8; 4096];
+    while frames(&s).0 < 1200 {
+        s.enqueue(&opts("t"), &vec![big.clone(); 50]).unwrap();
+    }
+    let (log, done) = frames(&s);
+    assert!(done < log, "{log} {done}");
     s.checkpoint().unwrap();
     let (log, done) = frames(&s);
     assert_eq!(done, log, "every frame copied");
     memory().checkpoint().unwrap();
+}
+
+#[test]
+fn a_commit_checkpoints_by_itself_only_past_sixteen_megabytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s =
+        SqliteStorage::open(SqliteConfig::new(dir.path().join("c.db").to_str().unwrap())).unwrap();
+    let big = vec![7u8; 4096];
+    let mut most = 0;
+    for _ in 0..100 {
+        s.enqueue(&opts("t"), &vec![big.clone(); 50]).unwrap();
+        let log: i64 = s
+            .writer
+            .lock()
+            .query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| r.get(1))
+            .unwrap();
+        most = most.max(log);
+    }
+    // 100 x 50 pages of payload and more is above 4000 frames: some commit
+    // must have checkpointed, so the log restarted and stayed below it.
+    assert!(most >= 1000, "{most}");
+    let log: i64 = s
+        .writer
+        .lock()
+        .query_row("PRAGMA wal_checkpoint(NOOP)", [], |r| r.get(1))
+        .unwrap();
+    assert!(log < 5000, "{log}");
 }
 
 #[test]
