@@ -51,8 +51,17 @@ class Queue:
     job is retried, ``default_timeout`` the seconds an attempt may run,
     ``result_ttl`` the seconds completed jobs are kept (None: forever).
     ``durability="full"`` makes every enqueue survive a power cut, not only
-    a crash of the process. Idle workers notice new work written by other
-    processes within 50 ms.
+    a crash of the process. Idle workers and result waiters in other
+    processes on the same machine are woken as soon as work or a result is
+    committed (see docs/architecture.md); where that cannot work, they poll
+    within 50 ms.
+
+    ``prefetch`` is how many jobs a worker may hold beyond those its idle
+    executors start (None: about 5 ms of work at the rate it measures, so
+    none for slow jobs; 0: only what idle executors start). A worker runs
+    only jobs of tasks registered on it; a job whose task no worker has ever
+    registered is dead-lettered ``unknown_task_grace`` seconds after it was
+    enqueued (None: it waits for ever).
 
     ``lease_duration`` is how long a worker holds a job without renewing
     its lease; jobs of a worker that died run again after it.
@@ -79,12 +88,16 @@ class Queue:
         jobs_per_gil: int = 32,
         signing_key: bytes | str | None = None,
         max_payload_size: int = 16 * 1024 * 1024,
+        prefetch: int | None = None,
+        unknown_task_grace: float | None = 300.0,
     ) -> None:
         if not isinstance(db_path, str | os.PathLike):
             raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
         path = os.fspath(db_path)
         workers = _options.count("workers", workers)
-        self.workers = workers or os.cpu_count() or 1
+        # Executor threads of a worker this Queue starts (workers() lists the
+        # workers that serve the database).
+        self.worker_threads = workers or os.cpu_count() or 1
         retry = _options.count("default_retry", default_retry)
         timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
         priority = _options.priority(default_priority)
@@ -104,6 +117,10 @@ class Queue:
             raise TypeError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.durability = durability
         self.max_payload_size = _options.count("max_payload_size", max_payload_size, minimum=1)
+        self.prefetch = None if prefetch is None else _options.count("prefetch", prefetch)
+        self.unknown_task_grace = _options.optional_seconds(
+            "unknown_task_grace", unknown_task_grace, allow_zero=False
+        )
         codec = resolve(serializer)
         if signing_key is not None:
             codec = SignedSerializer(codec, signing_key)
@@ -113,6 +130,9 @@ class Queue:
             path, codec, default_retry=retry, default_timeout=timeout, default_priority=priority
         )
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
+        # The engine this Queue's worker runs on, told of tasks registered
+        # while it runs.
+        self._worker_engine: NativeQueue | None = None
         self._worker_lock = threading.Lock()
         self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
@@ -168,7 +188,7 @@ class Queue:
         ``db_path``, ``serializer`` and the ``default_*`` are target's."""
         return {
             "db_path": self.db_path,
-            "workers": self.workers,
+            "workers": self.worker_threads,
             "default_retry": self.default_retry,
             "default_timeout": self.default_timeout,
             "default_priority": self.default_priority,
@@ -181,6 +201,8 @@ class Queue:
             "shutdown_timeout": self.shutdown_timeout,
             "jobs_per_gil": self.jobs_per_gil,
             "max_payload_size": self.max_payload_size,
+            "prefetch": self.prefetch,
+            "unknown_task_grace": self.unknown_task_grace,
         }
 
     # ── tasks ────────────────────────────────────────────────────────────
@@ -263,6 +285,9 @@ class Queue:
                 dont_retry_on=no_retry_types,
             )
             self._tasks[task_name] = wrapper
+            if self._worker_engine is not None:
+                # A worker claims only jobs of the tasks it knows.
+                self._worker_engine.set_tasks(list(self._tasks))
             return wrapper
 
         return register(fn) if fn is not None else register
@@ -367,26 +392,55 @@ class Queue:
         return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))
 
     def stats(self) -> dict[str, int]:
-        """Job counts: pending, running, completed, failed, dead, cancelled."""
+        """Job counts: pending, claimed (held by a worker, not started),
+        running, completed, failed, dead, cancelled."""
         return dict(self._client.engine.stats())
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The workers serving this database, oldest first, as each records
+        itself: id, host, pid, threads, queues (None: all), tasks (the task
+        names it runs), started_at and heartbeat_at (Unix seconds). A worker
+        whose heartbeat lapsed for a lease is gone and not listed."""
+        return list(self._client.engine.workers())
+
+    def unserved_tasks(self) -> dict[str, int]:
+        """Jobs waiting for a worker that has their task: pending (or
+        waiting to retry) jobs of each task name no live worker has, by name.
+        They run as soon as a worker that has the task starts (during a
+        rolling deploy, say); one no worker ever had is dead-lettered after
+        ``unknown_task_grace``."""
+        return dict(self._client.engine.unserved_tasks())
 
     # ── worker ───────────────────────────────────────────────────────────
 
-    def start_worker(self, queues: list[str] | None = None, *, workers: int | None = None) -> None:
+    def start_worker(
+        self,
+        queues: list[str] | None = None,
+        *,
+        workers: int | None = None,
+        prefetch: int | None = None,
+    ) -> None:
         """Starts a worker in background threads and returns at once.
 
-        Serves every queue when ``queues`` is None. Stop it with
-        ``shutdown()``.
+        Serves every queue when ``queues`` is None, and runs only jobs of the
+        tasks registered on this Queue (registered before or while it
+        runs); jobs of other tasks wait for a worker that has them.
+        ``workers`` and ``prefetch`` override the Queue's for this worker.
+        Stop it with ``shutdown()``.
         """
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
                 raise TypeError("queues must be a list of queue names or None")
             queues = list(queues)
         threads = (
-            self.workers if workers is None else (_options.count("workers", workers) or os.cpu_count() or 1)
+            self.worker_threads
+            if workers is None
+            else (_options.count("workers", workers) or os.cpu_count() or 1)
         )
+        held = self.prefetch if prefetch is None else _options.count("prefetch", prefetch)
         with self._worker_lock:
-            self._client.engine.start_worker(
+            engine = self._client.engine
+            engine.start_worker(
                 self._execute,
                 _log_event,
                 threads,
@@ -395,9 +449,19 @@ class Queue:
                 self.heartbeat_interval,
                 self.jobs_per_gil,
                 self.result_ttl,
+                list(self._tasks),
+                held,
+                self.unknown_task_grace,
             )
+            self._worker_engine = engine
 
-    def run_worker(self, queues: list[str] | None = None, *, workers: int | None = None) -> None:
+    def run_worker(
+        self,
+        queues: list[str] | None = None,
+        *,
+        workers: int | None = None,
+        prefetch: int | None = None,
+    ) -> None:
         """Runs a worker until ``shutdown()`` is called (from another thread),
         or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
 
@@ -406,7 +470,7 @@ class Queue:
         # Handlers first: a signal that arrives once jobs run must stop the worker.
         restore = _install_stop_signals(self._client.engine.request_stop)
         try:
-            self.start_worker(queues, workers=workers)
+            self.start_worker(queues, workers=workers, prefetch=prefetch)
         except BaseException:
             restore()  # and leave alone a worker that was already running
             raise
@@ -435,6 +499,7 @@ class Queue:
             threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
             return 0
         left = self._client.engine.stop_worker(grace)
+        self._worker_engine = None
         if left:
             logger.warning(
                 "%d task(s) were still running %.1fs after shutdown; their jobs were "
@@ -459,7 +524,7 @@ class Queue:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Queue {self.db_path!r} workers={self.workers}>"
+        return f"<Queue {self.db_path!r} workers={self.worker_threads}>"
 
     # ── for tests and tooling ────────────────────────────────────────────
 

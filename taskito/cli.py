@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queue names to serve (default: all)")
     worker.add_argument("--workers", type=int, help="tasks to run at once (default: the Queue's workers)")
     worker.add_argument(
+        "--prefetch",
+        type=int,
+        help="jobs to hold beyond those idle threads start (default: the Queue's prefetch; "
+        "0: only what idle threads start)",
+    )
+    worker.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -88,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
         if args.workers is not None and args.workers < 1:
             parser.error("--workers must be at least 1")
-        workers = args.workers if args.workers is not None else queue.workers
+        if args.prefetch is not None and args.prefetch < 0:
+            parser.error("--prefetch must be 0 or more")
+        workers = args.workers if args.workers is not None else queue.worker_threads
         logging.getLogger("taskito").info(
             "worker starting: %s, %d thread(s), queues: %s, %d task(s) registered",
             queue.db_path,
@@ -96,15 +104,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             ", ".join(queues) if queues else "all",
             len(queue.tasks),
         )
-        queue.run_worker(queues, workers=workers)
+        queue.run_worker(queues, workers=workers, prefetch=args.prefetch)
         return 0
 
     info: dict[str, Any] = {
         "version": __version__,
         "db_path": queue.db_path,
-        "workers": queue.workers,
+        "workers": queue.worker_threads,
         "tasks": sorted(queue.tasks),
         "stats": queue.stats(),
+        "live_workers": queue.workers(),
+        "unserved_tasks": queue.unserved_tasks(),
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -116,6 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("jobs:")
         for status, n in info["stats"].items():
             print(f"  {status:<10} {n}")
+        print(f"worker processes serving the database: {len(info['live_workers'])}")
+        for w in info["live_workers"]:
+            served = ", ".join(w["queues"]) if w["queues"] is not None else "all queues"
+            print(
+                f"  {w['id']}  pid {w['pid']} on {w['host']}, {w['threads']} thread(s), {served}, "
+                f"{len(w['tasks'])} task(s)"
+            )
+        if info["unserved_tasks"]:
+            print("jobs waiting for a worker that has their task:")
+            for name, n in info["unserved_tasks"].items():
+                print(f"  {name:<30} {n} job(s): no live worker has this task")
     return 0
 
 

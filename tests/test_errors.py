@@ -117,20 +117,26 @@ def test_oversized_arguments_are_refused_at_enqueue(make_queue: MakeQueue) -> No
     assert q.stats()["pending"] == 1
 
 
-def test_unknown_task_names_fail_without_importing_anything(make_queue: MakeQueue, tmp_path: Path) -> None:
+def test_unknown_task_names_wait_then_fail_without_importing_anything(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
     path = str(tmp_path / "shared.db")
     producer = make_queue(db_path=path)
-    worker = make_queue(db_path=path)
+    worker = make_queue(db_path=path, unknown_task_grace=1.0)
 
     @producer.task(name="os.system")
     def not_on_the_worker(cmd: str) -> None: ...
 
     job = not_on_the_worker.delay("echo pwned")
     worker.start_worker()
+    # No worker has the task: the job waits for one, named as waiting...
+    assert worker.unserved_tasks() == {"os.system": 1}
+    # ...and, no worker ever having had it, is dead-lettered after the grace.
     with pytest.raises(TaskFailedError) as info:
         job.result(timeout=10)
     assert info.value.exc_type == "UnknownTaskError"
     assert len(job.errors) == 1, "an unknown task is not retried"
+    assert "os.system" in job.errors[0]["message"]
 
 
 def test_a_database_open_in_pythons_sqlite3_is_refused(tmp_path: Path) -> None:

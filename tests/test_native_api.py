@@ -29,7 +29,7 @@ def _ignore_event(kind: str, job_id: str | None, message: str) -> None:
 
 def start(native: NativeQueue, execute: Execute) -> None:
     """Starts a one-thread worker the way ``Queue.start_worker`` does."""
-    native.start_worker(execute, _ignore_event, 1, None, 10.0, 2.0, 32, None)
+    native.start_worker(execute, _ignore_event, 1, None, 10.0, 2.0, 32, None, None, None, None)
 
 
 def enqueue(native: NativeQueue, max_retries: int = 3) -> str:

@@ -278,6 +278,7 @@ def test_two_producers_and_two_workers_on_one_file(cluster: Cluster, producer: Q
     assert "locked" not in logs and "Traceback" not in logs and "ERROR" not in logs, logs[-2000:]
     assert producer.stats() == {
         "pending": 0,
+        "claimed": 0,
         "running": 0,
         "completed": 20_000,
         "failed": 0,

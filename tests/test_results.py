@@ -34,6 +34,7 @@ def test_stats_get_job_and_list_jobs(job_queue: Queue) -> None:
     jb = b.delay()
     assert job_queue.stats() == {
         "pending": 4,
+        "claimed": 0,
         "running": 0,
         "completed": 0,
         "failed": 0,

@@ -149,7 +149,15 @@ class JobLifeCycle(RuleBasedStateMachine):
 
     @invariant()
     def storage_matches_the_model(self) -> None:
-        counts = {"pending": 0, "running": 0, "completed": 0, "failed": 0, "dead": 0, "cancelled": 0}
+        counts = {
+            "pending": 0,
+            "claimed": 0,
+            "running": 0,
+            "completed": 0,
+            "failed": 0,
+            "dead": 0,
+            "cancelled": 0,
+        }
         for job_id, expected in self.model.items():
             job = self.queue.get_job(job_id)
             if expected.purged:

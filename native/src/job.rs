@@ -21,9 +21,9 @@ pub fn micros(d: Duration) -> Micros {
 
 /// Where a job is in its life. The stored value is the discriminant.
 ///
-/// Users see six statuses (`Status::name`); the engine splits "pending" in two
-/// so that the claim index only ever holds jobs that can run now: `Ready` jobs
-/// are due, `Scheduled` ones wait for their `scheduled_at`.
+/// Users see seven statuses (`Status::name`); the engine splits "pending" in
+/// two so that the claim index only ever holds jobs that can run now: `Ready`
+/// jobs are due, `Scheduled` ones wait for their `scheduled_at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i64)]
 pub enum State {
@@ -35,6 +35,9 @@ pub enum State {
     Retrying = 4,
     Dead = 5,
     Cancelled = 6,
+    /// Held by a worker that has not started it (its prefetch): leased, not
+    /// started, still cancellable, handed back to a higher-priority job.
+    Claimed = 7,
 }
 
 /// The stored value of a [`State`] as a string literal, for query text built
@@ -65,6 +68,9 @@ macro_rules! state_sql {
     (Cancelled) => {
         "6"
     };
+    (Claimed) => {
+        "7"
+    };
     ($first:ident $(, $rest:ident)+) => {
         concat!(
             $crate::job::state_sql!($first)
@@ -75,7 +81,7 @@ macro_rules! state_sql {
 pub(crate) use state_sql;
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Ready,
         State::Scheduled,
         State::Running,
@@ -83,6 +89,7 @@ impl State {
         State::Retrying,
         State::Dead,
         State::Cancelled,
+        State::Claimed,
     ];
 
     pub fn from_i64(v: i64) -> Option<State> {
@@ -92,6 +99,7 @@ impl State {
     pub fn status(self) -> Status {
         match self {
             State::Ready | State::Scheduled => Status::Pending,
+            State::Claimed => Status::Claimed,
             State::Running => Status::Running,
             State::Complete => Status::Complete,
             State::Retrying => Status::Failed,
@@ -110,6 +118,7 @@ impl State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
     Pending,
+    Claimed,
     Running,
     Complete,
     Failed,
@@ -118,8 +127,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Pending,
+        Status::Claimed,
         Status::Running,
         Status::Complete,
         Status::Failed,
@@ -130,6 +140,7 @@ impl Status {
     pub fn name(self) -> &'static str {
         match self {
             Status::Pending => "pending",
+            Status::Claimed => "claimed",
             Status::Running => "running",
             Status::Complete => "complete",
             Status::Failed => "failed",
@@ -143,8 +154,10 @@ impl Status {
             .into_iter()
             .find(|s| s.name() == name)
             .ok_or_else(|| {
+                let names: Vec<&str> = Status::ALL.iter().map(|s| s.name()).collect();
                 Error::invalid(format!(
-                    "unknown job status {name:?}; expected one of pending, running, complete, failed, dead, cancelled"
+                    "unknown job status {name:?}; expected one of {}",
+                    names.join(", ")
                 ))
             })
     }
@@ -153,6 +166,7 @@ impl Status {
     pub fn states(self) -> &'static [State] {
         match self {
             Status::Pending => &[State::Ready, State::Scheduled],
+            Status::Claimed => &[State::Claimed],
             Status::Running => &[State::Running],
             Status::Complete => &[State::Complete],
             Status::Failed => &[State::Retrying],
@@ -302,6 +316,9 @@ pub struct ClaimedJob {
     pub max_retries: u32,
     pub retry_backoff: f64,
     pub timeout: Option<Duration>,
+    /// False for a job the claim only holds (state `Claimed`): the worker
+    /// must start it (`Storage::start_claimed`) before running it.
+    pub running: bool,
 }
 
 impl ClaimedJob {
@@ -348,6 +365,9 @@ pub enum OutcomeKind {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
     pub job: AttemptRef,
+    /// When the task really started, if the reporter knows (a job can be
+    /// marked running a few milliseconds before an executor reaches it).
+    pub started_at: Option<Micros>,
     pub finished_at: Micros,
     pub kind: OutcomeKind,
 }
@@ -413,10 +433,28 @@ pub struct JobFilter {
     pub offset: u32,
 }
 
+/// A worker as its registry row records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Executor threads.
+    pub threads: u32,
+    /// The queues it serves; `None`: every queue.
+    pub queues: Option<Vec<String>>,
+    /// The task names it can run.
+    pub tasks: Vec<String>,
+    pub started_at: Micros,
+    pub heartbeat_at: Micros,
+    /// Counted as gone once this passes without a heartbeat.
+    pub expires_at: Micros,
+}
+
 /// Job counts per public status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
-    pub counts: [u64; 6],
+    pub counts: [u64; Status::ALL.len()],
 }
 
 impl Stats {
@@ -476,6 +514,7 @@ mod tests {
                 State::Retrying => state_sql!(Retrying),
                 State::Dead => state_sql!(Dead),
                 State::Cancelled => state_sql!(Cancelled),
+                State::Claimed => state_sql!(Claimed),
             }
         }
         for state in State::ALL {

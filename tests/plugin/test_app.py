@@ -200,6 +200,8 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
         "jobs_per_gil": 5,
         "signing_key": b"k",
         "max_payload_size": 4096,
+        "prefetch": 4,
+        "unknown_task_grace": 60.0,
     }
     assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
     with Queue(**app_values) as app, ExitStack() as stack:

@@ -53,6 +53,13 @@ pub enum Event {
     LeaseExpired { id: i64, dead: bool },
     /// A job ran past its timeout and was failed.
     TimedOut { id: i64, attempt: u32 },
+    /// A job waited `waited` for a task no worker ever registered and was
+    /// dead-lettered.
+    UnknownTask {
+        id: i64,
+        task_name: String,
+        waited: Duration,
+    },
     /// The runner panicked (a bug); the jobs it held were handed back.
     RunnerPanicked { jobs: usize },
     /// Storage failed; the operation will be retried.
@@ -70,9 +77,10 @@ pub trait EventSink: Send + Sync + 'static {
 
 /// A worker running in this process, as `Engine::enqueue` sees it.
 trait LocalWorker: Send + Sync {
-    /// Who a lone job for `queue` should be claimed by as it is enqueued: this
-    /// worker's id and lease, if it serves `queue` and an executor is idle.
-    fn idle_claim(&self, queue: &str) -> Option<(String, Duration)>;
+    /// Who a lone job should be claimed by as it is enqueued: this worker's
+    /// id and lease, if it serves the job's queue, has its task, and an
+    /// executor is idle.
+    fn idle_claim(&self, options: &JobOptions) -> Option<(String, Duration)>;
 
     /// Takes a job that was enqueued already claimed for this worker.
     fn accept(&self, job: ClaimedJob);
@@ -104,7 +112,7 @@ impl Engine {
         if let [payload] = payloads {
             let local = self.local_worker.lock().as_ref().and_then(Weak::upgrade);
             if let Some(worker) = local {
-                if let Some((worker_id, lease)) = worker.idle_claim(&options.queue) {
+                if let Some((worker_id, lease)) = worker.idle_claim(options) {
                     let claim = DirectClaim {
                         worker_id: &worker_id,
                         lease,

@@ -26,6 +26,7 @@ where
             let kind = (self.0)(&j);
             done(Outcome {
                 job: j.attempt_ref(),
+                started_at: None,
                 finished_at: now_micros(),
                 kind,
             });
@@ -263,12 +264,12 @@ fn jobs_of_a_dead_worker_are_recovered_after_its_lease() {
     // A worker claims both, then vanishes without a word.
     let claimed = engine
         .storage
-        .claim(&ClaimRequest {
-            worker_id: "gone",
-            queues: None,
-            limit: 10,
-            lease: Duration::from_millis(100),
-        })
+        .claim(&ClaimRequest::to_run(
+            "gone",
+            None,
+            10,
+            Duration::from_millis(100),
+        ))
         .unwrap();
     assert_eq!(claimed.len(), 2);
     let (worker, events) = start(&engine, config(1), echo);
@@ -541,6 +542,7 @@ impl Runner for PanickyRunner {
         while let Some(j) = job {
             done(Outcome {
                 job: j.attempt_ref(),
+                started_at: None,
                 finished_at: now_micros(),
                 kind: echo(&j),
             });

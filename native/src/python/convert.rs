@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::error::{Error, Result};
-use crate::job::{format_id, ErrorRecord, Finished, JobRecord, Micros};
+use crate::job::{format_id, ErrorRecord, Finished, JobRecord, Micros, WorkerRecord};
 
 pub(super) fn seconds(value: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
@@ -67,5 +67,19 @@ pub(super) fn error_dict<'py>(py: Python<'py>, e: &ErrorRecord) -> PyResult<Boun
     d.set_item("message", &e.message)?;
     d.set_item("traceback", &e.traceback)?;
     d.set_item("failed_at", to_seconds(e.failed_at))?;
+    Ok(d)
+}
+
+pub(super) fn worker_dict<'py>(py: Python<'py>, w: &WorkerRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", &w.id)?;
+    d.set_item("host", &w.host)?;
+    d.set_item("pid", w.pid)?;
+    d.set_item("threads", w.threads)?;
+    d.set_item("queues", &w.queues)?;
+    d.set_item("tasks", &w.tasks)?;
+    d.set_item("started_at", to_seconds(w.started_at))?;
+    d.set_item("heartbeat_at", to_seconds(w.heartbeat_at))?;
+    d.set_item("expires_at", to_seconds(w.expires_at))?;
     Ok(d)
 }

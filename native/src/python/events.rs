@@ -118,6 +118,19 @@ pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
             Some(id),
             format!("attempt {attempt} ran past its timeout and was failed"),
         ),
+        Event::UnknownTask {
+            id,
+            task_name,
+            waited,
+        } => (
+            "unknown_task",
+            Some(id),
+            format!(
+                "no worker has registered task {task_name:?} in the {:.0}s since it was enqueued \
+                 (unknown_task_grace): moved to the dead letters with UnknownTaskError",
+                waited.as_secs_f64()
+            ),
+        ),
         Event::RunnerPanicked { jobs } => (
             "runner_panicked",
             None,

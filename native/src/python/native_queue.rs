@@ -12,7 +12,9 @@ use parking_lot::RwLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
-use super::convert::{error_dict, finished_tuple, optional_seconds, record_dict, seconds};
+use super::convert::{
+    error_dict, finished_tuple, optional_seconds, record_dict, seconds, worker_dict,
+};
 use super::errors;
 use super::events::{flush, python_side, Notice};
 use super::runner::RunningTasks;
@@ -340,8 +342,8 @@ impl NativeQueue {
     /// `(OUTCOME_SUCCESS, result_bytes)`, `(OUTCOME_FAILURE, (type, message,
     /// traceback, retryable))` or `(OUTCOME_CANCELLED, message)` (see
     /// `outcome`); `on_event(kind, job_id, message)` receives what is worth
-    /// logging.
-    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl))]
+    /// logging. It claims only jobs of `tasks` (None: any task).
+    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace))]
     #[allow(clippy::too_many_arguments)]
     fn start_worker(
         &self,
@@ -354,6 +356,9 @@ impl NativeQueue {
         heartbeat: f64,
         jobs_per_run: usize,
         result_ttl: Option<f64>,
+        tasks: Option<Vec<String>>,
+        prefetch: Option<usize>,
+        unknown_task_grace: Option<f64>,
     ) -> PyResult<String> {
         let config = WorkerConfig {
             concurrency: workers,
@@ -362,6 +367,9 @@ impl NativeQueue {
             heartbeat: seconds(heartbeat, "heartbeat_interval")?,
             jobs_per_run,
             result_ttl: optional_seconds(result_ttl, "result_ttl")?,
+            tasks,
+            prefetch,
+            unknown_task_grace: optional_seconds(unknown_task_grace, "unknown_task_grace")?,
             ..WorkerConfig::default()
         };
         let engine = self.engine(py)?;
@@ -466,6 +474,28 @@ impl NativeQueue {
             }),
         }
         Ok(left)
+    }
+
+    /// Sets the task names this Queue's worker claims jobs of (after a task
+    /// is registered while it runs). Nothing happens without a worker.
+    fn set_tasks(&self, py: Python<'_>, tasks: Vec<String>) -> PyResult<()> {
+        match self.worker() {
+            Some(worker) => Ok(py.detach(|| worker.set_tasks(tasks))?),
+            None => Ok(()),
+        }
+    }
+
+    /// The workers serving this database, as the registry records them.
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let engine = self.engine(py)?;
+        let workers = py.detach(|| engine.storage.workers(now_micros()))?;
+        workers.iter().map(|w| worker_dict(py, w)).collect()
+    }
+
+    /// Jobs waiting for a task no live worker has, counted by task name.
+    fn unserved_tasks(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
+        let engine = self.engine(py)?;
+        Ok(py.detach(|| engine.storage.unserved_tasks(now_micros()))?)
     }
 
     /// Why this database's wake-ups do not cross processes (other

@@ -170,9 +170,11 @@ impl Runner for PyRunner {
             let execute = self.execute.bind(py);
             let mut job = first;
             loop {
+                let started_at = now_micros();
                 let kind = self.run_one(py, execute, &job);
                 done(Outcome {
                     job: job.attempt_ref(),
+                    started_at: Some(started_at),
                     finished_at: now_micros(),
                     kind,
                 });

@@ -45,6 +45,7 @@ pub fn claimed_at_enqueue(
         retry_backoff: options.retry_backoff,
         // As a claim would read it back from storage.
         timeout: timeout_from_millis(options.timeout.map(timeout_millis)),
+        running: true,
     }
 }
 
@@ -96,4 +97,52 @@ pub fn sort_in_claim_order(jobs: &mut [ClaimedJob]) {
             .then(a.scheduled_at.cmp(&b.scheduled_at))
             .then(a.id.cmp(&b.id))
     });
+}
+
+/// Names as a JSON array of strings, the form the SQLite backend stores and
+/// binds lists of queue and task names in.
+pub fn json_names(names: &[String]) -> String {
+    let mut json = String::from("[");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('"');
+        for c in name.chars() {
+            match c {
+                '"' => json.push_str("\\\""),
+                '\\' => json.push_str("\\\\"),
+                c if (c as u32) < 0x20 => json.push_str(&format!("\\u{:04x}", c as u32)),
+                c => json.push(c),
+            }
+        }
+        json.push('"');
+    }
+    json.push(']');
+    json
+}
+
+/// The message a job gets when no worker ever registered its task.
+pub fn unknown_task(task_name: &str) -> Failure {
+    Failure {
+        error_type: "UnknownTaskError".to_string(),
+        message: format!(
+            "no worker has registered a task named {task_name:?}: it waited for one past the \
+             unknown_task_grace period"
+        ),
+        traceback: String::new(),
+        retryable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_a_json_array_of_strings() {
+        let names = ["plain".to_string(), "q\"uote\\back\nline".to_string()];
+        assert_eq!(json_names(&[]), "[]");
+        assert_eq!(json_names(&names), r#"["plain","q\"uote\\back\u000aline"]"#);
+    }
 }

@@ -10,20 +10,67 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::job::{
     Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
-    Micros, Outcome, Stats,
+    Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
-/// What a worker asks for when it claims jobs.
+/// What a worker asks for when it claims jobs: `start` jobs its executors
+/// start now (marked running), then `hold` more it keeps as claimed (its
+/// prefetch: leased, not started), all in claim order.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest<'a> {
     pub worker_id: &'a str,
     /// Serve only these queues; `None` serves every queue.
     pub queues: Option<&'a [String]>,
-    pub limit: usize,
+    /// Take only jobs of these tasks (the ones the worker can run); `None`
+    /// takes any task.
+    pub tasks: Option<&'a [String]>,
+    /// Take only jobs of a priority above this one.
+    pub above_priority: Option<i64>,
+    pub start: usize,
+    pub hold: usize,
     pub lease: Duration,
+}
+
+impl<'a> ClaimRequest<'a> {
+    /// Up to `limit` jobs of any task from `queues`, all to start now.
+    pub fn to_run(
+        worker_id: &'a str,
+        queues: Option<&'a [String]>,
+        limit: usize,
+        lease: Duration,
+    ) -> Self {
+        ClaimRequest {
+            worker_id,
+            queues,
+            tasks: None,
+            above_priority: None,
+            start: limit,
+            hold: 0,
+            lease,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.start + self.hold
+    }
+}
+
+/// Which ready jobs a worker could take: its queues and tasks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JobScope<'a> {
+    pub queues: Option<&'a [String]>,
+    pub tasks: Option<&'a [String]>,
+}
+
+/// A ready job that waited so long for a task no worker has ever known
+/// that it was dead-lettered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnknownTaskJob {
+    pub id: i64,
+    pub task_name: String,
 }
 
 /// The worker a job is claimed for as it is enqueued.
@@ -68,10 +115,20 @@ pub trait Storage: Send + Sync {
         claim: &DirectClaim,
     ) -> Result<(i64, Option<ClaimedJob>)>;
 
-    /// Atomically takes up to `limit` due jobs: highest priority first, then
-    /// earliest due time, then enqueue order. Each is marked running under a
-    /// lease held by `worker_id`, and its attempt counter goes up by one.
+    /// Atomically takes up to `request.limit()` due jobs: highest priority
+    /// first, then earliest due time, then enqueue order. Each is leased by
+    /// `worker_id` and its attempt counter goes up by one; the first
+    /// `request.start` are marked running (started now), the rest claimed.
+    /// Returned in claim order.
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
+
+    /// Starts claimed jobs (claimed to running, started at `now`) that are
+    /// still this attempt's; one flag per job, false for a job that was
+    /// cancelled or taken back meanwhile (it must not run).
+    fn start_claimed(&self, jobs: &[AttemptRef], now: Micros) -> Result<Vec<bool>>;
+
+    /// The highest priority among ready jobs in `scope`, if any is ready.
+    fn best_ready_priority(&self, scope: JobScope) -> Result<Option<i64>>;
 
     /// Records finished attempts in one transaction. Each outcome is fenced:
     /// it applies only while its job is still running under the same attempt.
@@ -81,14 +138,16 @@ pub trait Storage: Send + Sync {
     /// when the next waiting job falls due, if any does.
     fn promote_due(&self, now: Micros) -> Result<Option<Micros>>;
 
-    /// Extends the leases of these attempts (those still running).
+    /// Extends the leases of these attempts (those still running or claimed).
     fn renew_leases(&self, jobs: &[AttemptRef], until: Micros) -> Result<usize>;
 
-    /// Hands claimed jobs back so that any worker can take them. With
-    /// `refund_attempt` the attempt is not counted (the job never started).
+    /// Hands running or claimed jobs back so that any worker can take them.
+    /// With `refund_attempt` the attempt is not counted (it never started).
     fn release(&self, jobs: &[AttemptRef], refund_attempt: bool) -> Result<usize>;
 
-    /// Recovers running jobs whose lease expired before `now`.
+    /// Recovers running and claimed jobs whose lease expired before `now`:
+    /// a running one failed its attempt (`WorkerLost`), a claimed one never
+    /// started and is simply ready again.
     fn reap_expired(&self, now: Micros) -> Result<Vec<ReapedJob>>;
 
     /// Cancels a job that has not started. False if it is running or final.
@@ -133,4 +192,32 @@ pub trait Storage: Send + Sync {
     /// The wake-ups this database's producers, workers and result waiters
     /// share (across processes where the backend can).
     fn wakeups(&self) -> &Wakeups;
+
+    /// Records a worker in the registry (or updates its row: its tasks
+    /// change as they are registered), and its task names as known.
+    fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
+
+    /// Renews a worker's heartbeat; false if its row is gone (others took
+    /// it for dead), in which case the worker registers again.
+    fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool>;
+
+    fn unregister_worker(&self, id: &str) -> Result<()>;
+
+    /// Workers whose heartbeat has not lapsed at `now`.
+    fn workers(&self, now: Micros) -> Result<Vec<WorkerRecord>>;
+
+    /// Deletes the rows of workers whose heartbeat lapsed before `now`.
+    fn forget_lapsed_workers(&self, now: Micros) -> Result<usize>;
+
+    /// Jobs waiting (pending, or failed and due to retry) for a task that no
+    /// live worker at `now` has, counted by task name.
+    fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>>;
+
+    /// Dead-letters, with `UnknownTaskError`, ready jobs enqueued before
+    /// `enqueued_before` whose task no worker has ever registered.
+    fn fail_unknown_tasks(
+        &self,
+        enqueued_before: Micros,
+        now: Micros,
+    ) -> Result<Vec<UnknownTaskJob>>;
 }

@@ -1,33 +1,47 @@
-//! The dispatcher thread: claims jobs in batches sized by the recent
-//! completion rate, promotes due jobs, and sleeps while there is nothing to
-//! claim.
+//! The dispatcher thread: claims what its executors can start now (and a
+//! prefetch sized by the recent completion rate), promotes due jobs, and
+//! sleeps while there is nothing to claim.
+//!
+//! How much a worker takes is what keeps several worker processes fair:
+//! - jobs for idle executors, marked running;
+//! - beyond those, jobs expected to start within [`START_HORIZON`] at the
+//!   measured rate, also marked running (for short jobs this hides the claim
+//!   round trip; for slow jobs it is none at all, so a second process gets
+//!   its share of a small batch);
+//! - with an explicit `prefetch`, up to that many more held as claimed: not
+//!   started, cancellable, started only after a check that no better job
+//!   waits, and handed back when a better one waits and no executor is free.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::Shared;
 use crate::engine::Hub;
 use crate::job::{now_micros, ClaimedJob, Micros};
-use crate::storage::ClaimRequest;
+use crate::storage::{ClaimRequest, JobScope};
 use crate::wakeup::Listening;
 
 /// Most jobs claimed in one transaction.
 const MAX_CLAIM: usize = 512;
+/// Jobs expected to start within this long (at the measured completion
+/// rate) are claimed as running: enough to hide the claim round trip, short
+/// enough that no job shows running long before it runs.
+const START_HORIZON: f64 = 0.005;
 /// How often due jobs are promoted when other processes announce theirs.
 const PROMOTE_SAFETY_NET: Duration = Duration::from_secs(1);
-/// Claimed-but-not-started jobs a worker keeps, as seconds of work at the
-/// recent completion rate: enough to hide the claim round trip, small enough
-/// that other workers and new high-priority jobs are not kept waiting.
-const BUFFER_SECONDS: f64 = 0.005;
+/// Jobs waiting for an executor are handed back when no job finished for
+/// this long (every executor is stuck in a long task).
+const STALLED: Duration = Duration::from_millis(100);
 /// How often the completion rate is sampled, at the longest...
 const RATE_WINDOW: Duration = Duration::from_millis(20);
 /// ...and how many completions make a sample early.
 const RATE_MIN_JOBS: u64 = 128;
 
-/// Tracks the completion rate to size the claim buffer.
+/// Tracks the completion rate to size the claims.
 struct RateMeter {
     last_count: u64,
     last_at: Instant,
@@ -43,13 +57,19 @@ impl RateMeter {
         }
     }
 
-    fn sample(&mut self, count: u64) {
+    fn sample(&mut self, count: u64, concurrency: usize) {
         let elapsed = self.last_at.elapsed();
         let done = count - self.last_count;
         // Every 20 ms, or sooner once enough jobs finished to measure: a
-        // backlog of short jobs must not run its first thousand through a
-        // buffer sized for an unknown rate.
-        if elapsed < RATE_WINDOW && (done < RATE_MIN_JOBS || elapsed.is_zero()) {
+        // backlog of short jobs must not run its first thousand through
+        // claims sized for an unknown rate. The very first sample comes
+        // after a couple of jobs per executor.
+        let enough = if self.rate == 0.0 {
+            2 * concurrency as u64
+        } else {
+            RATE_MIN_JOBS
+        };
+        if elapsed < RATE_WINDOW && (done < enough || elapsed.is_zero()) {
             return;
         }
         let instant = done as f64 / elapsed.as_secs_f64();
@@ -62,14 +82,33 @@ impl RateMeter {
         self.last_at = Instant::now();
     }
 
-    /// Jobs to keep claimed beyond the ones executing.
-    fn buffer(&self, concurrency: usize) -> usize {
-        ((self.rate * BUFFER_SECONDS) as usize).clamp(concurrency, MAX_CLAIM.max(concurrency))
+    /// Jobs expected to start within the horizon, beyond the executing ones.
+    fn horizon(&self) -> usize {
+        ((self.rate * START_HORIZON) as usize).min(MAX_CLAIM)
     }
 }
 
-/// The dispatcher thread's loop, until the worker stops: keeps the executors
-/// fed without claiming far more than they can start soon.
+/// How many jobs the dispatcher wants, this round.
+struct Targets {
+    /// Jobs marked running (executing or about to): executors plus the horizon.
+    running: usize,
+    /// Claimed-only jobs held beyond those (an explicit prefetch).
+    held: usize,
+    /// Refill once running jobs fall to this many, to claim in batches.
+    refill_at: usize,
+}
+
+fn targets(concurrency: usize, horizon: usize, prefetch: Option<usize>) -> Targets {
+    let extra = prefetch.unwrap_or(horizon);
+    let soon = extra.min(horizon);
+    Targets {
+        running: concurrency + soon,
+        held: extra - soon,
+        refill_at: concurrency + soon / 2,
+    }
+}
+
+/// The dispatcher thread's loop, until the worker stops.
 ///
 /// It sleeps in two ways. Busy (its executors have enough to do), it waits
 /// in this process for capacity to free up, and producers do not wake it.
@@ -77,7 +116,11 @@ impl RateMeter {
 /// looks once more, and sleeps until a producer in any process commits work,
 /// a job falls due, or the safety-net poll for other processes' commits
 /// comes round.
-pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
+pub(super) fn dispatcher(
+    shared: Arc<Shared>,
+    jobs: Sender<ClaimedJob>,
+    waiting: Receiver<ClaimedJob>,
+) {
     let hub = shared.engine.hub.clone();
     let wakeups = shared.storage().wakeups();
     let work = wakeups.work();
@@ -95,22 +138,30 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
     let mut rate = RateMeter::new();
     let mut error_pause = Duration::from_millis(10);
     let mut listening: Option<Listening<'_>> = None;
+    let mut prefetched: VecDeque<ClaimedJob> = VecDeque::new();
+    let mut progress = Progress::new(&shared);
     while !shared.stopping() {
         let generation = hub.work_generation();
         // Read before looking for work: a commit after the look moves it.
         let seen = work.seq();
-        rate.sample(shared.finished_attempts.load(Ordering::Relaxed));
-        let buffer = rate.buffer(config.concurrency);
-        let target = config.concurrency + buffer;
-        let refill_at = config.concurrency + buffer / 2;
-        shared.refill_at.store(refill_at, Ordering::Relaxed);
+        rate.sample(
+            shared.finished_attempts.load(Ordering::Relaxed),
+            config.concurrency,
+        );
+        let want = targets(config.concurrency, rate.horizon(), config.prefetch);
+        shared.refill_at.store(want.refill_at, Ordering::Relaxed);
         let inflight = shared.inflight.load(Ordering::SeqCst);
-        if inflight > refill_at {
+        let room = want.running.saturating_sub(inflight);
+        let hold_room = want.held.saturating_sub(prefetched.len());
+        if inflight > want.refill_at || room + hold_room == 0 {
             // Busy: producers need not wake this worker.
             listening = None;
             shared.starved.store(true, Ordering::SeqCst);
-            if shared.inflight.load(Ordering::SeqCst) > refill_at {
-                hub.wait_work(generation, config.idle_poll_max);
+            if shared.inflight.load(Ordering::SeqCst) > want.refill_at || room + hold_room == 0 {
+                if !hub.wait_work(generation, config.idle_poll_max) {
+                    hand_back_if_better_waits(&shared, &mut prefetched);
+                    progress.release_if_stalled(&shared, &waiting);
+                }
                 continue;
             }
         }
@@ -130,15 +181,8 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
                 }
             }
         }
-        let want = target.saturating_sub(inflight).min(MAX_CLAIM);
-        let request = ClaimRequest {
-            worker_id: &shared.id,
-            queues: config.queues.as_deref(),
-            limit: want,
-            lease: config.lease,
-        };
-        let claimed = match shared.storage().claim(&request) {
-            Ok(claimed) => claimed,
+        let got = match take_jobs(&shared, &mut prefetched, room, hold_room, &jobs) {
+            Ok(got) => got,
             Err(e) => {
                 shared.report("claiming jobs", &e);
                 pause_after_error(&hub, generation, &mut error_pause);
@@ -146,16 +190,10 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
             }
         };
         error_pause = Duration::from_millis(10);
-        let got = claimed.len();
         if got > 0 {
-            shared.hold(&claimed);
-            for job in claimed {
-                // Executors only exit once this sender is gone.
-                let _ = jobs.send(job);
-            }
             idle = config.idle_poll_min;
         }
-        if got == want {
+        if got == room + hold_room {
             listening = None;
             continue;
         }
@@ -180,7 +218,123 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
                 Ok(false) => idle = (idle * 2).min(config.idle_poll_max),
                 Err(e) => shared.report("checking for new work", &e),
             }
+            hand_back_if_better_waits(&shared, &mut prefetched);
         }
+    }
+    // Never started: back to the queue, their attempt not counted.
+    shared.release_unstarted(prefetched.drain(..).collect());
+}
+
+/// Claims up to `room` jobs to run now and `hold_room` to hold, and hands
+/// the running ones to the executors. Held jobs start first, unless a better
+/// job waits in storage. Returns how many jobs it took or started.
+fn take_jobs(
+    shared: &Shared,
+    prefetched: &mut VecDeque<ClaimedJob>,
+    room: usize,
+    hold_room: usize,
+    executors: &Sender<ClaimedJob>,
+) -> crate::error::Result<usize> {
+    let tasks = shared.tasks();
+    let mut request = ClaimRequest {
+        worker_id: &shared.id,
+        queues: shared.config.queues.as_deref(),
+        tasks: tasks.as_deref().map(|t| t.as_slice()),
+        above_priority: None,
+        start: room,
+        hold: hold_room,
+        lease: shared.config.lease,
+    };
+    let mut to_run = Vec::new();
+    let taken;
+    if let (true, Some(best_held)) = (room > 0, prefetched.front()) {
+        // Only jobs better than what this worker holds may jump the queue.
+        request.above_priority = Some(best_held.priority);
+        request.hold = 0;
+        let better = shared.storage().claim(&request)?;
+        shared.hold(&better);
+        let starting: Vec<ClaimedJob> = prefetched
+            .drain(..(room - better.len()).min(prefetched.len()))
+            .collect();
+        taken = better.len() + starting.len();
+        to_run.extend(better);
+        to_run.extend(shared.start_held(starting)?);
+    } else {
+        let claimed = shared.storage().claim(&request)?;
+        taken = claimed.len();
+        shared.hold(&claimed);
+        for job in claimed {
+            if job.running {
+                to_run.push(job);
+            } else {
+                prefetched.push_back(job);
+            }
+        }
+    }
+    for job in to_run {
+        // Executors only exit once this sender is gone.
+        let _ = executors.send(job);
+    }
+    Ok(taken)
+}
+
+/// Hands held (claimed, not started) jobs back when a ready job of higher
+/// priority waits and no executor here is free to take it: they would
+/// otherwise start before it. Another worker, or this one once free, takes
+/// the better job first.
+fn hand_back_if_better_waits(shared: &Shared, prefetched: &mut VecDeque<ClaimedJob>) {
+    let Some(lowest) = prefetched.iter().map(|j| j.priority).min() else {
+        return;
+    };
+    let tasks = shared.tasks();
+    let scope = JobScope {
+        queues: shared.config.queues.as_deref(),
+        tasks: tasks.as_deref().map(|t| t.as_slice()),
+    };
+    match shared.storage().best_ready_priority(scope) {
+        Ok(Some(best)) if best > lowest => {
+            let (keep, give): (Vec<ClaimedJob>, Vec<ClaimedJob>) =
+                prefetched.drain(..).partition(|j| j.priority >= best);
+            prefetched.extend(keep);
+            shared.release_unstarted(give);
+        }
+        Ok(_) => {}
+        Err(e) => shared.report("looking for better jobs", &e),
+    }
+}
+
+/// Whether the executors are getting anywhere: jobs marked running that
+/// wait in the channel while every executor is stuck in a long task are
+/// handed back for other workers.
+struct Progress {
+    finished: u64,
+    since: Instant,
+}
+
+impl Progress {
+    fn new(shared: &Shared) -> Self {
+        Progress {
+            finished: shared.finished_attempts.load(Ordering::Relaxed),
+            since: Instant::now(),
+        }
+    }
+
+    fn release_if_stalled(&mut self, shared: &Shared, waiting: &Receiver<ClaimedJob>) {
+        let finished = shared.finished_attempts.load(Ordering::Relaxed);
+        if finished != self.finished || waiting.is_empty() {
+            self.finished = finished;
+            self.since = Instant::now();
+            return;
+        }
+        if self.since.elapsed() < STALLED {
+            return;
+        }
+        let stuck: Vec<ClaimedJob> = waiting.try_iter().collect();
+        for _ in &stuck {
+            shared.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+        shared.release_unstarted(stuck);
+        self.since = Instant::now();
     }
 }
 
@@ -189,4 +343,27 @@ pub(super) fn dispatcher(shared: Arc<Shared>, jobs: Sender<ClaimedJob>) {
 fn pause_after_error(hub: &Hub, generation: u64, pause: &mut Duration) {
     hub.wait_work(generation, *pause);
     *pause = (*pause * 2).min(Duration::from_secs(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_jobs_get_no_prefetch_and_short_ones_a_horizon() {
+        let slow = targets(2, 0, None);
+        assert_eq!((slow.running, slow.held, slow.refill_at), (2, 0, 2));
+        let fast = targets(2, 100, None);
+        assert_eq!((fast.running, fast.held, fast.refill_at), (102, 0, 52));
+    }
+
+    #[test]
+    fn an_explicit_prefetch_holds_what_the_horizon_does_not_cover() {
+        let t = targets(2, 0, Some(3));
+        assert_eq!((t.running, t.held), (2, 3));
+        let t = targets(2, 10, Some(3));
+        assert_eq!((t.running, t.held), (5, 0));
+        let t = targets(2, 10, Some(0));
+        assert_eq!((t.running, t.held), (2, 0));
+    }
 }

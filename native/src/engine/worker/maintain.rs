@@ -11,6 +11,9 @@ use crate::job::{micros, now_micros, Applied, AttemptRef, Failure, Outcome, Outc
 
 /// How often the maintenance thread checkpoints the write-ahead log.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How often an idle worker looks for jobs whose task no worker ever had
+/// (more often when the grace period is shorter).
+const UNKNOWN_TASKS_EVERY: Duration = Duration::from_secs(5);
 
 /// The maintenance thread's loop, until `maintenance_stop` is set.
 pub(super) fn maintenance(shared: Arc<Shared>) {
@@ -18,6 +21,12 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
     let tick = config.heartbeat.min(Duration::from_millis(50));
     let mut last_heartbeat = Instant::now();
     let mut last_checkpoint = Instant::now();
+    let mut last_unknown_check = Instant::now();
+    let unknown_every = config
+        .unknown_task_grace
+        .map_or(UNKNOWN_TASKS_EVERY, |grace| {
+            (grace / 2).min(UNKNOWN_TASKS_EVERY)
+        });
     loop {
         {
             let mut stop = shared.maintenance_stop.lock();
@@ -39,6 +48,10 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
             if let Err(e) = shared.storage().checkpoint() {
                 shared.report("checkpointing the log", &e);
             }
+        }
+        if last_unknown_check.elapsed() >= unknown_every {
+            last_unknown_check = Instant::now();
+            shared.fail_unknown_tasks();
         }
     }
 }
@@ -71,6 +84,7 @@ fn enforce_timeouts(shared: &Shared) {
         };
         let _ = shared.outcomes.send(WriterMsg::Outcome(Outcome {
             job,
+            started_at: None,
             finished_at: now_micros(),
             kind: OutcomeKind::Failure(failure),
         }));
@@ -85,6 +99,7 @@ fn enforce_timeouts(shared: &Shared) {
 fn heartbeat(shared: &Shared) {
     let config = &shared.config;
     let storage = shared.storage();
+    shared.renew_registration();
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
         if let Err(e) =

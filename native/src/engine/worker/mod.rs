@@ -9,7 +9,9 @@
 mod commit;
 mod dispatch;
 mod execute;
+mod held;
 mod maintain;
+mod registry;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,11 +20,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::{Engine, Event, EventSink, LocalWorker, Runner};
 use crate::error::{Error, Result};
-use crate::job::{AttemptRef, ClaimedJob, Outcome};
+use crate::job::{now_micros, AttemptRef, ClaimedJob, JobOptions, Micros};
 use crate::storage::Storage;
 use commit::WriterMsg;
 
@@ -45,6 +47,15 @@ pub struct WorkerConfig {
     pub jobs_per_run: usize,
     /// Completed and cancelled jobs are deleted this long after finishing.
     pub result_ttl: Option<Duration>,
+    /// Jobs held beyond the idle executors; `None`: about 5 ms of work at
+    /// the measured rate (none for slow jobs). See `dispatch`.
+    pub prefetch: Option<usize>,
+    /// The task names this worker can run; `None`: any (claims do not
+    /// filter by task).
+    pub tasks: Option<Vec<String>>,
+    /// A ready job whose task no worker has ever registered is dead-lettered
+    /// this long after it was enqueued; `None`: it waits for ever.
+    pub unknown_task_grace: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +69,9 @@ impl Default for WorkerConfig {
             idle_poll_max: Duration::from_millis(50),
             jobs_per_run: 32,
             result_ttl: None,
+            prefetch: None,
+            tasks: None,
+            unknown_task_grace: None,
         }
     }
 }
@@ -109,6 +123,9 @@ struct Shared {
     starved: AtomicBool,
     refill_at: AtomicUsize,
     held: Mutex<HashMap<i64, Held>>,
+    /// The task names it can run (they grow as tasks are registered).
+    tasks: RwLock<Option<Arc<Vec<String>>>>,
+    started_at: Micros,
     /// Jobs drained from the channel after stop began: never started.
     unstarted: Mutex<Vec<AttemptRef>>,
     outcomes: Sender<WriterMsg>,
@@ -139,80 +156,22 @@ impl Shared {
         });
     }
 
-    fn mark_started(&self, job: &ClaimedJob) {
-        if let Some(held) = self.held.lock().get_mut(&job.id) {
-            if held.job.token == job.token {
-                held.started = Some(Instant::now());
-            }
-        }
-    }
-
-    /// An executor finished an attempt: free its capacity, and wake the
-    /// dispatcher if it was waiting for room.
-    fn attempt_finished(&self) {
-        self.finished_attempts.fetch_add(1, Ordering::Relaxed);
-        let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
-        if left <= self.refill_at.load(Ordering::Relaxed)
-            && self.starved.swap(false, Ordering::SeqCst)
-        {
-            self.engine.hub.notify_work();
-        }
-    }
-
-    fn send_to_writer(&self, outcome: Outcome) {
-        // The writer outlives every executor that is not abandoned; an
-        // abandoned one's late outcome is fenced out anyway.
-        let _ = self.outcomes.send(WriterMsg::Outcome(outcome));
-    }
-
-    /// A runner panicked (a bug) holding these attempts: hand their jobs
-    /// back to the queue and free their capacity, so they run again.
-    fn abandon(&self, jobs: &[AttemptRef]) {
-        {
-            let mut held = self.held.lock();
-            for job in jobs {
-                if matches!(held.get(&job.id), Some(h) if h.job.token == job.token) {
-                    held.remove(&job.id);
-                }
-            }
-        }
-        for _ in jobs {
-            self.attempt_finished();
-        }
-        if let Err(e) = self.storage().release(jobs, false) {
-            self.report("releasing the jobs of a failed runner", &e);
-        }
-        self.events
-            .event(Event::RunnerPanicked { jobs: jobs.len() });
-        self.engine.hub.notify_work();
-        self.engine.announce_work();
-    }
-
-    /// Records freshly claimed jobs as held by this worker.
-    fn hold(&self, jobs: &[ClaimedJob]) {
-        self.inflight.fetch_add(jobs.len(), Ordering::SeqCst);
-        let mut held = self.held.lock();
-        for job in jobs {
-            held.insert(
-                job.id,
-                Held {
-                    job: job.attempt_ref(),
-                    started: None,
-                    timeout: job.timeout,
-                    timed_out: false,
-                },
-            );
-        }
+    /// The task names this worker can claim jobs of (`None`: any).
+    fn tasks(&self) -> Option<Arc<Vec<String>>> {
+        self.tasks.read().clone()
     }
 }
 
 impl LocalWorker for Shared {
-    fn idle_claim(&self, queue: &str) -> Option<(String, Duration)> {
+    fn idle_claim(&self, options: &JobOptions) -> Option<(String, Duration)> {
         let serves = self
             .config
             .queues
             .as_ref()
-            .is_none_or(|q| q.iter().any(|name| name == queue));
+            .is_none_or(|q| q.iter().any(|name| *name == options.queue))
+            && self
+                .tasks()
+                .is_none_or(|t| t.iter().any(|name| *name == options.task_name));
         let direct = self.direct.lock();
         let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
             && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;
@@ -272,6 +231,8 @@ impl Worker {
             starved: AtomicBool::new(false),
             refill_at: AtomicUsize::new(config.concurrency),
             held: Mutex::new(HashMap::new()),
+            tasks: RwLock::new(config.tasks.clone().map(Arc::new)),
+            started_at: now_micros(),
             unstarted: Mutex::new(Vec::new()),
             outcomes: outcomes_tx,
             direct: Mutex::new(Some(jobs_tx.clone())),
@@ -283,6 +244,9 @@ impl Worker {
             stopped_changed: Condvar::new(),
             config,
         });
+        // In the registry before it claims anything, so that its jobs'
+        // tasks are never counted as served by no one.
+        shared.register()?;
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name)
@@ -297,7 +261,6 @@ impl Worker {
                 Box::new(move || execute::executor(s, rx)),
             )?);
         }
-        drop(jobs_rx);
         let s = shared.clone();
         let writer = spawn(
             "taskito-writer".into(),
@@ -313,7 +276,7 @@ impl Worker {
         let s = shared.clone();
         let dispatcher = spawn(
             "taskito-dispatch".into(),
-            Box::new(move || dispatch::dispatcher(s, jobs_tx)),
+            Box::new(move || dispatch::dispatcher(s, jobs_tx, jobs_rx)),
         )?;
         let local: Weak<Shared> = Arc::downgrade(&shared);
         *shared.engine.local_worker.lock() = Some(local as Weak<dyn LocalWorker>);
@@ -419,6 +382,7 @@ impl Worker {
         *shared.maintenance_stop.lock() = true;
         shared.maintenance_wake.notify_all();
         let _ = threads.maintenance.join();
+        shared.unregister();
         *shared.stopped.lock() = true;
         shared.stopped_changed.notify_all();
         left_behind
@@ -453,11 +417,10 @@ impl Worker {
 }
 
 fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".to_string());
-    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+    format!(
+        "{}:{}:{:04x}",
+        registry::hostname(),
+        std::process::id(),
+        fastrand::u16(..)
+    )
 }

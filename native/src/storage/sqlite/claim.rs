@@ -1,76 +1,200 @@
-//! Taking due jobs: one statement marks a batch running and returns it.
+//! Taking due jobs: one statement marks a batch running (or claimed, for a
+//! worker's prefetch) and returns it; starting claimed jobs later; and the
+//! look at the best waiting job that decides whether a prefetch is handed
+//! back.
+
+use rusqlite::{params, Statement, Transaction};
 
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, now_micros, state_sql, ClaimedJob};
-use crate::storage::common::{sort_in_claim_order, timeout_from_millis};
-use crate::storage::ClaimRequest;
+use crate::job::{micros, now_micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
+use crate::storage::common::{json_names, sort_in_claim_order, timeout_from_millis};
+use crate::storage::{ClaimRequest, JobScope};
 
-/// Marks up to `?4` ready jobs running for worker `?1` at `?2` under a lease
-/// until `?3`, in claim order, and returns them. With `queues`, only jobs of
-/// the queues bound from `?5` on. One text per number of queues, so each
-/// stays in the statement cache.
-pub(super) fn claim_sql(queues: Option<usize>) -> String {
-    let queue_filter = match queues {
-        None => String::new(),
-        Some(count) => {
-            let slots: Vec<String> = (0..count).map(|i| format!("?{}", i + 5)).collect();
-            format!("AND queue IN ({})", slots.join(", "))
+/// Which optional filters a statement applies to the ready jobs it walks,
+/// each bound as one parameter: queues (`?6`, a JSON array of names), tasks
+/// (`?7`, likewise) and a priority floor (`?8`). One text per combination,
+/// so each stays in the statement cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Filters {
+    pub queues: bool,
+    pub tasks: bool,
+    pub above_priority: bool,
+}
+
+impl Filters {
+    fn sql(self) -> String {
+        let mut sql = String::new();
+        if self.queues {
+            sql += " AND queue IN (SELECT value FROM json_each(?6))";
         }
-    };
+        if self.tasks {
+            sql += " AND task_name IN (SELECT value FROM json_each(?7))";
+        }
+        if self.above_priority {
+            sql += " AND priority > ?8";
+        }
+        sql
+    }
+}
+
+/// Binds the filters' parameters (and only those the text uses).
+fn bind_filters(
+    stmt: &mut Statement,
+    scope: JobScope,
+    above_priority: Option<i64>,
+) -> rusqlite::Result<()> {
+    if let Some(queues) = scope.queues {
+        stmt.raw_bind_parameter(6, json_names(queues))?;
+    }
+    if let Some(tasks) = scope.tasks {
+        stmt.raw_bind_parameter(7, json_names(tasks))?;
+    }
+    if let Some(priority) = above_priority {
+        stmt.raw_bind_parameter(8, priority)?;
+    }
+    Ok(())
+}
+
+/// Takes up to `?4` ready jobs in claim order for worker `?1` at `?2`,
+/// leased until `?3`, into state `?5` (running, started now, or claimed, not
+/// started), and returns them.
+pub(super) fn claim_sql(filters: Filters) -> String {
     format!(
         concat!(
-            "UPDATE jobs SET status = ",
+            "UPDATE jobs SET status = ?5, attempt = attempt + 1, lease_token = lease_token + 1, \
+             worker_id = ?1, started_at = CASE WHEN ?5 = ",
             state_sql!(Running),
-            ", attempt = attempt + 1, lease_token = lease_token + 1, \
-             worker_id = ?1, started_at = ?2, lease_expires_at = ?3 \
+            " THEN ?2 END, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM jobs WHERE status = ",
             state_sql!(Ready),
-            " {queue_filter} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
+            "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
              RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
              lease_token, max_retries, retry_backoff, timeout_ms"
         ),
         // A format string made by a macro cannot capture variables by name.
-        queue_filter = queue_filter
+        filters = filters.sql()
     )
 }
 
 pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<Vec<ClaimedJob>> {
-    if request.limit == 0 {
+    if request.limit() == 0 {
         return Ok(Vec::new());
     }
-    let sql = claim_sql(request.queues.map(|queues| queues.len()));
+    let sql = claim_sql(Filters {
+        queues: request.queues.is_some(),
+        tasks: request.tasks.is_some(),
+        above_priority: request.above_priority.is_some(),
+    });
     let now = now_micros();
-    let mut jobs = storage.write(|tx| {
-        let mut stmt = tx.prepare_cached(&sql)?;
-        stmt.raw_bind_parameter(1, request.worker_id)?;
-        stmt.raw_bind_parameter(2, now)?;
-        stmt.raw_bind_parameter(3, now.saturating_add(micros(request.lease)))?;
-        stmt.raw_bind_parameter(4, request.limit as i64)?;
-        for (i, queue) in request.queues.unwrap_or(&[]).iter().enumerate() {
-            stmt.raw_bind_parameter(i + 5, queue)?;
-        }
-        let mut rows = stmt.raw_query();
-        let mut jobs = Vec::with_capacity(request.limit);
-        while let Some(row) = rows.next()? {
-            jobs.push(ClaimedJob {
-                id: row.get(0)?,
-                queue: row.get(1)?,
-                task_name: row.get(2)?,
-                payload: row.get(3)?,
-                priority: row.get(4)?,
-                scheduled_at: row.get(5)?,
-                attempt: row.get(6)?,
-                token: row.get(7)?,
-                max_retries: row.get(8)?,
-                retry_backoff: row.get(9)?,
-                timeout: timeout_from_millis(row.get(10)?),
-            });
-        }
+    storage.write(|tx| {
+        let mut jobs = take(tx, &sql, request, State::Running, request.start, now)?;
+        // The held ones come after every started one in claim order: the
+        // first statement took the best, and both run in one transaction.
+        jobs.extend(take(tx, &sql, request, State::Claimed, request.hold, now)?);
         Ok(jobs)
-    })?;
+    })
+}
+
+fn take(
+    tx: &Transaction,
+    sql: &str,
+    request: &ClaimRequest,
+    state: State,
+    limit: usize,
+    now: Micros,
+) -> Result<Vec<ClaimedJob>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = tx.prepare_cached(sql)?;
+    stmt.raw_bind_parameter(1, request.worker_id)?;
+    stmt.raw_bind_parameter(2, now)?;
+    stmt.raw_bind_parameter(3, now.saturating_add(micros(request.lease)))?;
+    stmt.raw_bind_parameter(4, limit as i64)?;
+    stmt.raw_bind_parameter(5, state as i64)?;
+    let scope = JobScope {
+        queues: request.queues,
+        tasks: request.tasks,
+    };
+    bind_filters(&mut stmt, scope, request.above_priority)?;
+    let mut rows = stmt.raw_query();
+    let mut jobs = Vec::with_capacity(limit);
+    while let Some(row) = rows.next()? {
+        jobs.push(ClaimedJob {
+            id: row.get(0)?,
+            queue: row.get(1)?,
+            task_name: row.get(2)?,
+            payload: row.get(3)?,
+            priority: row.get(4)?,
+            scheduled_at: row.get(5)?,
+            attempt: row.get(6)?,
+            token: row.get(7)?,
+            max_retries: row.get(8)?,
+            retry_backoff: row.get(9)?,
+            timeout: timeout_from_millis(row.get(10)?),
+            running: state == State::Running,
+        });
+    }
     // RETURNING yields rows in update order, which SQLite does not promise
     // to match the subquery's ORDER BY.
     sort_in_claim_order(&mut jobs);
     Ok(jobs)
+}
+
+/// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled
+/// or taken back meanwhile.
+pub(super) const START_CLAIMED: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Running),
+    ", started_at = ?3 WHERE id = ?1 AND status = ",
+    state_sql!(Claimed),
+    " AND lease_token = ?2"
+);
+
+pub(super) fn start_claimed(
+    storage: &SqliteStorage,
+    jobs: &[AttemptRef],
+    now: Micros,
+) -> Result<Vec<bool>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    storage.write(|tx| {
+        let mut stmt = tx.prepare_cached(START_CLAIMED)?;
+        let mut started = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            started.push(stmt.execute(params![job.id, job.token, now])? == 1);
+        }
+        Ok(started)
+    })
+}
+
+/// The priority of the first ready job in claim order (among the filtered).
+pub(super) fn best_ready_sql(filters: Filters) -> String {
+    format!(
+        concat!(
+            "SELECT priority FROM jobs WHERE status = ",
+            state_sql!(Ready),
+            "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT 1"
+        ),
+        filters = filters.sql()
+    )
+}
+
+pub(super) fn best_ready_priority(storage: &SqliteStorage, scope: JobScope) -> Result<Option<i64>> {
+    let sql = best_ready_sql(Filters {
+        queues: scope.queues.is_some(),
+        tasks: scope.tasks.is_some(),
+        above_priority: false,
+    });
+    storage.read(|conn| {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        bind_filters(&mut stmt, scope, None)?;
+        let mut rows = stmt.raw_query();
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    })
 }

@@ -9,12 +9,12 @@
 
 use std::sync::atomic::Ordering;
 
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 
-use super::outcomes::fail_attempt;
+use super::outcomes::{fail_attempt, RELEASE_ATTEMPT};
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{state_sql, AttemptRef, Micros};
+use crate::job::{state_sql, Applied, AttemptRef, Micros, State};
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
@@ -41,19 +41,20 @@ pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option
     })
 }
 
-/// Running attempts whose lease ran out before `?1`, and who held them.
+/// Running and claimed attempts whose lease ran out before `?1`, who held
+/// them, and which of the two states each was in.
 pub(super) const EXPIRED_LEASES: &str = concat!(
-    "SELECT id, attempt, lease_token, max_retries, retry_backoff, worker_id FROM jobs \
+    "SELECT id, attempt, lease_token, max_retries, retry_backoff, worker_id, status FROM jobs \
      WHERE status <> ",
     state_sql!(Ready),
-    " AND status = ",
-    state_sql!(Running),
-    " AND lease_expires_at < ?1"
+    " AND status IN (",
+    state_sql!(Running, Claimed),
+    ") AND lease_expires_at < ?1"
 );
 
 pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
     storage.write(|tx| {
-        let expired: Vec<(AttemptRef, Option<String>)> = tx
+        let expired: Vec<(AttemptRef, Option<String>, i64)> = tx
             .prepare_cached(EXPIRED_LEASES)?
             .query_map([now], |r| {
                 Ok((
@@ -65,13 +66,21 @@ pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<R
                         retry_backoff: r.get(4)?,
                     },
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
-        for (job, worker) in expired {
-            let failure = worker_lost(worker.as_deref(), job.attempt);
-            let applied = fail_attempt(tx, &job, &failure, now)?;
+        for (job, worker, state) in expired {
+            let applied = if state == State::Claimed as i64 {
+                // Never started: ready again, the attempt not counted.
+                tx.prepare_cached(RELEASE_ATTEMPT)?
+                    .execute(params![job.id, job.token, 1, now])?;
+                Applied::Retry(now)
+            } else {
+                let failure = worker_lost(worker.as_deref(), job.attempt);
+                fail_attempt(tx, &job, &failure, None, now)?
+            };
             reaped.push(ReapedJob {
                 id: job.id,
                 applied,

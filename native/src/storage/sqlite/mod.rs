@@ -26,6 +26,7 @@ mod foreign;
 mod maintenance;
 mod outcomes;
 mod reads;
+mod registry;
 mod schema;
 
 use std::ffi::c_int;
@@ -41,11 +42,13 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 use self::foreign::OwnedFile;
 use self::maintenance::data_version;
-use super::{CancelRequest, ClaimRequest, DirectClaim, ReapedJob, Storage};
+use super::{
+    CancelRequest, ClaimRequest, DirectClaim, JobScope, ReapedJob, Storage, UnknownTaskJob,
+};
 use crate::error::{Error, Result};
 use crate::job::{
     Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
-    Micros, Outcome, Stats,
+    Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
@@ -317,6 +320,14 @@ impl Storage for SqliteStorage {
         claim::claim(self, request)
     }
 
+    fn start_claimed(&self, jobs: &[AttemptRef], now: Micros) -> Result<Vec<bool>> {
+        claim::start_claimed(self, jobs, now)
+    }
+
+    fn best_ready_priority(&self, scope: JobScope) -> Result<Option<i64>> {
+        claim::best_ready_priority(self, scope)
+    }
+
     fn complete(&self, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
         outcomes::complete(self, outcomes)
     }
@@ -391,6 +402,38 @@ impl Storage for SqliteStorage {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wakeups
+    }
+
+    fn register_worker(&self, worker: &WorkerRecord) -> Result<()> {
+        registry::register_worker(self, worker)
+    }
+
+    fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool> {
+        registry::renew_worker(self, id, now, expires_at)
+    }
+
+    fn unregister_worker(&self, id: &str) -> Result<()> {
+        registry::unregister_worker(self, id)
+    }
+
+    fn workers(&self, now: Micros) -> Result<Vec<WorkerRecord>> {
+        registry::workers(self, now)
+    }
+
+    fn forget_lapsed_workers(&self, now: Micros) -> Result<usize> {
+        registry::forget_lapsed_workers(self, now)
+    }
+
+    fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>> {
+        registry::unserved_tasks(self, now)
+    }
+
+    fn fail_unknown_tasks(
+        &self,
+        enqueued_before: Micros,
+        now: Micros,
+    ) -> Result<Vec<UnknownTaskJob>> {
+        registry::fail_unknown_tasks(self, enqueued_before, now)
     }
 }
 

@@ -14,21 +14,24 @@ use crate::job::{
 use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
 
-/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`.
+/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`; it
+/// started at `?5` when that is known.
 pub(super) const COMPLETE_ATTEMPT: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Complete),
-    ", result = ?3, finished_at = ?4, lease_expires_at = NULL \
-     WHERE id = ?1 AND status = ",
+    ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
+     lease_expires_at = NULL WHERE id = ?1 AND status = ",
     state_sql!(Running),
     " AND lease_token = ?2"
 );
 
-/// Ends attempt `?2` of job `?1` cancelled at `?3`: the task stopped on request.
+/// Ends attempt `?2` of job `?1` cancelled at `?3` (started at `?4` when
+/// known): the task stopped on request.
 pub(super) const CANCEL_ATTEMPT: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Cancelled),
-    ", finished_at = ?3, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    ", finished_at = ?3, started_at = COALESCE(?4, started_at), lease_expires_at = NULL \
+     WHERE id = ?1 AND status = ",
     state_sql!(Running),
     " AND lease_token = ?2"
 );
@@ -47,7 +50,8 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
                         job.id,
                         job.token,
                         result,
-                        outcome.finished_at
+                        outcome.finished_at,
+                        outcome.started_at
                     ])?;
                     if changed == 1 {
                         Applied::Complete
@@ -56,13 +60,14 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
                     }
                 }
                 OutcomeKind::Failure(failure) => {
-                    fail_attempt(tx, job, failure, outcome.finished_at)?
+                    fail_attempt(tx, job, failure, outcome.started_at, outcome.finished_at)?
                 }
                 OutcomeKind::Cancelled => {
                     let changed = tx.prepare_cached(CANCEL_ATTEMPT)?.execute(params![
                         job.id,
                         job.token,
-                        outcome.finished_at
+                        outcome.finished_at,
+                        outcome.started_at
                     ])?;
                     if changed == 1 {
                         Applied::Cancelled
@@ -76,9 +81,10 @@ pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<
     })
 }
 
-/// Ends failed attempt `?2` of job `?1` at `?5`: moves it to state `?3`, due
-/// at `?4` if that is a retry, unless its cancellation was requested, which
-/// ends it cancelled. Returns the state it ended in.
+/// Ends failed attempt `?2` of job `?1` at `?5` (started at `?6` when known):
+/// moves it to state `?3`, due at `?4` if that is a retry, unless its
+/// cancellation was requested, which ends it cancelled. Returns the state it
+/// ended in.
 pub(super) const FAIL_ATTEMPT: &str = concat!(
     "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
     state_sql!(Cancelled),
@@ -86,12 +92,13 @@ pub(super) const FAIL_ATTEMPT: &str = concat!(
     state_sql!(Dead),
     " THEN scheduled_at ELSE ?4 END, finished_at = CASE WHEN cancel_requested OR ?3 = ",
     state_sql!(Dead),
-    " THEN ?5 ELSE NULL END, lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    " THEN ?5 ELSE NULL END, started_at = COALESCE(?6, started_at), lease_expires_at = NULL \
+     WHERE id = ?1 AND status = ",
     state_sql!(Running),
     " AND lease_token = ?2 RETURNING status"
 );
 
-const RECORD_ERROR: &str = "INSERT INTO job_errors \
+pub(super) const RECORD_ERROR: &str = "INSERT INTO job_errors \
     (job_id, attempt, error_type, message, traceback, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Ends a failed attempt: schedules the next run, or moves the job to the
@@ -102,14 +109,16 @@ pub(super) fn fail_attempt(
     tx: &Transaction,
     job: &AttemptRef,
     failure: &Failure,
+    started_at: Option<Micros>,
     now: Micros,
 ) -> Result<Applied> {
     let (next, due) = after_failure(job, failure, now);
     let ended: Option<i64> = tx
         .prepare_cached(FAIL_ATTEMPT)?
-        .query_row(params![job.id, job.token, next as i64, due, now], |r| {
-            r.get(0)
-        })
+        .query_row(
+            params![job.id, job.token, next as i64, due, now, started_at],
+            |r| r.get(0),
+        )
         .optional()?;
     let Some(ended) = ended else {
         return Ok(Applied::Stale);
@@ -129,11 +138,11 @@ pub(super) fn fail_attempt(
     })
 }
 
-/// Extends the lease of attempt `?2` of job `?1` to `?3`.
+/// Extends the lease of attempt `?2` of job `?1` (running or claimed) to `?3`.
 pub(super) const RENEW_LEASE: &str = concat!(
-    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status = ",
-    state_sql!(Running),
-    " AND lease_token = ?2"
+    "UPDATE jobs SET lease_expires_at = ?3 WHERE id = ?1 AND status IN (",
+    state_sql!(Running, Claimed),
+    ") AND lease_token = ?2"
 );
 
 pub(super) fn renew_leases(
@@ -151,8 +160,9 @@ pub(super) fn renew_leases(
     })
 }
 
-/// Hands attempt `?2` of job `?1` back as ready, giving back `?3` attempts (0
-/// or 1); a job whose cancellation was requested ends cancelled at `?4`.
+/// Hands attempt `?2` of job `?1` (running or claimed) back as ready, giving
+/// back `?3` attempts (0 or 1); a job whose cancellation was requested ends
+/// cancelled at `?4`.
 pub(super) const RELEASE_ATTEMPT: &str = concat!(
     "UPDATE jobs SET status = CASE WHEN cancel_requested THEN ",
     state_sql!(Cancelled),
@@ -160,9 +170,9 @@ pub(super) const RELEASE_ATTEMPT: &str = concat!(
     state_sql!(Ready),
     " END, finished_at = CASE WHEN cancel_requested THEN ?4 END, attempt = attempt - ?3, \
      worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
-     WHERE id = ?1 AND status = ",
-    state_sql!(Running),
-    " AND lease_token = ?2"
+     WHERE id = ?1 AND status IN (",
+    state_sql!(Running, Claimed),
+    ") AND lease_token = ?2"
 );
 
 pub(super) fn release(
@@ -216,16 +226,18 @@ pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelR
     })
 }
 
-/// Cancels job `?1` at `?2` unless it is running or final.
+/// Cancels job `?1` at `?2` unless it is running or final. A claimed job
+/// has not started: its worker finds it cancelled when it goes to start it.
 pub(super) const CANCEL_UNSTARTED: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Cancelled),
-    ", finished_at = ?2 WHERE id = ?1 AND status IN (",
-    state_sql!(Ready, Scheduled, Retrying),
+    ", finished_at = ?2, lease_expires_at = NULL WHERE id = ?1 AND status IN (",
+    state_sql!(Ready, Scheduled, Retrying, Claimed),
     ")"
 );
 
-/// Cancels the job if it has not started (pending, delayed or waiting to retry).
+/// Cancels the job if it has not started (pending, delayed, waiting to retry,
+/// or claimed by a worker that has not started it).
 fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
     let changed = tx
         .prepare_cached(CANCEL_UNSTARTED)?

@@ -62,7 +62,37 @@ CREATE TABLE job_errors (
 CREATE INDEX job_errors_by_job ON job_errors (job_id);
 "#;
 
-const MIGRATIONS: &[&str] = &[V1];
+// V2: workers record themselves, so that a job waits for a worker that has
+// its task instead of failing on one that does not (rolling deploys), and
+// operators can see who serves the database. Jobs gain the state Claimed
+// (7: held by a worker, not started), which the partial index jobs_status
+// already covers (status <> 0).
+const V2: &str = r#"
+-- One row per live worker: written when it starts, its heartbeat renewed with
+-- its leases, deleted when it stops. A row whose expires_at has passed is a
+-- worker that died; any worker deletes such rows.
+CREATE TABLE workers (
+    id           TEXT    PRIMARY KEY,
+    host         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    threads      INTEGER NOT NULL,
+    queues       TEXT,               -- JSON array of queue names; NULL: every queue
+    tasks        TEXT    NOT NULL,   -- JSON array of the task names it can run
+    started_at   INTEGER NOT NULL,   -- microseconds since the epoch
+    heartbeat_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+
+-- Every task name any worker has registered: a job whose task is not here
+-- after the grace period will never find a worker.
+CREATE TABLE known_tasks (
+    name       TEXT    PRIMARY KEY,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 

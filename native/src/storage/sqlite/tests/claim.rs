@@ -62,12 +62,12 @@ fn claims_only_serve_the_requested_queues() {
     s.enqueue(&opts("t"), &payloads(2)).unwrap();
     let queues = vec!["emails".to_string(), "other".to_string()];
     let got = s
-        .claim(&ClaimRequest {
-            worker_id: "w",
-            queues: Some(&queues),
-            limit: 10,
-            lease: Duration::from_secs(5),
-        })
+        .claim(&ClaimRequest::to_run(
+            "w",
+            Some(&queues),
+            10,
+            Duration::from_secs(5),
+        ))
         .unwrap();
     assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), e);
     assert!(got.iter().all(|j| j.queue == "emails"));

@@ -28,12 +28,12 @@ fn opts(task: &str) -> JobOptions {
 }
 
 fn claim(s: &SqliteStorage, limit: usize) -> Vec<ClaimedJob> {
-    s.claim(&ClaimRequest {
-        worker_id: "w1",
-        queues: None,
+    s.claim(&ClaimRequest::to_run(
+        "w1",
+        None,
         limit,
-        lease: Duration::from_secs(30),
-    })
+        Duration::from_secs(30),
+    ))
     .unwrap()
 }
 
@@ -44,6 +44,7 @@ fn payloads(n: usize) -> Vec<Vec<u8>> {
 fn success(job: &ClaimedJob, result: &[u8]) -> Outcome {
     Outcome {
         job: job.attempt_ref(),
+        started_at: None,
         finished_at: now_micros(),
         kind: OutcomeKind::Success(result.to_vec()),
     }
@@ -52,6 +53,7 @@ fn success(job: &ClaimedJob, result: &[u8]) -> Outcome {
 fn failure(job: &ClaimedJob, retryable: bool) -> Outcome {
     Outcome {
         job: job.attempt_ref(),
+        started_at: None,
         finished_at: now_micros(),
         kind: OutcomeKind::Failure(Failure {
             error_type: "ValueError".into(),

@@ -188,6 +188,7 @@ fn a_task_that_stops_on_request_ends_cancelled() {
     s.request_cancel(id).unwrap();
     let outcome = Outcome {
         job: job.attempt_ref(),
+        started_at: None,
         finished_at: now_micros(),
         kind: OutcomeKind::Cancelled,
     };

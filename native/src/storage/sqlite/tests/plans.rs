@@ -6,7 +6,7 @@ use rusqlite::types::Value;
 
 use super::*;
 use crate::job::state_sql;
-use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads};
+use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads, registry};
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
 fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
@@ -37,15 +37,45 @@ const JOB: i64 = 42;
 fn hot_queries_use_their_indexes() {
     let s = memory();
     let lease_end = int(NOW + 30_000_000);
-    let claim_params = vec![text("w1"), int(NOW), lease_end, int(100)];
-    let mut claim_queue_params = claim_params.clone();
-    claim_queue_params.extend([text("emails"), text("default")]);
+    let claim_params = vec![
+        text("w1"),
+        int(NOW),
+        lease_end,
+        int(100),
+        int(State::Running as i64),
+    ];
+    let mut filtered_params = claim_params.clone();
+    filtered_params.extend([
+        text(r#"["emails","default"]"#),
+        text(r#"["send","resize"]"#),
+        int(5),
+    ]);
+    let every_filter = claim::Filters {
+        queues: true,
+        tasks: true,
+        above_priority: true,
+    };
+    let only_tasks = claim::Filters {
+        tasks: true,
+        ..Default::default()
+    };
     let cases: Vec<(&str, String, Vec<Value>, &str)> = vec![
-        ("claim", claim::claim_sql(None), claim_params, "jobs_ready"),
         (
-            "claim from two queues",
-            claim::claim_sql(Some(2)),
-            claim_queue_params,
+            "claim",
+            claim::claim_sql(claim::Filters::default()),
+            claim_params,
+            "jobs_ready",
+        ),
+        (
+            "claim by queue, task and priority",
+            claim::claim_sql(every_filter),
+            filtered_params.clone(),
+            "jobs_ready",
+        ),
+        (
+            "best ready job",
+            claim::best_ready_sql(only_tasks),
+            filtered_params[..7].to_vec(),
             "jobs_ready",
         ),
         (
@@ -137,12 +167,28 @@ fn statements_on_one_job_go_straight_to_it() {
         (
             "complete",
             outcomes::COMPLETE_ATTEMPT,
-            vec![int(JOB), int(1), Value::Blob(b"42".to_vec()), int(NOW)],
+            vec![
+                int(JOB),
+                int(1),
+                Value::Blob(b"42".to_vec()),
+                int(NOW),
+                int(NOW - 5),
+            ],
         ),
         (
             "cancel attempt",
             outcomes::CANCEL_ATTEMPT,
+            vec![int(JOB), int(1), int(NOW), Value::Null],
+        ),
+        (
+            "start claimed",
+            claim::START_CLAIMED,
             vec![int(JOB), int(1), int(NOW)],
+        ),
+        (
+            "dead-letter a job of an unknown task",
+            registry::KILL_READY,
+            vec![int(JOB), int(NOW)],
         ),
         (
             "fail attempt",
@@ -153,6 +199,7 @@ fn statements_on_one_job_go_straight_to_it() {
                 int(State::Retrying as i64),
                 int(NOW + 1),
                 int(NOW),
+                Value::Null,
             ],
         ),
         (

@@ -76,13 +76,8 @@ fn list_jobs_filters_and_pages_newest_first() {
         })
         .unwrap();
     assert_eq!(q2.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b[0]]);
-    s.claim(&ClaimRequest {
-        worker_id: "w",
-        queues: None,
-        limit: 1,
-        lease: Duration::from_secs(1),
-    })
-    .unwrap();
+    s.claim(&ClaimRequest::to_run("w", None, 1, Duration::from_secs(1)))
+        .unwrap();
     let running = s
         .list_jobs(&JobFilter {
             status: Some(Status::Running),
