@@ -168,10 +168,10 @@ impl LocalWorker for Shared {
             .config
             .queues
             .as_ref()
-            .is_none_or(|q| q.iter().any(|name| *name == options.queue))
+            .is_none_or(|q| q.contains(&options.queue))
             && self
                 .tasks()
-                .is_none_or(|t| t.iter().any(|name| *name == options.task_name));
+                .is_none_or(|t| t.contains(&options.task_name));
         let direct = self.direct.lock();
         let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
             && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;
