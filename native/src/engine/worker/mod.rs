@@ -169,9 +169,7 @@ impl LocalWorker for Shared {
             .queues
             .as_ref()
             .is_none_or(|q| q.contains(&options.queue))
-            && self
-                .tasks()
-                .is_none_or(|t| t.contains(&options.task_name));
+            && self.tasks().is_none_or(|t| t.contains(&options.task_name));
         let direct = self.direct.lock();
         let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
             && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;

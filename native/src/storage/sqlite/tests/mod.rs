@@ -6,8 +6,8 @@ use std::time::Duration;
 use super::*;
 use crate::error::Error;
 use crate::job::{
-    format_id, now_micros, Applied, ClaimedJob, Failure, JobFilter, JobOptions, Outcome,
-    OutcomeKind, State, Stats, Status,
+    format_id, now_micros, Applied, AttemptRef, ClaimedJob, Failure, JobFilter, JobOptions,
+    Outcome, OutcomeKind, State, Stats, Status,
 };
 use crate::storage::{ClaimRequest, ReapedJob};
 
@@ -17,7 +17,9 @@ mod maintenance;
 mod open;
 mod outcomes;
 mod plans;
+mod prefetch;
 mod reads;
+mod registry;
 
 fn memory() -> SqliteStorage {
     SqliteStorage::open(SqliteConfig::new(MEMORY)).unwrap()

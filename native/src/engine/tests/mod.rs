@@ -613,3 +613,5 @@ fn more_executors_than_a_claim_holds_still_claim() {
     }
     worker.stop(WAIT);
 }
+
+mod fairness;

@@ -1,0 +1,116 @@
+//! Claims that hold jobs without starting them (a worker's prefetch), and
+//! the filters a worker claims through: tasks, and a priority floor.
+
+use super::*;
+use crate::storage::JobScope;
+
+fn request<'a>(start: usize, hold: usize) -> ClaimRequest<'a> {
+    ClaimRequest {
+        hold,
+        ..ClaimRequest::to_run("w", None, start, Duration::from_secs(30))
+    }
+}
+
+#[test]
+fn a_claim_starts_the_best_jobs_and_holds_the_rest_unstarted() {
+    let s = memory();
+    let ids = s.enqueue(&opts("t"), &payloads(4)).unwrap();
+    let got = s.claim(&request(1, 2)).unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..3]);
+    assert_eq!(
+        got.iter().map(|j| j.running).collect::<Vec<_>>(),
+        [true, false, false]
+    );
+    let first = s.get_job(ids[0]).unwrap().unwrap();
+    assert_eq!(first.state, State::Running);
+    assert!(first.started_at.is_some());
+    let held = s.get_job(ids[1]).unwrap().unwrap();
+    assert_eq!(held.state.status(), Status::Claimed);
+    assert_eq!(held.started_at, None, "held, not started");
+    assert_eq!(held.worker_id.as_deref(), Some("w"));
+    assert_eq!(s.stats().unwrap().get(Status::Claimed), 2);
+    assert_eq!(state(&s, ids[3]), State::Ready);
+}
+
+#[test]
+fn a_held_job_starts_once_and_a_cancelled_one_never() {
+    let s = memory();
+    let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
+    let held: Vec<AttemptRef> = s
+        .claim(&request(0, 2))
+        .unwrap()
+        .iter()
+        .map(ClaimedJob::attempt_ref)
+        .collect();
+    assert!(s.cancel(ids[1]).unwrap(), "a held job has not started");
+    let started = s.start_claimed(&held, now_micros()).unwrap();
+    assert_eq!(started, [true, false]);
+    assert_eq!(state(&s, ids[0]), State::Running);
+    assert_eq!(state(&s, ids[1]), State::Cancelled);
+    assert_eq!(
+        s.start_claimed(&held[..1], now_micros()).unwrap(),
+        [false],
+        "started once"
+    );
+}
+
+#[test]
+fn held_jobs_keep_their_lease_and_go_back_unstarted() {
+    let s = memory();
+    let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
+    let held: Vec<AttemptRef> = s
+        .claim(&request(0, 2))
+        .unwrap()
+        .iter()
+        .map(ClaimedJob::attempt_ref)
+        .collect();
+    assert_eq!(s.renew_leases(&held, now_micros() + 60_000_000).unwrap(), 2);
+    assert_eq!(s.release(&held[..1], true).unwrap(), 1);
+    let back = s.get_job(ids[0]).unwrap().unwrap();
+    assert_eq!((back.state, back.attempt), (State::Ready, 0));
+    // A dead worker's held job is ready again, its attempt not counted and
+    // no failure recorded: it never ran.
+    let reaped = s.reap_expired(now_micros() + 120_000_000).unwrap();
+    assert_eq!(reaped.len(), 1);
+    let job = s.get_job(ids[1]).unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (State::Ready, 0));
+    assert!(s.errors(ids[1]).unwrap().is_empty());
+}
+
+#[test]
+fn claims_take_only_the_tasks_a_worker_has() {
+    let s = memory();
+    let mine = s.enqueue(&opts("mine"), &payloads(2)).unwrap();
+    s.enqueue(&opts("theirs"), &payloads(2)).unwrap();
+    let tasks = vec!["mine".to_string(), "unused \"quoted\" name".to_string()];
+    let got = s
+        .claim(&ClaimRequest {
+            tasks: Some(&tasks),
+            ..request(10, 0)
+        })
+        .unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), mine);
+    let scope = JobScope {
+        queues: None,
+        tasks: Some(&tasks),
+    };
+    assert_eq!(s.best_ready_priority(scope).unwrap(), None);
+    assert_eq!(s.best_ready_priority(JobScope::default()).unwrap(), Some(0));
+}
+
+#[test]
+fn a_priority_floor_takes_only_better_jobs() {
+    let s = memory();
+    s.enqueue(&opts("t"), &payloads(2)).unwrap();
+    let mut urgent = opts("t");
+    urgent.priority = 100;
+    let urgent = s.enqueue(&urgent, &payloads(1)).unwrap();
+    let got = s
+        .claim(&ClaimRequest {
+            above_priority: Some(0),
+            ..request(5, 0)
+        })
+        .unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), urgent);
+    assert_eq!(s.best_ready_priority(JobScope::default()).unwrap(), Some(0));
+}
