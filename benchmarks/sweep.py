@@ -17,17 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs, provenance
+from benchmarks import procs, provenance, pythonpath
 from benchmarks.cell import MARK
 from benchmarks.engines import ENGINES, TREE_ENGINE
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
 from benchmarks.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
-# Runs benchmarks.cell with this tree appended to the path, not prepended: a
-# --python interpreter must import its own installed engine (taskito
-# included), not the source tree's.
-BOOT = f"import sys; sys.path.append({str(ROOT)!r}); from benchmarks.cell import main; main()"
 PROBE_TIMEOUT = 60.0
 BUILD = ("engine_path", "engine_build")  # what Adapter.build() says
 
@@ -88,16 +84,21 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
     group, and outlive a cell that dies without stopping them; this process
     becomes their subreaper so that they stay its descendants and can be
     found. Their output goes to files, not pipes: a worker holding the
-    cell's stdout open would keep a pipe reader waiting until it exited."""
+    cell's stdout open would keep a pipe reader waiting until it exited.
+
+    The cell runs in its folder and imports only ``benchmarks`` from this
+    tree (see ``benchmarks.pythonpath``): its engine is the one ``python``
+    has installed."""
     procs.become_subreaper()
     before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
     out, err = folder / "cell.stdout", folder / "cell.stderr"
+    boot = pythonpath.boot(pythonpath.expose(folder), "benchmarks.cell")
     start = time.perf_counter()
     try:
         with out.open("w") as stdout, err.open("w") as stderr:
             proc = subprocess.Popen(
-                [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
+                [python, "-c", boot, "run", cell.to_json(), str(folder)],
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
@@ -134,15 +135,20 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def probe(cell: Cell, python: str) -> dict[str, Any]:
-    """Whether the cell's engine can run: {"available": bool, "reason": str}."""
+    """Whether the cell's engine can run: {"available": bool, "reason": str},
+    and which interpreter and engine build would run it. Run as the cell
+    is, in a folder of its own, so that it finds the same engine."""
     try:
-        proc = subprocess.run(
-            [python, "-c", BOOT, "probe", cell.to_json()],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with tempfile.TemporaryDirectory(prefix="bench-probe-") as folder:
+            boot = pythonpath.boot(pythonpath.expose(Path(folder)), "benchmarks.cell")
+            proc = subprocess.run(
+                [python, "-c", boot, "probe", cell.to_json()],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
     except OSError as exc:
         return {"available": False, "reason": f"cannot run {python}: {exc}"}
     except subprocess.TimeoutExpired:

@@ -3,7 +3,6 @@ workers run in other processes or keep their jobs in Redis."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from abc import ABC, abstractmethod
@@ -13,11 +12,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from benchmarks import procs
+from benchmarks import procs, pythonpath
 from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
 from benchmarks.tasks import TASKS
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class Unavailable(Exception):
@@ -171,8 +168,9 @@ class ProcessWorkerAdapter(Adapter):
 
 class WorkerProcess:
     """A worker command in its own process group, logging to a file in the
-    cell's folder. ``benchmarks`` is put on its path so the worker can import
-    the task functions by name."""
+    cell's folder, which is its working directory. It imports ``benchmarks``
+    from this tree (to find the task functions by name) and nothing else
+    from it (see ``benchmarks.pythonpath``)."""
 
     def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
         self.argv = argv
@@ -181,8 +179,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env = pythonpath.environment(pythonpath.expose(self.workdir))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
