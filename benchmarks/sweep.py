@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks import procs, provenance, pythonpath
 from benchmarks.cell import MARK
 from benchmarks.engines import ENGINES, TREE_ENGINE
-from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of, placement_conflict
 from benchmarks.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +44,54 @@ class Plan:
     redis_url: str = DEFAULT_REDIS_URL
     workdir: Path | None = None
     command: str = ""
+    placements: list[str] = field(default_factory=lambda: ["thread"])
+    processes: list[int] = field(default_factory=lambda: [1])
+    idle_samples: int = 0
+    idle_gap: float = 0.5
 
     def python(self, engine: str) -> str:
         return self.pythons.get(engine, sys.executable)
+
+    def placed(self, engine: str) -> list[tuple[str, int]]:
+        """(placement, processes) for an engine's cells: each placement asked
+        for that it has, with each count of processes; an engine with one
+        placement runs in it whatever was asked (peers keep theirs), with
+        one worker command (a later count of their pools goes here)."""
+        placements = ENGINES[adapter_of(engine)].placements
+        if len(placements) == 1:
+            return [(placements[0], 0 if placements[0] == "thread" else 1)]
+        placed: list[tuple[str, int]] = []
+        for placement in self.placements:
+            if placement == "thread" and placement in placements:
+                placed.append(("thread", 0))
+            elif placement in placements:
+                placed += [(placement, count) for count in self.processes]
+        return placed
 
     def cells(self) -> list[Cell]:
         """Repetitions outermost: noise from other work on the machine then
         spreads over every cell instead of spoiling all runs of one."""
         return [
-            Cell(engine, db, w, task, self.jobs, rep, self.samples, self.warmup, self.redis_url)
+            Cell(
+                engine,
+                db,
+                w,
+                task,
+                self.jobs,
+                rep,
+                self.samples,
+                self.warmup,
+                self.redis_url,
+                placement=placement,
+                processes=processes,
+                idle_samples=self.idle_samples,
+                idle_gap=self.idle_gap,
+            )
             for rep in range(1, self.repeat + 1)
             for engine in self.engines
             for db in self.dbs
             if db in ENGINES[adapter_of(engine)].modes
+            for placement, processes in self.placed(engine)
             for task in self.tasks
             for w in self.workers
         ]
@@ -208,7 +243,7 @@ class Progress:
             detail = row["error"].splitlines()[-1][:60]
         width = len(str(len(self.cells)))
         self.write(
-            f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<40} rep {cell.repetition} "
+            f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<48} rep {cell.repetition} "
             f"{row['status']:<7} {row['cell_seconds']:5.1f}s  {detail}  ETA {_duration(eta)}"
         )
 
@@ -237,6 +272,8 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
         available[engine] = probe(first, plan.python(engine))
         if not available[engine]["available"]:
             write(f"{engine}: skipped: {available[engine]['reason']}")
+    for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):
+        write(f"cells with placement=process skipped: {reason}")
 
     plan.out.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(cells, write)
@@ -260,20 +297,27 @@ def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) 
         "engine": cell.engine,
         "db": cell.db,
         "backend": DB_MODES[cell.db].backend,
+        "placement": cell.placement,
+        "processes": cell.processes,
         "workers": cell.workers,
         "task": cell.task,
         "jobs": cell.jobs,
         "repetition": cell.repetition,
         "samples": cell.samples,
+        "idle_samples": cell.idle_samples,
+        "idle_gap_s": cell.idle_gap,
         "warmup": cell.warmup,
     }
     # The interpreter and engine build, as the probe saw them, also for
     # cells that die early; a cell that runs says it again from inside.
     row.update({k: v for k, v in probe.items() if k.startswith("python_") or k in BUILD})
-    if probe["available"]:
-        row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
-    else:
+    conflict = placement_conflict(cell)
+    if not probe["available"]:
         row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
+    elif conflict is not None:
+        row.update({"status": "skipped", "error": conflict, "cell_seconds": 0.0})
+    else:
+        row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
     if cell.adapter == TREE_ENGINE and not provenance.vouches_for(ROOT, row.get("engine_path")):
         # A taskito installed elsewhere (--python): this tree's commit says
         # nothing about it; engine_path and engine_build do.

@@ -22,27 +22,37 @@ if TYPE_CHECKING:
 class EngineInfo:
     name: str
     modes: tuple[str, ...]  # the database modes (grid.DB_MODES) it runs in
+    # Where its workers can run (grid.PLACEMENTS). An engine with one runs
+    # there whatever --placement says; the others run in each one asked for.
+    placements: tuple[str, ...]
+    # The command that runs its worker processes, as its users type it.
+    worker_command: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
 
 
 # The engine whose source is this tree: the tree's commit describes it only
 # when it was imported from here (see provenance.vouches_for).
 TREE_ENGINE = "taskito"
 
+BOTH = ("thread", "process")
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("taskito", ("memory", "file", "file-full")),
-        EngineInfo("threadpool", ("memory",)),
-        EngineInfo("huey", ("memory", "file", "file-full")),
-        EngineInfo("celery", ("redis",)),
-        EngineInfo("rq", ("redis",)),
-        EngineInfo("dramatiq", ("redis",)),
+        EngineInfo("taskito", ("memory", "file", "file-full"), BOTH, "taskito worker"),
+        EngineInfo("threadpool", ("memory",), ("thread",)),
+        EngineInfo("huey", ("memory", "file", "file-full"), ("thread",)),
+        EngineInfo("celery", ("redis",), ("process",), "celery worker"),
+        EngineInfo("rq", ("redis",), ("process",), "rq worker-pool"),
+        EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq"),
     )
 }
 
 
 def load(name: str) -> type[Adapter]:
     """The adapter class of an engine; imports the engine's package."""
-    module = importlib.import_module(f"benchmarks.engines.{name}")
+    module = importlib.import_module(f"benchmarks.engines.{ENGINES[name].module}")
     adapter: type[Adapter] = module.ADAPTER
     return adapter

@@ -4,6 +4,7 @@ from this tree's root, whose own ``taskito`` would otherwise shadow it."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from benchmarks import pythonpath, sweep
 from benchmarks.engines.base import WorkerProcess
 from benchmarks.grid import Cell
-from tests.bench.test_sweep import ROOT
+from tests.bench.test_sweep import ROOT, bench
 
 
 @pytest.fixture
@@ -39,6 +40,24 @@ def test_the_probe_imports_the_other_interpreters_taskito_from_the_trees_root(
     assert answer["available"], answer["reason"]
     assert answer["engine_path"] == str(installed)
     assert answer["python_executable"] == str(python)
+
+
+def test_cells_and_their_worker_processes_import_the_other_interpreters_taskito(
+    venv: tuple[Path, Path], tmp_path: Path
+) -> None:
+    python, installed = venv
+    out = tmp_path / "venv.csv"
+    proc = bench(
+        "sweep", "--engines", "taskito@venv", "--python", f"taskito@venv={python}", "--db", "file",
+        "--placement", "thread,process", "--workers", "1", "--jobs", "10", "--repeat", "1", "--samples", "2",
+        "--warmup", "2", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["placement"], r["status"]) for r in rows] == [("thread", "ok"), ("process", "ok")]
+    assert {r["engine_path"] for r in rows} == {str(installed)}
+    assert {r["python_executable"] for r in rows} == {str(python)}
 
 
 def test_a_worker_process_imports_benchmarks_from_the_tree_and_nothing_else(
