@@ -157,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
         type=comma_list(list(PLACEMENTS)),
         default=DEFAULTS["placement"],
         metavar="LIST",
-        help="where the workers of engines that can run either way (taskito) run: "
+        help="where the workers of engines that can run either way (taskito, taskito-ref) run: "
         "thread (threads of the measuring process) or process (`taskito worker` processes "
         "beside it, on the same database file). The others run where they always do, and "
         "every row says where (default: %(default)s)",

@@ -269,7 +269,11 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
         first = next((c for c in cells if c.engine == engine), None)
         if first is None:
             continue
-        available[engine] = probe(first, plan.python(engine))
+        needs = ENGINES[adapter_of(engine)].needs_python
+        if needs and engine not in plan.pythons:
+            available[engine] = {"available": False, "reason": f"no --python {engine}=...: {needs}"}
+        else:
+            available[engine] = probe(first, plan.python(engine))
         if not available[engine]["available"]:
             write(f"{engine}: skipped: {available[engine]['reason']}")
     for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):

@@ -27,6 +27,9 @@ class EngineInfo:
     placements: tuple[str, ...]
     # The command that runs its worker processes, as its users type it.
     worker_command: str = ""
+    # Set for an engine this tree's interpreter cannot run: how to give it
+    # an interpreter of its own (--python).
+    needs_python: str = ""
 
     @property
     def module(self) -> str:
@@ -42,6 +45,17 @@ ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
         EngineInfo("taskito", ("memory", "file", "file-full"), BOTH, "taskito worker"),
+        # The project this one re-implements: the ``taskito`` on PyPI.
+        EngineInfo(
+            "taskito-ref",
+            ("file",),
+            BOTH,
+            "taskito worker",
+            needs_python="it is the taskito package from PyPI, which this tree's interpreter "
+            "must not import (its taskito is this tree's); install it in a venv of its own "
+            "(python -m venv ref && ref/bin/pip install taskito) and pass "
+            "--python taskito-ref=ref/bin/python",
+        ),
         EngineInfo("threadpool", ("memory",), ("thread",)),
         EngineInfo("huey", ("memory", "file", "file-full"), ("thread",)),
         EngineInfo("celery", ("redis",), ("process",), "celery worker"),

@@ -18,6 +18,8 @@ from benchmarks.engines.base import WorkerProcess
 from benchmarks.grid import Cell
 from tests.bench.test_sweep import ROOT, bench
 
+TREE_TASKITO = str((ROOT / "taskito").resolve())
+
 
 @pytest.fixture
 def venv(tmp_path: Path) -> tuple[Path, Path]:
@@ -85,3 +87,23 @@ def test_the_exposed_folder_holds_only_benchmarks_and_is_made_once(tmp_path: Pat
     # The cell's folder goes, and the link with it, not what it points to.
     shutil.rmtree(tmp_path)
     assert (pythonpath.PACKAGE / "cell.py").exists()
+
+
+def test_taskito_ref_without_an_interpreter_of_its_own_is_skipped_saying_how(tmp_path: Path) -> None:
+    out = tmp_path / "ref.csv"
+    proc = bench(
+        "sweep", "--engines", "taskito-ref", "--db", "file", "--workers", "1", "--jobs", "10",
+        "--repeat", "1", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 1, "no cell finished"
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["placement"], r["status"]) for r in rows] == [("thread", "skipped"), ("process", "skipped")]
+    assert "--python taskito-ref=" in rows[0]["error"]
+    assert "taskito-ref: skipped: no --python taskito-ref=..." in proc.stderr
+
+
+def test_taskito_ref_refuses_an_interpreter_whose_taskito_is_this_trees() -> None:
+    answer = sweep.probe(Cell("taskito-ref", "file", 1, "noop", 10, 1, 1, 0), sys.executable)
+    assert not answer["available"]
+    assert f"the taskito this interpreter imports is this tree's ({TREE_TASKITO})" in answer["reason"]
