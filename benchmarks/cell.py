@@ -30,6 +30,12 @@ Polling the engine's count of finished jobs only tells the cell that the
 drain is over; it does not time it. The thread pool has no queue to hold a
 backlog: its jobs are submitted when it starts, so its drain includes the
 ``submit()`` of each job.
+
+Wherever the workers run (``Cell.placement``: threads of this process, or
+worker processes it starts beside it), this process enqueues, waits for
+results and reads the counts: with worker processes, every round trip
+crosses processes, and their start-up (Python's included) is part of
+``first_completion_s``.
 """
 
 from __future__ import annotations

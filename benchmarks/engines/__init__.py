@@ -1,9 +1,10 @@
 """The engines a sweep can measure, one module each.
 
-Adding one: write ``benchmarks/engines/NAME.py`` with a subclass of
-``base.Adapter`` assigned to ``ADAPTER`` (see ``huey.py`` for an
-in-process engine, ``rq.py`` for one with worker processes), and add a line
-to ``ENGINES``. The registry is separate from the modules because the sweep
+Adding one: write ``benchmarks/engines/NAME.py`` (a ``-`` in NAME is a
+``_`` in the module's name) with a subclass of ``base.Adapter`` assigned to
+``ADAPTER`` (see ``huey.py`` for an in-process engine, ``rq.py`` for one
+with worker processes, ``taskito.py`` for one that runs either way), and add
+a line to ``ENGINES`` saying where its workers can run. The registry is separate from the modules because the sweep
 process reads it without importing the engines' packages, which may be
 installed only under another interpreter, or not at all.
 """
