@@ -61,10 +61,10 @@ class Plan:
         if len(placements) == 1:
             return [(placements[0], 0 if placements[0] == "thread" else 1)]
         placed: list[tuple[str, int]] = []
-        for placement in self.placements:
-            if placement == "thread" and placement in placements:
+        for placement in (p for p in self.placements if p in placements):
+            if placement == "thread":
                 placed.append(("thread", 0))
-            elif placement in placements:
+            else:
                 placed += [(placement, count) for count in self.processes]
         return placed
 

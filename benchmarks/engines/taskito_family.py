@@ -41,6 +41,8 @@ class TaskitoFamilyAdapter(base.ProcessWorkerAdapter):
         conflict = placement_conflict(cell)
         if conflict:  # the sweep skips such cells; a caller that did not is told why
             raise ValueError(conflict)
+        if cell.placement == "process" and cell.processes < 1:
+            raise ValueError(f"placement=process needs at least one worker process, got {cell.processes}")
         self.settings = self.app_settings()
         self.queue, self.task = build(self.queue_class, self.settings)
         self.processes = cell.processes

@@ -128,6 +128,9 @@ def test_an_in_memory_database_cannot_have_worker_processes(tmp_path: Path) -> N
         TaskitoAdapter(cell, tmp_path)
     assert placement_conflict(Cell("taskito", "file", 1, "noop", 10, 1, 1, 0, placement="process")) is None
     assert placement_conflict(Cell("taskito", "memory", 1, "noop", 10, 1, 1, 0)) is None
+    without_processes = Cell("taskito", "file", 1, "noop", 10, 1, 1, 0, placement="process", processes=0)
+    with pytest.raises(ValueError, match="needs at least one worker process, got 0"):
+        TaskitoAdapter(without_processes, tmp_path)
 
 
 def test_worker_processes_run_under_the_cells_interpreter(tmp_path: Path) -> None:
