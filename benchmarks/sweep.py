@@ -145,7 +145,7 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         except subprocess.TimeoutExpired:
             return {
                 "status": "timeout",
-                "error": f"killed after {timeout:g}s",
+                "error": _worker_logs(folder) + f"killed after {timeout:g}s",
                 "cell_seconds": time.perf_counter() - start,
             }
         finally:
@@ -154,10 +154,23 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
         result = _parse(output)
         if proc.returncode != 0 or result is None:
-            return {"status": "error", "error": _tail(errors or output), "cell_seconds": seconds}
+            error = _worker_logs(folder) + _tail(errors or output)
+            return {"status": "error", "error": error, "cell_seconds": seconds}
         return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_logs(folder: Path, lines: int = 5) -> str:
+    """The end of each worker process's log (``NAME.log``) in a cell's
+    folder, which goes with the cell: for the error of a cell that did not
+    finish, before the error's own last line, which tables show."""
+    parts = []
+    for log in sorted(folder.glob("*.log")):
+        text = _tail(log.read_text(errors="replace"), lines)
+        if text:
+            parts.append(f"[{log.name}]\n{text}\n")
+    return "".join(parts)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:

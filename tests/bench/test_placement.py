@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shlex
 import signal
 import sys
 import time
@@ -19,7 +20,7 @@ from benchmarks import cli
 from benchmarks.engines import taskito_family
 from benchmarks.engines.taskito import TaskitoAdapter
 from benchmarks.grid import Cell, placement_conflict
-from benchmarks.sweep import Plan
+from benchmarks.sweep import Plan, run_cell
 from tests.bench.test_sweep import bench, running
 
 
@@ -217,3 +218,18 @@ def test_the_default_sweep_places_taskito_both_ways_without_idle_gaps() -> None:
     args = cli.parser().parse_args(["sweep"])
     assert (args.placement, args.processes) == (["thread", "process"], [1])
     assert (args.idle_samples, args.idle_gap) == (0, 0.5)
+
+
+def test_a_failed_cell_keeps_the_end_of_its_worker_logs_in_its_error(tmp_path: Path) -> None:
+    # An "interpreter" whose cell leaves a worker log in its folder, then fails.
+    python = tmp_path / "python"
+    python.write_text(
+        '#!/bin/sh\nif [ "$3" = run ]; then printf "starting\\nboom\\n" > "$5/taskito-worker.log"; '
+        'echo "RuntimeError: worker exited" >&2; exit 1; fi\n'
+        f'exec {shlex.quote(sys.executable)} "$@"\n'
+    )
+    python.chmod(0o755)
+    cell = Cell("taskito", "file", 1, "noop", 10, 1, 1, 0, placement="process", processes=1)
+    row = run_cell(cell, str(python), timeout=60, workdir=tmp_path)
+    assert row["status"] == "error"
+    assert row["error"] == "[taskito-worker.log]\nstarting\nboom\nRuntimeError: worker exited"
