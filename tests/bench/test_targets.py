@@ -62,7 +62,7 @@ def test_a_tiny_run_prints_every_configuration_the_notes_and_the_verdicts(
     ]
     for line in verdicts[:2]:
         assert re.search(r"p50 [\d.,]+ ms (PASS|MISS), p99 [\d.,]+ ms (PASS|MISS)$", line), line
-    assert re.search(r"[\d.]+ (PASS|MISS) \([\d,]+/s / [\d,]+/s\)$", verdicts[2]), verdicts[2]
+    assert re.search(r"[\d.]+x (PASS|MISS) \([\d,]+/s / [\d,]+/s\)$", verdicts[2]), verdicts[2]
 
 
 def test_the_cross_process_configurations_are_one_and_two_worker_processes() -> None:
