@@ -169,8 +169,9 @@ def parser() -> argparse.ArgumentParser:
         type=int_list,
         default=DEFAULTS["processes"],
         metavar="LIST",
-        help="counts of worker processes for placement=process, each running --workers workers "
-        "(default: %(default)s)",
+        help="counts of worker processes for placement=process, each running --workers workers: "
+        "`taskito worker` processes for taskito and taskito-ref (the peers run one worker command "
+        "each, whose own pools are not counted here yet) (default: %(default)s)",
     )
     sweep.add_argument(
         "--workers",
