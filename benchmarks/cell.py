@@ -30,6 +30,12 @@ Polling the engine's count of finished jobs only tells the cell that the
 drain is over; it does not time it. The thread pool has no queue to hold a
 backlog: its jobs are submitted when it starts, so its drain includes the
 ``submit()`` of each job.
+
+Wherever the workers run (``Cell.placement``: threads of this process, or
+worker processes it starts beside it), this process enqueues, waits for
+results and reads the counts: with worker processes, every round trip
+crosses processes, and their start-up (Python's included) is part of
+``first_completion_s``.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import engines, procs
-from benchmarks.engines.base import Adapter, Unavailable
+from benchmarks.engines.base import CHECK_EVERY, Adapter, Unavailable
 from benchmarks.grid import Cell
 
 MARK = "BENCH-RESULT "
@@ -52,9 +58,8 @@ MARK = "BENCH-RESULT "
 # a backlog is done. The reads time nothing (completion times do) but cost
 # the engine something (a SQLite count, a Redis DBSIZE), so not too often.
 POLL = 0.005
-# Checked between polls: a worker process that died is an error now, not a
-# timeout later.
-CHECK_EVERY = 0.5
+# Worker processes are checked every CHECK_EVERY seconds between polls: one
+# that died is an error now, not a timeout later.
 RESULT_TIMEOUT = 60.0
 # Untimed round trips before the timed ones, after the warm-up and the drain.
 SETTLE = 10
@@ -131,6 +136,30 @@ def settle(adapter: Adapter, cell: Cell) -> list[Any]:
     return jobs
 
 
+def round_trip(adapter: Adapter, arg: int) -> tuple[float, Any]:
+    """Seconds from enqueueing one job to having its value, and the job."""
+    t0 = time.perf_counter()
+    job = adapter.enqueue_one(arg)
+    adapter.result(job, RESULT_TIMEOUT)
+    return time.perf_counter() - t0, job
+
+
+def after_idle_gaps(adapter: Adapter, cell: Cell) -> tuple[list[float], list[Any]]:
+    """``cell.idle_samples`` round trips, each after ``cell.idle_gap``
+    seconds with nothing to do: what a job meets when workers and waiters
+    have gone idle (backed off, asleep), not what a stream of jobs keeps
+    awake. The gap is a plain sleep of this process, which polls nothing
+    meanwhile; dead workers are checked after it."""
+    seconds, jobs = [], []
+    for i in range(cell.idle_samples):
+        time.sleep(cell.idle_gap)
+        adapter.check()
+        took, job = round_trip(adapter, i)
+        seconds.append(took)
+        jobs.append(job)
+    return seconds, jobs
+
+
 def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     """The cell's measurements, in this order:
 
@@ -142,7 +171,11 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     4. ``cell.samples`` enqueue-and-wait round trips, one at a time, after
        a few untimed ones: work the drain left behind (Celery's client
        reading the notifications of the results it holds: half a second
-       after 1,000 jobs) belongs to the drain, not to the round trip.
+       after 1,000 jobs) belongs to the drain, not to the round trip;
+    5. ``cell.idle_samples`` round trips after idle gaps (``after_idle_gaps``).
+
+    Wherever the workers run (``cell.placement``), this process is the
+    producer: it enqueues, waits for results and reads the counts.
 
     Memory (``peak_pss_mb``) is the PSS of this process and all below it
     (``procs.tree_pss_bytes``), read at the end of each step, outside the
@@ -178,12 +211,12 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     round_trips = []
     timed = []
     for i in range(cell.samples):
-        t0 = time.perf_counter()
-        job = adapter.enqueue_one(i)
-        adapter.result(job, RESULT_TIMEOUT)
-        round_trips.append(time.perf_counter() - t0)
+        took, job = round_trip(adapter, i)
+        round_trips.append(took)
         timed.append(job)
     handles += timed
+    idle_round_trips, idle_jobs = after_idle_gaps(adapter, cell)
+    handles += idle_jobs
     memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
@@ -198,7 +231,7 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         "failures": adapter.failures(handles),
         "peak_pss_mb": max(read) / 2**20 if (read := [m for m in memory if m is not None]) else None,
     }
-    for kind, samples in (("rtt", round_trips), ("stored", stored or [])):
+    for kind, samples in (("rtt", round_trips), ("rtt_idle", idle_round_trips), ("stored", stored or [])):
         values = percentiles(samples)
         for name, value in zip(("p50", "p95", "p99"), values or (None, None, None), strict=True):
             result[f"latency_{kind}_{name}_ms"] = value

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from benchmarks import report
 from benchmarks.engines import ENGINES
-from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, adapter_of
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, PLACEMENTS, adapter_of
 from benchmarks.schema import METRICS
 from benchmarks.sweep import Plan
 from benchmarks.sweep import run as run_sweep
@@ -28,19 +28,28 @@ from benchmarks.tasks import TASKS
 
 T = TypeVar("T")
 
-# The default sweep: about two minutes on 2 cores with every peer available.
+# The default sweep: about two minutes on 2 cores with every peer available,
+# plus the round trips of taskito's process cells: 110 a cell, ~50 ms each
+# while a waiter in another process than the workers polls for results.
 # The embedded SQLite default (file) and memory, plus Redis for the peers
-# that need a server; as many workers as CPUs, taskito's default. The peers'
+# that need a server; as many workers as CPUs, taskito's default. taskito's
+# workers both as `taskito worker` processes, placed as the peers' are, and
+# as threads of the measuring process, the figure tracked so far. The peers'
 # worker processes take seconds to start and stop, and RQ forks a process
-# per job: they set the pace, and the job count.
+# per job: they set the pace, and the job count. No round trips after idle
+# gaps (half a second each): --idle-samples 20 adds them.
 DEFAULTS = {
     "engines": ",".join(ENGINES),
     "db": "memory,file,redis",
+    "placement": "thread,process",
+    "processes": "1",
     "workers": str(os.cpu_count() or 1),
     "tasks": "noop",
     "jobs": 1000,
     "repeat": 3,
     "samples": 100,
+    "idle_samples": 0,
+    "idle_gap": 0.5,
     "warmup": 100,
     "cell_timeout": 120.0,
 }
@@ -126,8 +135,8 @@ def parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser(
         "sweep",
         help="run a grid of cells (the default command)",
-        description="Runs every engine x DB mode x task x workers cell, --repeat times, "
-        "each in a fresh process, and writes one CSV row per run.",
+        description="Runs every engine x DB mode x placement x task x workers cell, --repeat "
+        "times, each in a fresh process, and writes one CSV row per run.",
     )
     sweep.add_argument(
         "--engines",
@@ -146,11 +155,30 @@ def parser() -> argparse.ArgumentParser:
         "it supports (default: %(default)s)",
     )
     sweep.add_argument(
+        "--placement",
+        type=comma_list(list(PLACEMENTS)),
+        default=DEFAULTS["placement"],
+        metavar="LIST",
+        help="where the workers of engines that can run either way (taskito, taskito-ref) run: "
+        "thread (threads of the measuring process) or process (`taskito worker` processes "
+        "beside it, on the same database file). The others run where they always do, and "
+        "every row says where (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--processes",
+        type=int_list,
+        default=DEFAULTS["processes"],
+        metavar="LIST",
+        help="counts of worker processes for placement=process, each running --workers workers: "
+        "`taskito worker` processes for taskito and taskito-ref (the peers run one worker command "
+        "each, whose own pools are not counted here yet) (default: %(default)s)",
+    )
+    sweep.add_argument(
         "--workers",
         type=int_list,
         default=DEFAULTS["workers"],
         metavar="LIST",
-        help="worker counts (default: %(default)s)",
+        help="worker counts: threads per worker process, or in the measuring process (default: %(default)s)",
     )
     sweep.add_argument(
         "--tasks",
@@ -176,6 +204,21 @@ def parser() -> argparse.ArgumentParser:
         type=positive(int, 0),
         default=DEFAULTS["samples"],
         help="round trips timed for latency per cell (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--idle-samples",
+        type=positive(int, 0),
+        default=DEFAULTS["idle_samples"],
+        metavar="N",
+        help="round trips timed after idle gaps, per cell, besides the back-to-back ones "
+        "(default: %(default)s; each adds --idle-gap seconds)",
+    )
+    sweep.add_argument(
+        "--idle-gap",
+        type=positive(float, 0.001),
+        default=DEFAULTS["idle_gap"],
+        metavar="SECONDS",
+        help="nothing happens for this long before each of those (default: %(default)s)",
     )
     sweep.add_argument(
         "--warmup",
@@ -269,6 +312,8 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
     for engine in pythons:
         if engine not in args.engines:
             top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
+    if "process" not in args.placement and args.processes != int_list(str(DEFAULTS["processes"])):
+        top.error("--processes counts worker processes: give --placement process too")
     runnable = [e for e in args.engines if set(ENGINES[adapter_of(e)].modes) & set(args.db)]
     if not runnable:
         top.error(f"no engine in --engines runs on --db {','.join(args.db)}")
@@ -290,6 +335,10 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
         redis_url=args.redis,
         workdir=args.workdir,
         command=shlex.join(["python", "-m", "benchmarks", *argv]),
+        placements=args.placement,
+        processes=args.processes,
+        idle_samples=args.idle_samples,
+        idle_gap=args.idle_gap,
     )
     path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
     try:

@@ -11,18 +11,21 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.engines import ENGINES
-from benchmarks.grid import DB_MODES, adapter_of
-from benchmarks.schema import KEY, METRICS
+from benchmarks.grid import DB_MODES, PLACEMENTS, adapter_of
+from benchmarks.schema import ADDED_COLUMNS, ADDED_METRICS, KEY, METRICS
 from benchmarks.tasks import TASKS
 
 DEFAULT_METRICS = ["drain_per_s"]
 # What a B/A comparison looks at unless told otherwise.
+# Metrics in ADDED_METRICS are left out of a table where nothing measured them.
 DIFF_METRICS = [
     "drain_per_s",
     "enqueue_map_per_s",
     "enqueue_delay_per_s",
     "latency_rtt_p50_ms",
     "latency_rtt_p99_ms",
+    "latency_rtt_idle_p50_ms",
+    "latency_rtt_idle_p99_ms",
 ]
 SUMMARY_METRICS = [
     "enqueue_map_per_s",
@@ -30,6 +33,8 @@ SUMMARY_METRICS = [
     "drain_per_s",
     "latency_rtt_p50_ms",
     "latency_rtt_p99_ms",
+    "latency_rtt_idle_p50_ms",
+    "latency_rtt_idle_p99_ms",
     "latency_stored_p50_ms",
     "latency_stored_p99_ms",
     "failures",
@@ -43,6 +48,9 @@ SHORT = {
     "latency_rtt_p50_ms": "rtt p50 ms",
     "latency_rtt_p95_ms": "rtt p95 ms",
     "latency_rtt_p99_ms": "rtt p99 ms",
+    "latency_rtt_idle_p50_ms": "idle rtt p50 ms",
+    "latency_rtt_idle_p95_ms": "idle rtt p95 ms",
+    "latency_rtt_idle_p99_ms": "idle rtt p99 ms",
     "latency_stored_p50_ms": "stored p50 ms",
     "latency_stored_p95_ms": "stored p95 ms",
     "latency_stored_p99_ms": "stored p99 ms",
@@ -50,6 +58,10 @@ SHORT = {
     "peak_pss_mb": "peak PSS MiB",
 }
 STATS = ("median", "min", "max")
+# The column that says where a row's workers ran.
+WHERE = "workers run in"
+# The columns a CSV must have; CSVs made before placements lack those two.
+REQUIRED = [c for c in KEY if c not in ("placement", "processes")]
 
 
 class NotABenchmarkCSV(ValueError):
@@ -62,18 +74,77 @@ def load(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"error": str, "git_commit": str, "command": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise NotABenchmarkCSV(f"{path}: cannot read it as CSV: {exc}") from None
-    missing = [c for c in ("status", *KEY) if c not in frame.columns]
+    missing = [c for c in ("status", *REQUIRED) if c not in frame.columns]
     if missing:
         raise NotABenchmarkCSV(f"{path}: not a benchmark CSV (no column {', '.join(missing)})")
     # A sweep by a harness whose metrics were named or defined otherwise:
     # its numbers do not compare with this one's.
-    missing = [c for c in METRICS if c not in frame.columns]
+    missing = [c for c in METRICS if c not in frame.columns and c not in ADDED_METRICS]
     if missing:
         raise NotABenchmarkCSV(
             f"{path}: made by another version of the harness (no column {', '.join(missing)}): "
             "run it again with this one"
         )
+    return with_added_columns(frame)
+
+
+def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV made before placements: every engine's workers ran where they
+    had to (the peers' as one worker command each) or, for engines that
+    can run either way (taskito), as threads of the measuring process, the
+    only way it had. Metrics added since were not measured."""
+    frame = frame.copy()
+    if "placement" not in frame.columns:
+        frame["placement"] = [_only_placement(engine) for engine in frame["engine"]]
+    if "processes" not in frame.columns:
+        frame["processes"] = [0 if p == "thread" else 1 for p in frame["placement"]]
+    for metric in ADDED_METRICS:
+        if metric not in frame.columns:
+            frame[metric] = math.nan
+    for column, value in ADDED_COLUMNS.items():
+        if column not in frame.columns:
+            frame[column] = value
+    frame["processes"] = frame["processes"].astype(int)
     return frame
+
+
+def _only_placement(engine: str) -> str:
+    info = ENGINES.get(adapter_of(engine))
+    return info.placements[0] if info is not None and len(info.placements) == 1 else "thread"
+
+
+def where(engine: str, placement: str, processes: int, short: bool = False) -> str:
+    """Where a row's workers ran, in words: "threads in the measuring
+    process" or, say, "2 `taskito worker` processes"; ``short``: "threads",
+    "2 processes"."""
+    plural = "" if processes == 1 else "es"
+    if placement == "thread":
+        return "threads" if short else PLACEMENTS["thread"]
+    if short:
+        return f"{processes} process{plural}"
+    info = ENGINES.get(adapter_of(engine))
+    command = info.worker_command if info is not None and info.worker_command else "worker"
+    return f"{processes} `{command}` process{plural}"
+
+
+def placements_vary(*summaries: pd.DataFrame) -> bool:
+    """Whether the rows' workers ran in more than one kind of place."""
+    places = set()
+    for summary in summaries:
+        index = summary.index
+        places |= set(
+            zip(index.get_level_values("placement"), index.get_level_values("processes"), strict=True)
+        )
+    return len(places) > 1
+
+
+def _measured(metrics: Sequence[str], *summaries: pd.DataFrame) -> list[str]:
+    """``metrics`` less the added ones that no row of the summaries has."""
+    return [
+        m
+        for m in metrics
+        if m not in ADDED_METRICS or any(s[f"{m}:median"].notna().any() for s in summaries if len(s))
+    ]
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +173,9 @@ def _sort_key(index: pd.Index) -> pd.Index:
     if index.name == "db":
         modes = {name: i for i, name in enumerate(DB_MODES)}
         return index.map(lambda v: modes.get(v, len(modes)))
+    if index.name == "placement":
+        placements = {name: i for i, name in enumerate(PLACEMENTS)}
+        return index.map(lambda v: placements.get(v, len(placements)))
     return index
 
 
@@ -138,32 +212,40 @@ def _workers(count: int) -> str:
     return f"{count} worker" + ("" if count == 1 else "s")
 
 
-def pivot(summary: pd.DataFrame, task: str, metric: str) -> str:
-    """Engine and DB mode down, workers across: median (min–max)."""
+def pivot(summary: pd.DataFrame, task: str, metric: str, labelled: bool = True) -> str:
+    """Engine, DB mode and, if ``labelled``, where the workers ran down;
+    workers across: median (min–max)."""
     part = summary.xs(task, level="task")
     workers = sorted(part.index.get_level_values("workers").unique())
     rows = []
-    for (engine, db), group in part.groupby(level=["engine", "db"], sort=False):
-        cells = {w: _spread(r, metric) for (_, _, w), r in group.iterrows()}
-        rows.append({"engine": engine, "db": db, **{_workers(w): cells.get(w, "") for w in workers}})
-    return _markdown(pd.DataFrame(rows), 2)
+    down = ["engine", "db", "placement", "processes"]
+    for (engine, db, placement, processes), group in part.groupby(level=down, sort=False):
+        cells = {key[-1]: _spread(r, metric) for key, r in group.iterrows()}
+        row = {"engine": engine, "db": db}
+        if labelled:
+            row[WHERE] = where(engine, placement, processes)
+        rows.append({**row, **{_workers(w): cells.get(w, "") for w in workers}})
+    return _markdown(pd.DataFrame(rows), len(rows[0]) - len(workers))
 
 
 def overview(summary: pd.DataFrame, task: str, metrics: Sequence[str] = SUMMARY_METRICS) -> str:
-    """Every cell of one task with the medians of several metrics."""
+    """Every cell of one task with the medians of several metrics, each
+    saying where its workers ran."""
     part = summary.xs(task, level="task")
+    metrics = _measured(metrics, part)
     rows = []
-    for (engine, db, workers), r in part.iterrows():
+    for (engine, db, placement, processes, workers), r in part.iterrows():
         rows.append(
             {
                 "engine": engine,
                 "db": db,
+                WHERE: where(engine, placement, processes),
                 "workers": str(workers),
                 "runs": f"{int(r['runs'])}/{int(r['runs'] + r['problems'])}",
                 **{SHORT[m]: fmt(r[f"{m}:median"], m) for m in metrics},
             }
         )
-    return _markdown(pd.DataFrame(rows), 2)
+    return _markdown(pd.DataFrame(rows), 3)
 
 
 def provenance(frame: pd.DataFrame) -> str:
@@ -187,12 +269,14 @@ def problems(frame: pd.DataFrame) -> str:
     """The cells that did not finish, one line each, skipped engines once."""
     lines = []
     bad = frame[frame["status"] != "ok"]
-    for engine, reason in bad[bad["status"] == "skipped"].groupby("engine")["error"].first().items():
+    skipped = bad[bad["status"] == "skipped"]
+    for engine, reason in skipped.groupby(["engine", "error"], sort=False).size().index:
         lines.append(f"- {engine}: skipped: {reason}")
     for _, r in bad[bad["status"] != "skipped"].iterrows():
         error = str(r["error"]).strip().splitlines()[-1] if isinstance(r["error"], str) else ""
+        placed = f" processes={r['processes']}" if r["placement"] == "process" else ""
         lines.append(
-            f"- {r['engine']} {r['db']} workers={r['workers']} {r['task']} rep {r['repetition']}: "
+            f"- {r['engine']} {r['db']}{placed} workers={r['workers']} {r['task']} rep {r['repetition']}: "
             f"{r['status']}: {error}"
         )
     return "\n".join(lines)
@@ -204,18 +288,25 @@ def render(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, headin
     if summary["runs"].sum() == 0:
         return "No cell finished.\n" + problems(frame) + "\n"
     runs = int(frame["repetition"].max())
+    labelled = placements_vary(summary)
     parts = []
     for task in summary.index.get_level_values("task").unique():
-        for metric in metrics:
+        for metric in _measured(metrics, summary):
             m = METRICS[metric]
             parts.append(
                 f"{heading} {task}: {m.label} ({m.unit}), median of {runs} (min–max)\n\n"
-                + pivot(summary, task, metric)
+                + ("" if labelled else f"Workers ran as {_everywhere(summary)} in every row.\n\n")
+                + pivot(summary, task, metric, labelled)
             )
         parts.append(f"{heading} {task}: all metrics, medians\n\n" + overview(summary, task))
     if (frame["status"] != "ok").any():
         parts.append(f"{heading} Cells that did not finish\n\n" + problems(frame))
     return "\n\n".join(parts) + "\n"
+
+
+def _everywhere(summary: pd.DataFrame) -> str:
+    engine, _, _, placement, processes, _ = summary.index[0]
+    return where(engine, placement, processes)
 
 
 def judge(metric: str, a: pd.Series, b: pd.Series, threshold: float) -> str:
@@ -243,6 +334,7 @@ def diff(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tup
     """B against A for one metric, per cell: medians, B/A and a flag (see
     ``judge``). Returns the markdown table and how many regressions it flags."""
     sa, sb = summarize(a), summarize(b)
+    labelled = placements_vary(sa, sb)
     rows = []
     regressions = 0
     keys = pd.DataFrame(index=sa.index.union(sb.index)).sort_index(key=_sort_key).index
@@ -255,20 +347,21 @@ def diff(a: pd.DataFrame, b: pd.DataFrame, metric: str, threshold: float) -> tup
         flag = judge(metric, ra, rb, threshold) if ra is not None and rb is not None else ""
         regressions += flag == "REGRESSION"
         ratio = med_b / med_a if not pd.isna(med_a) and not pd.isna(med_b) and med_a != 0 else math.nan
-        engine, task, db, workers = key
+        engine, task, db, placement, processes, workers = key
         rows.append(
             {
                 "engine": engine,
                 "task": task,
                 "db": db,
                 "workers": str(workers),
+                **({WHERE: where(engine, placement, processes)} if labelled else {}),
                 "A": fmt(med_a, metric) if in_a else "(not in A)",
                 "B": fmt(med_b, metric) if in_b else "(not in B)",
                 "B/A": "-" if pd.isna(ratio) else f"{ratio:.2f}",
                 "flag": flag,
             }
         )
-    return _markdown(pd.DataFrame(rows), 4), regressions
+    return _markdown(pd.DataFrame(rows), 5 if labelled else 4), regressions
 
 
 def render_diff(
@@ -277,7 +370,7 @@ def render_diff(
     """The B/A tables for several metrics; returns them and the regressions flagged."""
     parts = []
     total = 0
-    for metric in metrics:
+    for metric in _measured(metrics, summarize(a), summarize(b)):
         m = METRICS[metric]
         direction = "higher" if m.higher_is_better else "lower"
         table, flagged = diff(a, b, metric, threshold)

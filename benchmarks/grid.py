@@ -1,7 +1,8 @@
-"""What a sweep is made of: database modes and cells.
+"""What a sweep is made of: database modes, placements and cells.
 
-A cell is one engine, database mode, worker count, task kind and job count,
-run once (one repetition). This module, ``cell``, ``tasks`` and
+A cell is one engine, database mode, placement (with its count of worker
+processes), worker count, task kind and job count, run once (one
+repetition). This module, ``cell``, ``tasks`` and
 ``engines`` use the standard library only, because a cell may run under
 another interpreter (``--python ENGINE=PATH``) that has nothing but its
 engine installed.
@@ -43,6 +44,28 @@ REDIS_BROKER_DB = 15
 REDIS_RESULTS_DB = 14
 
 
+# Where a cell's workers run. The measuring process is the cell's: it
+# enqueues, waits for results and reads the engine's counts and times.
+PLACEMENTS: dict[str, str] = {
+    # Threads of the measuring process (taskito's start_worker(), Huey's
+    # thread consumer, a thread pool).
+    "thread": "threads in the measuring process",
+    # Worker processes beside it, sharing its database: what a deployment
+    # runs (``taskito worker``, ``celery worker``, ...).
+    "process": "worker processes",
+}
+
+
+def placement_conflict(cell: Cell) -> str | None:
+    """Why the cell cannot run as placed, or None."""
+    if cell.placement == "process" and DB_MODES[cell.db].backend == "memory":
+        return (
+            f"{cell.db}: an in-memory database belongs to one process; worker processes "
+            "cannot share it (placement=process needs --db file or file-full)"
+        )
+    return None
+
+
 def adapter_of(engine: str) -> str:
     """The engine module behind an engine's name in a sweep: NAME@LABEL
     runs NAME again (under another interpreter, say) as a column of its own."""
@@ -62,6 +85,12 @@ class Cell:
     samples: int  # delay().result() round trips timed for latency
     warmup: int  # jobs run and waited for before anything is timed
     redis_url: str = DEFAULT_REDIS_URL
+    placement: str = "thread"  # a key of PLACEMENTS
+    # Worker processes besides the measuring one, each running ``workers``
+    # workers; 0 with placement "thread".
+    processes: int = 0
+    idle_samples: int = 0  # round trips timed after idle gaps
+    idle_gap: float = 0.5  # seconds of nothing before each of those
 
     @property
     def adapter(self) -> str:
@@ -76,4 +105,5 @@ class Cell:
         return cls(**json.loads(text))
 
     def label(self) -> str:
-        return f"{self.engine} {self.db} workers={self.workers} {self.task}"
+        where = f" processes={self.processes}" if self.placement == "process" else ""
+        return f"{self.engine} {self.db}{where} workers={self.workers} {self.task}"

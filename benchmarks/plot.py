@@ -1,5 +1,6 @@
 """Throughput against workers, one panel per task and DB mode, one line per
-engine (and per file, when comparing), with the repetitions' min–max."""
+engine and placement of its workers (and per file, when comparing), with
+the repetitions' min–max."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ matplotlib.use("Agg")  # files only: no display here or in CI
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from benchmarks.compare import summarize
+from benchmarks.compare import placements_vary, summarize, where
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES
 from benchmarks.schema import METRICS
@@ -39,23 +40,30 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
     copies = sorted({e for e in every["engine"] if e not in ENGINES})
     colours = {e: palette[i % len(palette)] for i, e in enumerate(known + copies)}
     styles = {label: ("-", "--", ":")[i % 3] for i, label in enumerate(summaries)}
+    # Where the workers ran: a marker of its own, and said in the legend.
+    markers = {"thread": "o", "process": "s"}
+    labelled = placements_vary(*summaries.values())
     for i, task in enumerate(tasks):
         for j, db in enumerate(dbs):
             ax = axes[i][j]
             for label, summary in summaries.items():
                 rows = summary.reset_index()
                 rows = rows[(rows["task"] == task) & (rows["db"] == db) & (rows["runs"] > 0)]
-                for engine, line in rows.groupby("engine", sort=False):
+                lines = rows.groupby(["engine", "placement", "processes"], sort=False)
+                for (engine, placement, processes), line in lines:
                     line = line.sort_values("workers")
                     median = line[f"{metric}:median"]
                     below = median - line[f"{metric}:min"]
                     above = line[f"{metric}:max"] - median
-                    name = engine if len(summaries) == 1 else f"{engine} ({label})"
+                    name = (
+                        f"{engine}, {where(engine, placement, processes, short=True)}" if labelled else engine
+                    )
+                    name = name if len(summaries) == 1 else f"{name} ({label})"
                     ax.errorbar(
                         line["workers"],
                         median,
                         yerr=[below, above],
-                        marker="o",
+                        marker=markers.get(placement, "o"),
                         capsize=3,
                         label=name,
                         color=colours[engine],

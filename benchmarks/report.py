@@ -32,6 +32,13 @@ def build(csvs: Sequence[Path], out: Path) -> str:
         "last, and the workers' start-up to the first completion is reported apart; the "
         "thread pool's drain includes a `submit()` per job. Memory is the PSS total of the "
         "cell's processes, read at the end of each step. Definitions: `benchmarks/cell.py`. "
+        "The cell's process is the producer and the one that measures; the column *workers run in* "
+        "says where each row's workers ran: as threads in the measuring process (taskito's "
+        "`start_worker()`, Huey, the thread pool) or as worker processes beside it (`taskito "
+        "worker`, as deployed, and the peers' own worker commands), so compare rows of the same "
+        "placement, or read the difference as the price of crossing processes. Runs made with "
+        "`--idle-samples N` also time N round trips after `--idle-gap` seconds (0.5) of nothing "
+        "each (the *idle rtt* columns): what a job meets once workers and waiters have gone idle. "
         "Numbers are medians of the repetitions with their min–max. The machines are shared "
         "and noisy: compare engines within one run rather than absolute numbers across runs.",
     ]

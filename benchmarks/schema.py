@@ -22,6 +22,10 @@ METRICS: dict[str, Metric] = {
     "latency_rtt_p50_ms": Metric("delay().result() round trip p50", "ms", False),
     "latency_rtt_p95_ms": Metric("delay().result() round trip p95", "ms", False),
     "latency_rtt_p99_ms": Metric("delay().result() round trip p99", "ms", False),
+    # The same after idle gaps (--idle-samples, --idle-gap): see benchmarks/cell.py.
+    "latency_rtt_idle_p50_ms": Metric("round trip after an idle gap, p50", "ms", False),
+    "latency_rtt_idle_p95_ms": Metric("round trip after an idle gap, p95", "ms", False),
+    "latency_rtt_idle_p99_ms": Metric("round trip after an idle gap, p99", "ms", False),
     "latency_stored_p50_ms": Metric("enqueue to finish, stored timestamps, p50", "ms", False),
     "latency_stored_p95_ms": Metric("enqueue to finish, stored timestamps, p95", "ms", False),
     "latency_stored_p99_ms": Metric("enqueue to finish, stored timestamps, p99", "ms", False),
@@ -30,7 +34,14 @@ METRICS: dict[str, Metric] = {
 }
 
 # A cell less its repetition: what repetitions are grouped by.
-KEY = ["engine", "task", "db", "workers"]
+KEY = ["engine", "task", "db", "placement", "processes", "workers"]
+
+# Columns added after the harness's first CSVs, which a CSV made before
+# lacks: compare reads them as these values (placement and processes are
+# filled from the engine, see compare.load). Any other missing metric means
+# the CSV's numbers were defined otherwise and do not compare.
+ADDED_METRICS = ("latency_rtt_idle_p50_ms", "latency_rtt_idle_p95_ms", "latency_rtt_idle_p99_ms")
+ADDED_COLUMNS = {"idle_samples": 0, "idle_gap_s": 0.0}
 
 STATUSES = ("ok", "timeout", "error", "skipped")
 
@@ -44,11 +55,18 @@ COLUMNS: dict[str, str] = {
     "db": "database mode: memory, file, file-full, redis",
     "backend": "what holds the jobs in that mode: memory, sqlite, redis",
     "durability": "the durability setting the engine ran with (SQLite synchronous level, Redis AOF)",
-    "workers": "worker threads or processes",
+    "placement": "where the workers ran: thread (threads in the measuring process, the cell's) or "
+    "process (worker processes beside it, sharing its database); see processes",
+    "processes": "worker processes the cell started, each running `workers` workers: `taskito worker` "
+    "processes for taskito, the one worker command of Celery, RQ and Dramatiq (whose pools may "
+    "fork more); 0 for placement thread",
+    "workers": "workers per worker process, or threads in the measuring process (placement thread)",
     "task": "task kind: noop, cpu_light, io_sleep",
     "jobs": "jobs enqueued (half one by one, half in a batch) and drained",
     "repetition": "1-based repetition of this cell",
-    "samples": "round trips timed for latency",
+    "samples": "round trips timed for latency, back to back",
+    "idle_samples": "round trips timed after idle gaps",
+    "idle_gap_s": "seconds of nothing before each of those",
     "warmup": "jobs run before anything was timed",
     "cell_seconds": "wall time of the cell's process, start-up included",
     "engine_version": "the engine's version (the Python version for the thread pool)",

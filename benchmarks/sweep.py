@@ -17,17 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import procs, provenance
+from benchmarks import procs, provenance, pythonpath
 from benchmarks.cell import MARK
 from benchmarks.engines import ENGINES, TREE_ENGINE
-from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of
+from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of, placement_conflict
 from benchmarks.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
-# Runs benchmarks.cell with this tree appended to the path, not prepended: a
-# --python interpreter must import its own installed engine (taskito
-# included), not the source tree's.
-BOOT = f"import sys; sys.path.append({str(ROOT)!r}); from benchmarks.cell import main; main()"
 PROBE_TIMEOUT = 60.0
 BUILD = ("engine_path", "engine_build")  # what Adapter.build() says
 
@@ -48,19 +44,54 @@ class Plan:
     redis_url: str = DEFAULT_REDIS_URL
     workdir: Path | None = None
     command: str = ""
+    placements: list[str] = field(default_factory=lambda: ["thread"])
+    processes: list[int] = field(default_factory=lambda: [1])
+    idle_samples: int = 0
+    idle_gap: float = 0.5
 
     def python(self, engine: str) -> str:
         return self.pythons.get(engine, sys.executable)
+
+    def placed(self, engine: str) -> list[tuple[str, int]]:
+        """(placement, processes) for an engine's cells: each placement asked
+        for that it has, with each count of processes; an engine with one
+        placement runs in it whatever was asked (peers keep theirs), with
+        one worker command (a later count of their pools goes here)."""
+        placements = ENGINES[adapter_of(engine)].placements
+        if len(placements) == 1:
+            return [(placements[0], 0 if placements[0] == "thread" else 1)]
+        placed: list[tuple[str, int]] = []
+        for placement in (p for p in self.placements if p in placements):
+            if placement == "thread":
+                placed.append(("thread", 0))
+            else:
+                placed += [(placement, count) for count in self.processes]
+        return placed
 
     def cells(self) -> list[Cell]:
         """Repetitions outermost: noise from other work on the machine then
         spreads over every cell instead of spoiling all runs of one."""
         return [
-            Cell(engine, db, w, task, self.jobs, rep, self.samples, self.warmup, self.redis_url)
+            Cell(
+                engine,
+                db,
+                w,
+                task,
+                self.jobs,
+                rep,
+                self.samples,
+                self.warmup,
+                self.redis_url,
+                placement=placement,
+                processes=processes,
+                idle_samples=self.idle_samples,
+                idle_gap=self.idle_gap,
+            )
             for rep in range(1, self.repeat + 1)
             for engine in self.engines
             for db in self.dbs
             if db in ENGINES[adapter_of(engine)].modes
+            for placement, processes in self.placed(engine)
             for task in self.tasks
             for w in self.workers
         ]
@@ -88,16 +119,21 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
     group, and outlive a cell that dies without stopping them; this process
     becomes their subreaper so that they stay its descendants and can be
     found. Their output goes to files, not pipes: a worker holding the
-    cell's stdout open would keep a pipe reader waiting until it exited."""
+    cell's stdout open would keep a pipe reader waiting until it exited.
+
+    The cell runs in its folder and imports only ``benchmarks`` from this
+    tree (see ``benchmarks.pythonpath``): its engine is the one ``python``
+    has installed."""
     procs.become_subreaper()
     before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
     out, err = folder / "cell.stdout", folder / "cell.stderr"
+    boot = pythonpath.boot(pythonpath.expose(folder), "benchmarks.cell")
     start = time.perf_counter()
     try:
         with out.open("w") as stdout, err.open("w") as stderr:
             proc = subprocess.Popen(
-                [python, "-c", BOOT, "run", cell.to_json(), str(folder)],
+                [python, "-c", boot, "run", cell.to_json(), str(folder)],
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
@@ -109,7 +145,7 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         except subprocess.TimeoutExpired:
             return {
                 "status": "timeout",
-                "error": f"killed after {timeout:g}s",
+                "error": _worker_logs(folder) + f"killed after {timeout:g}s",
                 "cell_seconds": time.perf_counter() - start,
             }
         finally:
@@ -118,10 +154,23 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
         result = _parse(output)
         if proc.returncode != 0 or result is None:
-            return {"status": "error", "error": _tail(errors or output), "cell_seconds": seconds}
+            error = _worker_logs(folder) + _tail(errors or output)
+            return {"status": "error", "error": error, "cell_seconds": seconds}
         return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_logs(folder: Path, lines: int = 5) -> str:
+    """The end of each worker process's log (``NAME.log``) in a cell's
+    folder, which goes with the cell: for the error of a cell that did not
+    finish, before the error's own last line, which tables show."""
+    parts = []
+    for log in sorted(folder.glob("*.log")):
+        text = _tail(log.read_text(errors="replace"), lines)
+        if text:
+            parts.append(f"[{log.name}]\n{text}\n")
+    return "".join(parts)
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -134,15 +183,20 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def probe(cell: Cell, python: str) -> dict[str, Any]:
-    """Whether the cell's engine can run: {"available": bool, "reason": str}."""
+    """Whether the cell's engine can run: {"available": bool, "reason": str},
+    and which interpreter and engine build would run it. Run as the cell
+    is, in a folder of its own, so that it finds the same engine."""
     try:
-        proc = subprocess.run(
-            [python, "-c", BOOT, "probe", cell.to_json()],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with tempfile.TemporaryDirectory(prefix="bench-probe-") as folder:
+            boot = pythonpath.boot(pythonpath.expose(Path(folder)), "benchmarks.cell")
+            proc = subprocess.run(
+                [python, "-c", boot, "probe", cell.to_json()],
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
     except OSError as exc:
         return {"available": False, "reason": f"cannot run {python}: {exc}"}
     except subprocess.TimeoutExpired:
@@ -202,7 +256,7 @@ class Progress:
             detail = row["error"].splitlines()[-1][:60]
         width = len(str(len(self.cells)))
         self.write(
-            f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<40} rep {cell.repetition} "
+            f"[{index + 1:>{width}}/{len(self.cells)}] {cell.label():<48} rep {cell.repetition} "
             f"{row['status']:<7} {row['cell_seconds']:5.1f}s  {detail}  ETA {_duration(eta)}"
         )
 
@@ -228,9 +282,15 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
         first = next((c for c in cells if c.engine == engine), None)
         if first is None:
             continue
-        available[engine] = probe(first, plan.python(engine))
+        needs = ENGINES[adapter_of(engine)].needs_python
+        if needs and engine not in plan.pythons:
+            available[engine] = {"available": False, "reason": f"no --python {engine}=...: {needs}"}
+        else:
+            available[engine] = probe(first, plan.python(engine))
         if not available[engine]["available"]:
             write(f"{engine}: skipped: {available[engine]['reason']}")
+    for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):
+        write(f"cells with placement=process skipped: {reason}")
 
     plan.out.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(cells, write)
@@ -254,20 +314,27 @@ def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) 
         "engine": cell.engine,
         "db": cell.db,
         "backend": DB_MODES[cell.db].backend,
+        "placement": cell.placement,
+        "processes": cell.processes,
         "workers": cell.workers,
         "task": cell.task,
         "jobs": cell.jobs,
         "repetition": cell.repetition,
         "samples": cell.samples,
+        "idle_samples": cell.idle_samples,
+        "idle_gap_s": cell.idle_gap,
         "warmup": cell.warmup,
     }
     # The interpreter and engine build, as the probe saw them, also for
     # cells that die early; a cell that runs says it again from inside.
     row.update({k: v for k, v in probe.items() if k.startswith("python_") or k in BUILD})
-    if probe["available"]:
-        row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
-    else:
+    conflict = placement_conflict(cell)
+    if not probe["available"]:
         row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
+    elif conflict is not None:
+        row.update({"status": "skipped", "error": conflict, "cell_seconds": 0.0})
+    else:
+        row.update(run_cell(cell, plan.python(cell.engine), plan.cell_timeout, plan.workdir))
     if cell.adapter == TREE_ENGINE and not provenance.vouches_for(ROOT, row.get("engine_path")):
         # A taskito installed elsewhere (--python): this tree's commit says
         # nothing about it; engine_path and engine_build do.

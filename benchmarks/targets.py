@@ -1,21 +1,29 @@
 """The engine's speed targets, each beside baselines measured in the same run.
 
     python -m benchmarks.targets [--jobs 10000] [--latency-samples 1000] [--repeat 3]
+                                 [--cross-samples 200] [--idle-samples 30] [--idle-gap 0.5]
 
 Runs sweep cells (``benchmarks/cell.py``: the protocol, engine adapters and
 definitions of ``python -m benchmarks``), each in a fresh process, on noop
 tasks: taskito on ``:memory:`` and on a WAL file with the default workers
 (one per CPU) and with 8, a plain ``ThreadPoolExecutor(2)`` running the same
-callables and, when installed, Huey's ``SqliteHuey`` with 2 workers. Shown
-per configuration, the median of the repetitions of:
+callables and, when installed, Huey's ``SqliteHuey`` with 2 workers. Then
+across processes, the deployed shape: the cell enqueues and waits on the WAL
+file while the default workers run in one ``taskito worker`` process (its
+round trips, ``--cross-samples`` back to back and ``--idle-samples`` after
+``--idle-gap`` seconds of nothing each), and in two (their drain, against
+the same workers as threads of the measuring process). Shown per
+configuration, the median of the repetitions of:
 
 - enqueue: one ``map()`` call of half the jobs (the other half are
   enqueued one ``delay()`` each, untimed here);
 - process: the drain of all the jobs, first to last completion, and
   start-up: workers started to first completion;
-- the ``delay().result()`` round trip, p50 and p99.
+- the ``delay().result()`` round trip, p50 and p99, back to back and, for
+  the cross-process configuration, after idle gaps.
 
-Machines here are shared and noisy: read the ratios, not the absolutes.
+Each target is printed with the value measured and PASS or MISS. Machines
+here are shared and noisy: read the ratios, not the absolutes.
 """
 
 from __future__ import annotations
@@ -36,15 +44,29 @@ TARGETS = {
     "eight_vs_default": 0.90,
     "p50_ms": 0.3,
     "p99_ms": 1.5,
+    # Across processes: the producer here, the workers in `taskito worker`.
+    "cross_p50_ms": 0.3,
+    "cross_p99_ms": 1.0,
+    "two_processes_vs_threads": 1.0,
 }
 # The cell's columns shown here.
-SHOWN = ("enqueue_map_per_s", "drain_per_s", "first_completion_s", "latency_rtt_p50_ms", "latency_rtt_p99_ms")
+SHOWN = (
+    "enqueue_map_per_s",
+    "drain_per_s",
+    "first_completion_s",
+    "latency_rtt_p50_ms",
+    "latency_rtt_p99_ms",
+    "latency_rtt_idle_p50_ms",
+    "latency_rtt_idle_p99_ms",
+)
 NOTES = """\
 process: jobs after the first over the time from the first completion to the last; start-up:
   from starting the workers to the first completion (both defined in benchmarks/cell.py).
 ThreadPoolExecutor(2): it has no queue to pre-load, so its jobs are submitted when it starts:
   its process figure includes a submit() per job, and it has no enqueue figure.
-Huey: its map() calls enqueue once per job (one SQLite commit each)."""
+Huey: its map() calls enqueue once per job (one SQLite commit each).
+N process(es): the workers run in N `taskito worker --workers W` processes; this process
+  enqueues and waits through the same file. Their start-up includes starting Python."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,12 @@ class Config:
     engine: str
     db: str
     workers: int
+    placement: str = "thread"
+    processes: int = 0
+    # Round trips back to back and after idle gaps: None for --latency-samples
+    # and none after idle gaps.
+    samples: int | None = None
+    idle: bool = False
 
 
 def configs(default_workers: int) -> list[Config]:
@@ -69,6 +97,25 @@ def configs(default_workers: int) -> list[Config]:
     ]
 
 
+def cross_configs(default_workers: int, samples: int) -> list[Config]:
+    """The default workers in one `taskito worker` process (round trips,
+    also after idle gaps) and in two (the drain), each with ``samples``
+    back-to-back round trips."""
+    return [
+        Config(
+            f"taskito file workers={default_workers}, {count} process{'' if count == 1 else 'es'}",
+            "taskito",
+            "file",
+            default_workers,
+            "process",
+            count,
+            samples,
+            idle=count == 1,
+        )
+        for count in (1, 2)
+    ]
+
+
 def median(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """The median of each shown metric over the repetitions that have it."""
     medians: dict[str, float | None] = {}
@@ -81,6 +128,8 @@ def median(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:,.3f} ms" if unit == "ms" else f"{value:,.0f}/s"
 
 
@@ -92,12 +141,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs per run (default: %(default)s)")
     parser.add_argument("--latency-samples", type=int, default=1000, help="round trips per run")
+    parser.add_argument(
+        "--cross-samples",
+        type=int,
+        default=200,
+        help="back-to-back round trips per run with `taskito worker` processes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-samples",
+        type=int,
+        default=30,
+        help="round trips after idle gaps, with one `taskito worker` process (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-gap", type=float, default=0.5, metavar="SECONDS", help="each gap (default: %(default)s)"
+    )
     parser.add_argument("--warmup", type=int, default=500, help="jobs run before timing, per run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; the median is shown")
     parser.add_argument("--cell-timeout", type=float, default=300.0, metavar="SECONDS")
     args = parser.parse_args(argv)
-    if args.jobs < 2 or args.repeat < 1 or args.latency_samples < 1:
-        parser.error("--jobs must be at least 2, --repeat and --latency-samples at least 1")
+    if args.jobs < 2 or args.repeat < 1 or args.latency_samples < 1 or args.cross_samples < 1:
+        parser.error("--jobs must be at least 2, --repeat and the sample counts at least 1")
+    if args.idle_samples < 1 or args.idle_gap <= 0:
+        parser.error("--idle-samples must be at least 1 and --idle-gap more than 0")
     default_workers = os.cpu_count() or 1
 
     def cell(config: Config, repetition: int) -> Cell:
@@ -108,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
             "noop",
             args.jobs,
             repetition,
-            args.latency_samples,
+            args.latency_samples if config.samples is None else config.samples,
             args.warmup,
+            placement=config.placement,
+            processes=config.processes,
+            idle_samples=args.idle_samples if config.idle else 0,
+            idle_gap=args.idle_gap,
         )
 
     available: list[Config] = []
     skipped: dict[str, str] = {}
-    for config in configs(default_workers):
+    for config in configs(default_workers) + cross_configs(default_workers, args.cross_samples):
         answer = probe(cell(config, 1), sys.executable)
         if answer["available"]:
             available.append(config)
@@ -141,17 +211,18 @@ def main(argv: list[str] | None = None) -> int:
         f"median of {args.repeat}, {default_workers} CPUs\n"
     )
     print(
-        f"{'engine':<28} {'enqueue map()':>14} {'process':>11} {'start-up':>10} {'vs pool':>8} "
-        f"{'p50':>10} {'p99':>10}"
+        f"{'engine':<38} {'enqueue map()':>14} {'process':>11} {'start-up':>10} {'vs pool':>8} "
+        f"{'p50':>10} {'p99':>10} {'idle p50':>10} {'idle p99':>10}"
     )
     for label, r in rows.items():
         process = r["drain_per_s"]
         ratio = f"{process / pool:.2f}x" if process is not None and pool else "-"
         startup = None if r["first_completion_s"] is None else r["first_completion_s"] * 1e3
         print(
-            f"{label:<28} {fmt(r['enqueue_map_per_s'], '/s'):>14} {fmt(process, '/s'):>11} "
+            f"{label:<38} {fmt(r['enqueue_map_per_s'], '/s'):>14} {fmt(process, '/s'):>11} "
             f"{fmt(startup, 'ms'):>10} {ratio:>8} {fmt(r['latency_rtt_p50_ms'], 'ms'):>10} "
-            f"{fmt(r['latency_rtt_p99_ms'], 'ms'):>10}"
+            f"{fmt(r['latency_rtt_p99_ms'], 'ms'):>10} {fmt(r['latency_rtt_idle_p50_ms'], 'ms'):>10} "
+            f"{fmt(r['latency_rtt_idle_p99_ms'], 'ms'):>10}"
         )
     for label, reason in skipped.items():
         print(f"{label}: skipped: {reason}")
@@ -163,16 +234,38 @@ def main(argv: list[str] | None = None) -> int:
         default = rows[f"taskito {db} workers={default_workers}"]
         eight = rows[f"taskito {db} workers=8"]
         checks = [
-            ("enqueue", at_least(default["enqueue_map_per_s"], TARGETS["enqueue_per_s"])),
-            ("process", at_least(default["drain_per_s"], TARGETS["process_per_s"])),
-            ("8 workers", at_least(ratio_of(eight, default), TARGETS["eight_vs_default"])),
+            ("enqueue", at_least(default["enqueue_map_per_s"], TARGETS["enqueue_per_s"], "/s")),
+            ("process", at_least(default["drain_per_s"], TARGETS["process_per_s"], "/s")),
+            ("8 workers", at_least(ratio_of(eight, default), TARGETS["eight_vs_default"], "x")),
             ("p50", below(default["latency_rtt_p50_ms"], TARGETS["p50_ms"])),
             ("p99", below(default["latency_rtt_p99_ms"], TARGETS["p99_ms"])),
         ]
         verdict = ", ".join(f"{name} {result}" for name, result in checks)
-        eight_text = "-" if (r8 := ratio_of(eight, default)) is None else f"{r8:.2f}"
-        print(f"  {db:<9} {verdict} (8/default = {eight_text})")
+        print(f"  {db:<9} {verdict}")
+
+    single, double = (rows[c.label] for c in cross_configs(default_workers, args.cross_samples))
+    threads = rows[f"taskito file workers={default_workers}"]
+    print(
+        f"\ncross-process targets (file, {default_workers} workers per process; this process enqueues "
+        "and waits):\nround trip p50 <= 0.3 ms and p99 <= 1 ms, back to back and after idle gaps; "
+        "drain in 2 processes >= in-process drain"
+    )
+    gap = f"after {args.idle_gap:g} s idle"
+    print(f"  {'round trip, back to back':<30} " + latency(single, "latency_rtt"))
+    print(f"  {'round trip, ' + gap:<30} " + latency(single, "latency_rtt_idle"))
+    drains = f"{fmt(double['drain_per_s'], '/s')} / {fmt(threads['drain_per_s'], '/s')}"
+    print(
+        f"  {'drain, 2 processes / threads':<30} "
+        f"{at_least(ratio_of(double, threads), TARGETS['two_processes_vs_threads'], 'x')} ({drains})"
+    )
     return 0
+
+
+def latency(row: dict[str, float | None], prefix: str) -> str:
+    return (
+        f"p50 {at_most(row[f'{prefix}_p50_ms'], TARGETS['cross_p50_ms'])}, "
+        f"p99 {at_most(row[f'{prefix}_p99_ms'], TARGETS['cross_p99_ms'])}"
+    )
 
 
 def ratio_of(eight: dict[str, float | None], default: dict[str, float | None]) -> float | None:
@@ -180,12 +273,22 @@ def ratio_of(eight: dict[str, float | None], default: dict[str, float | None]) -
     return None if a is None or not b else a / b
 
 
-def at_least(value: float | None, target: float) -> str:
-    return "not measured" if value is None else "met" if value >= target else "MISSED"
+def at_least(value: float | None, target: float, unit: str) -> str:
+    if value is None:
+        return "not measured"
+    return f"{fmt(value, unit)} {'PASS' if value >= target else 'MISS'}"
 
 
 def below(value: float | None, target: float) -> str:
-    return "not measured" if value is None else "met" if value < target else "MISSED"
+    if value is None:
+        return "not measured"
+    return f"{fmt(value, 'ms')} {'PASS' if value < target else 'MISS'}"
+
+
+def at_most(value: float | None, target: float) -> str:
+    if value is None:
+        return "not measured"
+    return f"{fmt(value, 'ms')} {'PASS' if value <= target else 'MISS'}"
 
 
 if __name__ == "__main__":

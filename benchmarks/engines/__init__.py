@@ -1,9 +1,10 @@
 """The engines a sweep can measure, one module each.
 
-Adding one: write ``benchmarks/engines/NAME.py`` with a subclass of
-``base.Adapter`` assigned to ``ADAPTER`` (see ``huey.py`` for an
-in-process engine, ``rq.py`` for one with worker processes), and add a line
-to ``ENGINES``. The registry is separate from the modules because the sweep
+Adding one: write ``benchmarks/engines/NAME.py`` (a ``-`` in NAME is a
+``_`` in the module's name) with a subclass of ``base.Adapter`` assigned to
+``ADAPTER`` (see ``huey.py`` for an in-process engine, ``rq.py`` for one
+with worker processes, ``taskito.py`` for one that runs either way), and add
+a line to ``ENGINES`` saying where its workers can run. The registry is separate from the modules because the sweep
 process reads it without importing the engines' packages, which may be
 installed only under another interpreter, or not at all.
 """
@@ -22,27 +23,51 @@ if TYPE_CHECKING:
 class EngineInfo:
     name: str
     modes: tuple[str, ...]  # the database modes (grid.DB_MODES) it runs in
+    # Where its workers can run (grid.PLACEMENTS). An engine with one runs
+    # there whatever --placement says; the others run in each one asked for.
+    placements: tuple[str, ...]
+    # The command that runs its worker processes, as its users type it.
+    worker_command: str = ""
+    # Set for an engine this tree's interpreter cannot run: how to give it
+    # an interpreter of its own (--python).
+    needs_python: str = ""
+
+    @property
+    def module(self) -> str:
+        return self.name.replace("-", "_")
 
 
 # The engine whose source is this tree: the tree's commit describes it only
 # when it was imported from here (see provenance.vouches_for).
 TREE_ENGINE = "taskito"
 
+BOTH = ("thread", "process")
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("taskito", ("memory", "file", "file-full")),
-        EngineInfo("threadpool", ("memory",)),
-        EngineInfo("huey", ("memory", "file", "file-full")),
-        EngineInfo("celery", ("redis",)),
-        EngineInfo("rq", ("redis",)),
-        EngineInfo("dramatiq", ("redis",)),
+        EngineInfo("taskito", ("memory", "file", "file-full"), BOTH, "taskito worker"),
+        # The project this one re-implements: the ``taskito`` on PyPI.
+        EngineInfo(
+            "taskito-ref",
+            ("file",),
+            BOTH,
+            "taskito worker",
+            needs_python="it is the taskito package from PyPI, which this tree's interpreter "
+            "must not import (its taskito is this tree's); install it in a venv of its own "
+            "(python -m venv ref && ref/bin/pip install taskito) and pass "
+            "--python taskito-ref=ref/bin/python",
+        ),
+        EngineInfo("threadpool", ("memory",), ("thread",)),
+        EngineInfo("huey", ("memory", "file", "file-full"), ("thread",)),
+        EngineInfo("celery", ("redis",), ("process",), "celery worker"),
+        EngineInfo("rq", ("redis",), ("process",), "rq worker-pool"),
+        EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq"),
     )
 }
 
 
 def load(name: str) -> type[Adapter]:
     """The adapter class of an engine; imports the engine's package."""
-    module = importlib.import_module(f"benchmarks.engines.{name}")
+    module = importlib.import_module(f"benchmarks.engines.{ENGINES[name].module}")
     adapter: type[Adapter] = module.ADAPTER
     return adapter

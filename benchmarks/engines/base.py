@@ -3,21 +3,25 @@ workers run in other processes or keep their jobs in Redis."""
 
 from __future__ import annotations
 
-import os
+import hashlib
 import signal
 import subprocess
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-from benchmarks import procs
+from benchmarks import procs, pythonpath
 from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
 from benchmarks.tasks import TASKS
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+T = TypeVar("T")
+# Seconds between checks that worker processes are alive while the cell
+# waits (see Adapter.check).
+CHECK_EVERY = 0.5
 
 
 class Unavailable(Exception):
@@ -113,6 +117,31 @@ class Adapter(ABC):
         return None
 
 
+def wait_checking(wait: Callable[[float], T], check: Callable[[], None], timeout: float) -> T:
+    """``wait(seconds)``, an engine's blocking wait for a result that raises
+    TimeoutError when the seconds run out, in slices of ``CHECK_EVERY``
+    seconds with ``check()`` (``Adapter.check``) between them: a worker
+    process that died fails the wait within a slice, not at ``timeout``. A
+    result that comes within the first slice is waited for by one call."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait(max(min(CHECK_EVERY, deadline - time.monotonic()), 0.001))
+        except TimeoutError:
+            check()
+            if time.monotonic() >= deadline:
+                raise
+
+
+def compiled_build(path: Path) -> str:
+    """A compiled extension's file name, sha256 (first 16 hex digits) and
+    mtime: what tells apart two builds of one version."""
+    path = path.resolve()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return f"{path.name} sha256:{digest} mtime {mtime}"
+
+
 def package_path(package: ModuleType) -> str:
     assert package.__file__ is not None, f"{package.__name__} is a namespace package"
     return str(Path(package.__file__).resolve().parent)
@@ -129,36 +158,34 @@ def unix_time(moment: datetime | None) -> float | None:
 
 
 class ProcessWorkerAdapter(Adapter):
-    """An engine on Redis whose workers run as a separate process started
-    from a command line (Celery, RQ, Dramatiq). Subclasses set ``argv`` (the
-    command) and ``worker_name`` (its log's name), and close their clients
-    in ``close_clients``."""
+    """An engine whose workers run as separate processes started from a
+    command line. Subclasses set ``argv`` (the command), ``worker_name`` (its
+    logs' name) and ``processes`` (how many copies to start, default one),
+    may add to ``worker_env``, and close their clients in ``close_clients``."""
 
     argv: list[str]
     worker_name: str
+    processes = 1
 
     def __init__(self, cell: Cell, workdir: Path) -> None:
         super().__init__(cell, workdir)
-        # What an earlier cell left in Redis would be counted as finished.
-        redis_flush(cell.redis_url)
-        self.worker: WorkerProcess | None = None
-
-    @classmethod
-    def probe(cls, cell: Cell) -> None:
-        redis_probe(cell.redis_url)
+        self.worker_env: dict[str, str] = {}
+        self.workers: WorkerProcesses | None = None
 
     def start_workers(self) -> None:
-        self.worker = WorkerProcess(self.argv, self.workdir, self.worker_name)
-        self.worker.start()
+        self.workers = WorkerProcesses(
+            [self.argv] * self.processes, self.workdir, self.worker_name, self.worker_env
+        )
+        self.workers.start()
 
     def stop_workers(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
-            self.worker = None
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None
 
     def check(self) -> None:
-        if self.worker is not None:
-            self.worker.check()
+        if self.workers is not None:
+            self.workers.check()
 
     def close(self) -> None:
         self.stop_workers()
@@ -169,20 +196,37 @@ class ProcessWorkerAdapter(Adapter):
         """Closes the engine's connections in this process."""
 
 
+class RedisWorkerAdapter(ProcessWorkerAdapter):
+    """An engine on Redis whose workers run as a separate process (Celery,
+    RQ, Dramatiq)."""
+
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        super().__init__(cell, workdir)
+        # What an earlier cell left in Redis would be counted as finished.
+        redis_flush(cell.redis_url)
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        redis_probe(cell.redis_url)
+
+
 class WorkerProcess:
     """A worker command in its own process group, logging to a file in the
-    cell's folder. ``benchmarks`` is put on its path so the worker can import
-    the task functions by name."""
+    cell's folder, which is its working directory. It imports ``benchmarks``
+    from this tree (to find the task functions by name) and nothing else
+    from it (see ``benchmarks.pythonpath``). ``env`` is added to this
+    process's environment."""
 
-    def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
+    def __init__(self, argv: list[str], workdir: Path, name: str, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.workdir = workdir
+        self.env = env or {}
+        self.name = name
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        env = pythonpath.environment(pythonpath.expose(self.workdir)) | self.env
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -194,10 +238,17 @@ class WorkerProcess:
                 start_new_session=True,
             )
 
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
     def check(self) -> None:
         """Raises, with the end of its log, if the worker has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            raise RuntimeError(
+                f"worker process {self.name} exited with {self.proc.returncode} "
+                f"(log {self.log}):\n{self.tail()}"
+            )
 
     def tail(self, lines: int = 20) -> str:
         try:
@@ -205,21 +256,48 @@ class WorkerProcess:
         except OSError:
             return ""
 
+    def terminate(self) -> None:
+        """SIGTERM, each engine's signal for a warm shutdown; ``stop`` waits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, each engine's signal for a warm shutdown, then SIGKILL
-        for whatever is left after ``grace`` seconds, stragglers in the
-        worker's process group included."""
+        """SIGTERM, then SIGKILL for whatever is left after ``grace``
+        seconds, stragglers in the worker's process group included."""
         if self.proc is None:
             return
+        self.terminate()
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                procs.kill_tree(proc.pid)
-                proc.wait()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            procs.kill_tree(proc.pid)
+            proc.wait()
         procs.kill_group(proc.pid)  # its own group: started in a new session
+
+
+class WorkerProcesses:
+    """Several worker commands, each a ``WorkerProcess`` logging to
+    ``NAME.log`` (one) or ``NAME-1.log``, ``NAME-2.log``, ... (several)."""
+
+    def __init__(self, argvs: list[list[str]], workdir: Path, name: str, env: dict[str, str]) -> None:
+        names = [name] if len(argvs) == 1 else [f"{name}-{i}" for i in range(1, len(argvs) + 1)]
+        self.processes = [WorkerProcess(a, workdir, n, env) for a, n in zip(argvs, names, strict=True)]
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def check(self) -> None:
+        for process in self.processes:
+            process.check()
+
+    def stop(self) -> None:
+        # All told first, so that they shut down side by side.
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.stop()
 
 
 # ── Redis ────────────────────────────────────────────────────────────────

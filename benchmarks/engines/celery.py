@@ -34,7 +34,7 @@ def make_app(server: str) -> Celery:
     return app
 
 
-class CeleryAdapter(base.ProcessWorkerAdapter):
+class CeleryAdapter(base.RedisWorkerAdapter):
     package = celery
     worker_name = "celery"
 

@@ -72,7 +72,7 @@ def setup() -> None:
     broker.add_middleware(FinishTimes(), before=Results)
 
 
-class DramatiqAdapter(base.ProcessWorkerAdapter):
+class DramatiqAdapter(base.RedisWorkerAdapter):
     package = dramatiq
     worker_name = "dramatiq"
 
@@ -81,6 +81,7 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
         self.broker, self.backend, actors = declare(cell.redis_url)
         self.actor = actors[cell.task]
         self.results = redis.Redis.from_url(base.results_url(cell.redis_url))
+        self.worker_env[URL_ENV] = cell.redis_url
         self.argv = [
             sys.executable,
             "-m",
@@ -96,10 +97,6 @@ class DramatiqAdapter(base.ProcessWorkerAdapter):
             "engine_setup": f"dramatiq --processes=1 --threads={self.cell.workers}",
             **base.redis_describe(self.cell.redis_url),
         }
-
-    def start_workers(self) -> None:
-        os.environ[URL_ENV] = self.cell.redis_url
-        super().start_workers()
 
     def enqueue_one(self, arg: int) -> Any:
         return self.actor.send(arg)

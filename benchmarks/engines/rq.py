@@ -19,7 +19,7 @@ from benchmarks.grid import Cell
 QUEUE = "bench"
 
 
-class RQAdapter(base.ProcessWorkerAdapter):
+class RQAdapter(base.RedisWorkerAdapter):
     package = rq
     worker_name = "rq"
 

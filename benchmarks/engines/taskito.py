@@ -1,18 +1,18 @@
-"""taskito: workers are threads of the cell's process, as with ``start_worker()``."""
+"""taskito, this tree's (or another build of it, under ``--python``): workers
+as threads of the cell's process (``start_worker()``) or as ``taskito
+worker`` processes beside it (see ``taskito_family``)."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import taskito
 import taskito._native
-from benchmarks.engines.base import Adapter
-from benchmarks.grid import Cell
-from taskito import JobResult, Queue
+from benchmarks.apps import AppSettings
+from benchmarks.engines import base
+from benchmarks.engines.taskito_family import TaskitoFamilyAdapter
+from taskito import Queue
 from taskito._native import SQLITE_VERSION
 
 # The database each mode opens, and its durability setting.
@@ -23,8 +23,9 @@ DATABASES = {
 }
 
 
-class TaskitoAdapter(Adapter):
+class TaskitoAdapter(TaskitoFamilyAdapter):
     package = taskito
+    queue_class = Queue
 
     @classmethod
     def build(cls) -> dict[str, str]:
@@ -32,53 +33,34 @@ class TaskitoAdapter(Adapter):
         module is git-ignored, so the tree's commit cannot vouch for it (it
         may be older than the sources, or built from other ones)."""
         assert taskito._native.__file__ is not None
-        native = Path(taskito._native.__file__).resolve()
-        digest = hashlib.sha256(native.read_bytes()).hexdigest()[:16]
-        mtime = datetime.fromtimestamp(native.stat().st_mtime, UTC).isoformat(timespec="seconds")
-        return {**super().build(), "engine_build": f"{native.name} sha256:{digest} mtime {mtime}"}
+        return {**super().build(), "engine_build": base.compiled_build(Path(taskito._native.__file__))}
 
-    def __init__(self, cell: Cell, workdir: Path) -> None:
-        super().__init__(cell, workdir)
-        path, self.durability = DATABASES[cell.db]
-        db_path = path if path == ":memory:" else str(workdir / path)
-        # No retries, as for every engine here: a failure counts at once.
-        self.queue = Queue(db_path, workers=cell.workers, default_retry=0, durability=self.durability)
-        self.task = self.queue.task(name=cell.task)(self.fn)
+    def app_settings(self) -> AppSettings:
+        path, durability = DATABASES[self.cell.db]
+        db_path = path if path == ":memory:" else str(self.workdir / path)
+        return AppSettings(db_path, self.cell.workers, self.cell.task, {"durability": durability})
+
+    def worker_options(self) -> list[str]:
+        return ["--workers", str(self.cell.workers), "--log-level", "WARNING"]
 
     def describe(self) -> dict[str, str]:
         return {
             "engine_version": taskito.__version__,
-            "engine_setup": f"start_worker(), {self.cell.workers} executor threads",
-            "durability": "memory" if self.cell.db == "memory" else self.durability,
+            "engine_setup": self.placement_setup(f"start_worker(), {self.cell.workers} executor threads"),
+            "durability": "memory" if self.cell.db == "memory" else DATABASES[self.cell.db][1],
             "store_version": f"sqlite {SQLITE_VERSION}",
         }
 
-    def start_workers(self) -> None:
+    def start_threads(self) -> None:
         self.queue.start_worker()
 
-    def stop_workers(self) -> None:
+    def stop_threads(self) -> None:
         self.queue.shutdown()
-
-    def enqueue_one(self, arg: int) -> JobResult:
-        return self.task.delay(arg)
-
-    def enqueue_many(self, args: Sequence[int]) -> list[JobResult]:
-        return self.task.map([(arg,) for arg in args])
-
-    def finished(self) -> int:
-        stats = self.queue.stats()
-        return stats["completed"] + stats["dead"]
-
-    def result(self, handle: Any, timeout: float) -> Any:
-        return handle.result(timeout=timeout)
 
     def finished_at(self, handles: list[Any]) -> list[float | None]:
         # Taken by the worker as each task returns (microseconds); the
         # outcomes are committed in batches right after.
         return [handle.to_dict()["finished_at"] for handle in handles]
-
-    def failures(self, handles: list[Any]) -> int:
-        return self.queue.stats()["dead"]
 
     def stored_latencies(self, handles: list[Any]) -> list[float]:
         latencies = []
@@ -87,9 +69,6 @@ class TaskitoAdapter(Adapter):
             if data["finished_at"] is not None:
                 latencies.append(data["finished_at"] - data["created_at"])
         return latencies
-
-    def close(self) -> None:
-        self.queue.close()
 
 
 ADAPTER = TaskitoAdapter

@@ -1,10 +1,16 @@
-"""The cell's arithmetic: percentiles and the drain, on small exact inputs."""
+"""The cell's arithmetic: percentiles and the drain, on small exact inputs;
+the order of its idle-gap round trips."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import pytest
 
-from benchmarks.cell import drain, percentile, percentiles
+from benchmarks.cell import after_idle_gaps, drain, percentile, percentiles
+from benchmarks.engines.base import Adapter
+from benchmarks.grid import Cell
 
 
 def test_percentile_is_the_nearest_rank() -> None:
@@ -71,3 +77,64 @@ def test_drain_without_an_interval_has_no_rate() -> None:
 def test_drain_refuses_times_that_cannot_be_the_drains(times: list[float | None], message: str) -> None:
     with pytest.raises((RuntimeError, ValueError), match=message):
         drain(times, START, START + 2)
+
+
+class Recorder(Adapter):
+    """An engine that runs each job as it is enqueued, noting every call and when."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+    def note(self, call: str) -> None:
+        self.calls.append((call, time.monotonic()))
+
+    def describe(self) -> dict[str, str]:
+        return {}
+
+    def start_workers(self) -> None:
+        self.note("start")
+
+    def stop_workers(self) -> None:
+        self.note("stop")
+
+    def enqueue_one(self, arg: int) -> int:
+        self.note(f"enqueue {arg}")
+        return arg
+
+    def finished(self) -> int:
+        return 0
+
+    def finished_at(self, handles: list[Any]) -> list[float | None]:
+        return []
+
+    def result(self, handle: Any, timeout: float) -> Any:
+        self.note(f"result {handle}")
+        return handle
+
+    def failures(self, handles: list[Any]) -> int:
+        return 0
+
+    def check(self) -> None:
+        self.note("check")
+
+
+def test_idle_round_trips_each_follow_a_gap_and_a_check_of_the_workers() -> None:
+    adapter = Recorder()
+    cell = Cell("taskito", "file", 1, "noop", 10, 1, 0, 0, idle_samples=3, idle_gap=0.02)
+    start = time.monotonic()
+    seconds, jobs = after_idle_gaps(adapter, cell)
+    assert jobs == [0, 1, 2]
+    assert len(seconds) == 3 and all(s >= 0 for s in seconds)
+    assert [call for call, _ in adapter.calls] == [
+        "check", "enqueue 0", "result 0", "check", "enqueue 1", "result 1", "check", "enqueue 2", "result 2",
+    ]  # fmt: skip
+    # Each round trip starts at least a gap after the previous one ended.
+    ends = [start] + [at for call, at in adapter.calls if call.startswith("result")]
+    starts = [at for call, at in adapter.calls if call.startswith("enqueue")]
+    assert all(begin - end >= 0.02 for begin, end in zip(starts, ends, strict=False))
+
+
+def test_no_idle_samples_take_no_time() -> None:
+    adapter = Recorder()
+    assert after_idle_gaps(adapter, Cell("taskito", "file", 1, "noop", 10, 1, 0, 0, idle_gap=60)) == ([], [])
+    assert adapter.calls == []

@@ -16,7 +16,8 @@ A, B = DATA / "a.csv", DATA / "b.csv"
 
 def test_summarize_groups_repetitions_into_median_min_max() -> None:
     summary = compare.summarize(compare.load(A))
-    row = summary.loc[("taskito", "noop", "file", 2)]
+    # a.csv predates placements: taskito's workers were threads of the cell's process.
+    row = summary.loc[("taskito", "noop", "file", "thread", 0, 2)]
     assert (row["drain_per_s:median"], row["drain_per_s:min"], row["drain_per_s:max"]) == (
         10500,
         10000,
@@ -28,7 +29,7 @@ def test_summarize_groups_repetitions_into_median_min_max() -> None:
 
 
 def test_summarize_counts_the_repetitions_that_did_not_finish() -> None:
-    row = compare.summarize(compare.load(B)).loc[("huey", "noop", "file", 2)]
+    row = compare.summarize(compare.load(B)).loc[("huey", "noop", "file", "thread", 0, 2)]
     assert (row["runs"], row["problems"]) == (2, 1)
 
 
@@ -167,3 +168,94 @@ def test_report_defaults_to_the_reference_runs(tmp_path: Path) -> None:
     report.write(report.references(folder), folder / "README.md")
     text = (folder / "README.md").read_text()
     assert "## reference-one\n" in text and "run-2026" not in text
+
+
+def with_placements(tmp_path: Path) -> Path:
+    """a.csv as this harness writes it now: where each row's workers ran,
+    and taskito's file cells run again with one `taskito worker` process
+    (round trips after idle gaps too), plus the skip of its memory ones."""
+    import pandas as pd
+
+    old = pd.read_csv(A, dtype=str, keep_default_na=False)
+    old["placement"] = ["process" if e == "celery" else "thread" for e in old["engine"]]
+    old["processes"] = ["1" if e == "celery" else "0" for e in old["engine"]]
+    placed = old[(old["engine"] == "taskito") & (old["db"] == "file")].copy()
+    placed["placement"], placed["processes"] = "process", "1"
+    placed["drain_per_s"] = "30000"
+    placed["latency_rtt_idle_p50_ms"], placed["latency_rtt_idle_p99_ms"] = "51.5", "52.5"
+    skipped = old[(old["engine"] == "taskito") & (old["db"] == "memory")].copy()
+    skipped["placement"], skipped["processes"], skipped["status"] = "process", "1", "skipped"
+    skipped["error"] = "memory: an in-memory database belongs to one process"
+    path = tmp_path / "placed.csv"
+    pd.concat([old, placed, skipped]).to_csv(path, index=False)
+    return path
+
+
+def test_a_csv_made_before_placements_reads_as_threads_for_taskito_and_processes_for_peers() -> None:
+    frame = compare.load(A)
+    where = {
+        (e, p, n) for e, p, n in zip(frame["engine"], frame["placement"], frame["processes"], strict=True)
+    }
+    assert where == {("taskito", "thread", 0), ("huey", "thread", 0), ("celery", "process", 1)}
+    assert frame["latency_rtt_idle_p50_ms"].isna().all()
+    assert (frame["idle_samples"] == 0).all()
+    text = compare.render(frame)
+    assert "Workers ran as threads in the measuring process in every row." in text
+    assert "idle rtt" not in text, "not measured: no column"
+
+
+def test_compare_of_an_old_csv_with_a_new_one_pairs_thread_rows_and_says_where_each_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = with_placements(tmp_path)
+    table, regressions = compare.diff(compare.load(A), compare.load(new), "drain_per_s", threshold=0.10)
+    assert regressions == 0
+    lines = table.splitlines()
+    assert lines[0].split("|")[1:6] == [
+        " engine   ",
+        " task   ",
+        " db     ",
+        " workers   ",
+        f" {compare.WHERE:<32} ",
+    ]
+    rows = {tuple(c.strip() for c in line.split("|")[1:6]): line for line in lines[2:]}
+    thread = rows[("taskito", "noop", "file", "2", "threads in the measuring process")]
+    assert thread.split("|")[-3].strip() == "1.00", "the same cell on both sides"
+    process = rows[("taskito", "noop", "file", "2", "1 `taskito worker` process")]
+    assert "(not in A)" in process and "30,000" in process
+
+    assert (
+        cli.main(
+            ["compare", str(A), str(new), "--metric", "drain_per_s", "--metric", "latency_rtt_idle_p50_ms"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "## B/A: round trip after an idle gap, p50 (ms, lower is better)" in out
+    idle = [line for line in out.splitlines() if "| taskito  | noop   | file   | 1 " in line][-1]
+    assert [c.strip() for c in idle.split("|")[5:8]] == ["1 `taskito worker` process", "(not in A)", "51.5"]
+
+
+def test_one_csv_with_placements_labels_every_row_and_lists_the_skip_once(tmp_path: Path) -> None:
+    text = compare.render(compare.load(with_placements(tmp_path)))
+    assert "Workers ran as" not in text
+    assert "| taskito  | file   | threads in the measuring process |" in text
+    assert "| taskito  | file   | 1 `taskito worker` process       |" in text
+    assert "| celery" not in text, "skipped, so not in the tables"
+    assert "idle rtt p50 ms" in text and "51.5" in text
+    assert text.count("- taskito: skipped: memory: an in-memory database belongs to one process") == 1
+
+
+def test_the_plot_draws_a_line_per_placement(tmp_path: Path) -> None:
+    from benchmarks import plot
+
+    png = plot.throughput({"placed": compare.load(with_placements(tmp_path))}, tmp_path / "placed.png")
+    assert matplotlib.image.imread(png).shape[0] > 200
+
+
+def test_the_report_says_where_the_workers_of_each_row_ran(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "README.md"
+    assert cli.main(["report", str(with_placements(tmp_path)), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| taskito  | file   | 1 `taskito worker` process       |" in text
+    assert "| `placement` |" in text and "| `latency_rtt_idle_p50_ms` |" in text

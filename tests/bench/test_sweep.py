@@ -55,6 +55,7 @@ def test_tiny_sweep_writes_one_row_per_cell_with_provenance(tmp_path: Path) -> N
     engines = ["taskito", "huey"] if HUEY else ["taskito"]
     out = tmp_path / "tiny.csv"
     args = ["sweep", "--engines", ",".join(engines), "--db", "memory,file", "--workers", "1,2"]
+    args += ["--placement", "thread"]
     args += ["--jobs", "30", "--repeat", "1", "--samples", "5", "--warmup", "5", "--out", str(out)]
     proc = bench(*args)
     assert proc.returncode == 0, proc.stderr
@@ -115,7 +116,8 @@ def test_an_engine_that_cannot_run_is_skipped_with_its_reason(tmp_path: Path) ->
     out = tmp_path / "skip.csv"
     # Nothing listens on port 1: Celery is skipped whether or not it is installed.
     proc = bench(
-        "--engines", "taskito,celery", "--db", "memory,redis", "--workers", "1", "--jobs", "10",
+        "--engines", "taskito,celery", "--db", "memory,redis", "--placement", "thread", "--workers", "1",
+        "--jobs", "10",
         "--repeat", "2", "--samples", "2", "--warmup", "2", "--redis", "redis://127.0.0.1:1",
         "--out", str(out),
     )  # fmt: skip
@@ -135,7 +137,8 @@ def test_a_hung_cell_is_killed_at_the_time_limit_and_the_sweep_goes_on(tmp_path:
     work.mkdir()
     # A warm-up of 100,000 five-millisecond jobs on one worker takes minutes.
     proc = bench(
-        "--engines", "taskito", "--db", "memory", "--tasks", "io_sleep", "--workers", "1,2",
+        "--engines", "taskito", "--db", "memory", "--placement", "thread", "--tasks", "io_sleep",
+        "--workers", "1,2",
         "--warmup", "100000", "--jobs", "2", "--repeat", "1", "--cell-timeout", "1",
         "--workdir", str(work), "--out", str(out),
     )  # fmt: skip
@@ -171,7 +174,8 @@ def test_workers_a_crashed_cell_left_in_their_own_session_are_killed(tmp_path: P
     out = tmp_path / "crash.csv"
     try:
         proc = bench(
-            "--engines", "taskito", "--python", f"taskito={python}", "--db", "memory", "--workers", "1",
+            "--engines", "taskito", "--python", f"taskito={python}", "--db", "memory", "--placement", "thread",
+            "--workers", "1",
             "--jobs", "2", "--repeat", "1", "--out", str(out),
         )  # fmt: skip
         assert proc.returncode == 1, proc.stderr
@@ -206,6 +210,7 @@ def test_an_engine_can_run_under_another_interpreter(tmp_path: Path) -> None:
     out = tmp_path / "two.csv"
     proc = bench(
         "--engines", "taskito,taskito@other", "--python", f"taskito@other={python}", "--db", "memory",
+        "--placement", "thread",
         "--workers", "1", "--jobs", "10", "--repeat", "1", "--samples", "2", "--warmup", "0",
         "--out", str(out),
     )  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 
 import pytest
 
@@ -35,6 +37,7 @@ def test_a_tiny_run_prints_every_configuration_the_notes_and_the_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = ["--jobs", "20", "--latency-samples", "5", "--warmup", "5", "--repeat", "1"]
+    args += ["--cross-samples", "3", "--idle-samples", "2", "--idle-gap", "0.05"]
     assert targets.main(args) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -47,3 +50,28 @@ def test_a_tiny_run_prints_every_configuration_the_notes_and_the_verdicts(
     for db in (":memory:", "file"):
         verdict = next(line for line in lines if line.startswith(f"  {db} "))
         assert all(f"{name} " in verdict for name in ("enqueue", "process", "8 workers", "p50", "p99"))
+
+    # Across processes: every target with its value and PASS or MISS.
+    assert any(line.startswith(f"taskito file workers={os.cpu_count()}, 1 process ") for line in lines)
+    cross = lines[lines.index(next(line for line in lines if line.startswith("cross-process targets"))) :]
+    verdicts = [line for line in cross if line.startswith("  ")]
+    assert [line.split("  ")[1] for line in verdicts] == [
+        "round trip, back to back",
+        "round trip, after 0.05 s idle",
+        "drain, 2 processes / threads",
+    ]
+    for line in verdicts[:2]:
+        assert re.search(r"p50 [\d.,]+ ms (PASS|MISS), p99 [\d.,]+ ms (PASS|MISS)$", line), line
+    assert re.search(r"[\d.]+x (PASS|MISS) \([\d,]+/s / [\d,]+/s\)$", verdicts[2]), verdicts[2]
+
+
+def test_the_cross_process_configurations_are_one_and_two_worker_processes() -> None:
+    one, two = targets.cross_configs(2, samples=200)
+    assert (one.label, one.placement, one.processes, one.samples, one.idle) == (
+        "taskito file workers=2, 1 process",
+        "process",
+        1,
+        200,
+        True,
+    )
+    assert (two.label, two.processes, two.idle) == ("taskito file workers=2, 2 processes", 2, False)
