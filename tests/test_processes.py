@@ -8,82 +8,30 @@ duplicated runs and recovery time.
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from taskito import Queue, StorageError, TaskFailedError
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.cluster import REPO, wait_until
+from tests.cluster import Cluster as BaseCluster
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Cluster:
+class Cluster(BaseCluster):
     """Worker processes serving tests/apps/ledger_app.py on one database."""
 
-    tmp: Path
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-
-    @property
-    def db(self) -> str:
-        return str(self.tmp / "jobs.db")
-
-    @property
-    def ledger(self) -> Path:
-        return self.tmp / "ledger.txt"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            **os.environ,
-            "TASKITO_TEST_DB": self.db,
-            "TASKITO_TEST_LEDGER": str(self.ledger),
-            "PYTHONPATH": str(REPO),
-            **extra,
-        }
-
-    def start_worker(self, threads: int = 2) -> subprocess.Popen[str]:
-        with open(self.tmp / f"worker{len(self.procs)}.log", "w") as log:
-            # The child keeps its own copy of the descriptor.
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "taskito", "worker", "--app", "tests.apps.ledger_app:queue"],
-                cwd=REPO,
-                env=self.env(TASKITO_TEST_WORKERS=str(threads)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def logs(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.tmp.glob("*.log")))
-
     def ledger_lines(self) -> list[tuple[str, int, int]]:
-        if not self.ledger.exists():
-            return []
-        rows = []
-        for line in self.ledger.read_text().splitlines():
-            job_id, attempt, pid = line.split()
-            rows.append((job_id, int(attempt), int(pid)))
-        return rows
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=30)
+        return [(job_id, int(attempt), int(pid)) for job_id, attempt, pid in self.ledger_rows()]
 
 
 @pytest.fixture
@@ -105,17 +53,6 @@ def producer(cluster: Cluster) -> Iterator[Queue]:
 
 def _placeholder(*args: Any) -> None:
     raise AssertionError("runs only in the worker processes")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Polls `condition` until it holds; returns the seconds it took."""
-    start = time.monotonic()
-    tick = threading.Event()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        tick.wait(0.01)
-    return time.monotonic() - start
 
 
 def stop_outside_a_transaction(proc: subprocess.Popen[str], db: str) -> None:

@@ -28,7 +28,8 @@ def test_tasks_registered_after_the_worker_started_still_run(job_queue: Queue) -
 
 def test_workers_zero_means_the_cpu_count(tmp_path: Path) -> None:
     with Queue(str(tmp_path / "q.db"), workers=0) as q:
-        assert q.workers == (os.cpu_count() or 1)
+        assert q.worker_threads == (os.cpu_count() or 1)
+        assert q.settings["workers"] == q.worker_threads
 
 
 def test_a_closed_queue_refuses_calls(make_queue: MakeQueue) -> None:
