@@ -92,7 +92,7 @@ class NativeQueue:
     def start_worker(
         self,
         execute: Callable[[str, bytes, str, int, int, str], tuple[int, Any]],
-        on_event: Callable[[str, str | None, str], None],
+        on_event: Callable[[str, str | None, str | None, int | None, str], None],
         workers: int,
         queues: list[str] | None,
         lease: float,
@@ -102,6 +102,7 @@ class NativeQueue:
         tasks: list[str] | None,
         prefetch: int | None,
         unknown_task_grace: float | None,
+        debug_events: bool,
     ) -> str: ...
     def set_tasks(self, tasks: list[str]) -> None: ...
     def workers(self) -> list[dict[str, Any]]: ...

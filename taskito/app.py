@@ -452,6 +452,7 @@ class Queue:
                 list(self._tasks),
                 held,
                 self.unknown_task_grace,
+                _events.isEnabledFor(logging.DEBUG),
             )
             self._worker_engine = engine
 
@@ -622,21 +623,33 @@ def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -
     return OUTCOME_FAILURE, (name, context + str(exc), trace, retryable)
 
 
+# The engine's events, logged under taskito.events (taskito.* loggers; a
+# failed attempt names the job, task and attempt in the record's extras too).
+_events = logging.getLogger("taskito.events")
+
 _EVENT_LEVELS = {
+    "retry": logging.WARNING,
+    "cancelled": logging.WARNING,
+    "dead": logging.ERROR,
+    "succeeded": logging.DEBUG,
+    "claimed": logging.DEBUG,
     "stale_outcome": logging.WARNING,
     "lease_expired": logging.WARNING,
     "timed_out": logging.WARNING,
+    "unknown_task": logging.ERROR,
+    "quarantined": logging.ERROR,
     "storage_error": logging.ERROR,
     "runner_panicked": logging.ERROR,
 }
 
 
-def _log_event(kind: str, job_id: str | None, message: str) -> None:
+def _log_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
     level = _EVENT_LEVELS.get(kind, logging.INFO)
+    extra = {"event": kind, "job_id": job_id, "task": task, "attempt": attempt}
     if job_id is None:
-        logger.log(level, "%s", message)
+        _events.log(level, "%s", message, extra=extra)
     else:
-        logger.log(level, "job %s: %s", job_id, message)
+        _events.log(level, "job %s: %s", job_id, message, extra=extra)
 
 
 def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:

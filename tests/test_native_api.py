@@ -23,13 +23,13 @@ def native() -> Iterator[NativeQueue]:
     engine.close(5.0)
 
 
-def _ignore_event(kind: str, job_id: str | None, message: str) -> None:
+def _ignore_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
     pass
 
 
 def start(native: NativeQueue, execute: Execute) -> None:
     """Starts a one-thread worker the way ``Queue.start_worker`` does."""
-    native.start_worker(execute, _ignore_event, 1, None, 10.0, 2.0, 32, None, None, None, None)
+    native.start_worker(execute, _ignore_event, 1, None, 10.0, 2.0, 32, None, None, None, None, False)
 
 
 def enqueue(native: NativeQueue, max_retries: int = 3) -> str:

@@ -43,9 +43,40 @@ pub trait Runner: Send + Sync + 'static {
     fn interrupt(&self, _job: &AttemptRef) {}
 }
 
+/// What became of a job after a failed attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterFailure {
+    /// It runs again after this long.
+    Retry(Duration),
+    /// Out of attempts, or not retryable: in the dead letters.
+    Dead,
+    /// Its cancellation had been requested: it ended cancelled.
+    Cancelled,
+}
+
 /// Things worth telling an operator about. The bindings log them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
+    /// An attempt failed (one event per failed attempt).
+    AttemptFailed {
+        id: i64,
+        task: String,
+        attempt: u32,
+        max_retries: u32,
+        error_type: String,
+        message: String,
+        traceback: String,
+        next: AfterFailure,
+    },
+    /// An attempt succeeded; only with `WorkerConfig::debug_events`.
+    Succeeded {
+        id: i64,
+        task: String,
+        attempt: u32,
+        seconds: f64,
+    },
+    /// The worker claimed jobs; only with `WorkerConfig::debug_events`.
+    Claimed { running: usize, held: usize },
     /// A late outcome was discarded: the attempt had lost its lease, timed out
     /// or been cancelled, and the job belongs to someone else now.
     StaleOutcome { id: i64, attempt: u32 },
@@ -60,6 +91,9 @@ pub enum Event {
         task_name: String,
         waited: Duration,
     },
+    /// A job's row could not be read (another program wrote it badly): it
+    /// was dead-lettered so that it never stalls the jobs around it.
+    Quarantined { id: i64, problem: String },
     /// The runner panicked (a bug); the jobs it held were handed back.
     RunnerPanicked { jobs: usize },
     /// Storage failed; the operation will be retried.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 
 use super::runner::{PyRunner, RunningTasks};
-use crate::engine::{Event, EventSink, Runner};
+use crate::engine::{AfterFailure, Event, EventSink, Runner};
 use crate::error::Error;
 use crate::job::{format_id, AttemptRef};
 
@@ -96,51 +96,162 @@ impl EventSink for PyEvents {
     }
 }
 
-/// Calls the Queue's `on_event(kind, job_id, message)` (Python logging).
-pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
-    let (kind, id, message) = match event {
-        Event::StaleOutcome { id, attempt } => (
-            "stale_outcome",
-            Some(id),
-            format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
+/// What one event says: its kind (which sets its level), the job, the task
+/// and attempt when known, and a sentence for the log.
+struct Line {
+    kind: &'static str,
+    id: Option<i64>,
+    task: Option<String>,
+    attempt: Option<u32>,
+    message: String,
+}
+
+impl Line {
+    fn new(kind: &'static str, id: Option<i64>, message: String) -> Line {
+        Line {
+            kind,
+            id,
+            task: None,
+            attempt: None,
+            message,
+        }
+    }
+}
+
+fn line(event: Event) -> Line {
+    match event {
+        Event::AttemptFailed {
+            id,
+            task,
+            attempt,
+            max_retries,
+            error_type,
+            message,
+            traceback,
+            next,
+        } => {
+            let error = if message.is_empty() {
+                error_type
+            } else {
+                format!("{error_type}: {message}")
+            };
+            let runs = max_retries.saturating_add(1);
+            let (kind, text) = match next {
+                AfterFailure::Retry(wait) => (
+                    "retry",
+                    format!(
+                        "{task}: attempt {attempt}/{runs} failed: {error}; retrying in {:.3}s",
+                        wait.as_secs_f64()
+                    ),
+                ),
+                AfterFailure::Dead => (
+                    "dead",
+                    format!(
+                        "{task}: attempt {attempt}/{runs} failed: {error}; moved to the dead letters{}",
+                        if traceback.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\n{}", traceback.trim_end())
+                        }
+                    ),
+                ),
+                AfterFailure::Cancelled => (
+                    "cancelled",
+                    format!("{task}: attempt {attempt}/{runs} failed: {error}; cancelled, as was asked"),
+                ),
+            };
+            Line {
+                kind,
+                id: Some(id),
+                task: Some(task),
+                attempt: Some(attempt),
+                message: text,
+            }
+        }
+        Event::Succeeded {
+            id,
+            task,
+            attempt,
+            seconds,
+        } => Line {
+            kind: "succeeded",
+            id: Some(id),
+            message: format!("{task}: attempt {attempt} succeeded in {seconds:.6}s"),
+            task: Some(task),
+            attempt: Some(attempt),
+        },
+        Event::Claimed { running, held } => Line::new(
+            "claimed",
+            None,
+            format!("claimed {running} job(s) to run now and {held} to hold"),
         ),
-        Event::LeaseExpired { id, dead } => (
+        Event::StaleOutcome { id, attempt } => Line {
+            attempt: Some(attempt),
+            ..Line::new(
+                "stale_outcome",
+                Some(id),
+                format!("discarded the late outcome of attempt {attempt}: the attempt no longer holds the job"),
+            )
+        },
+        Event::LeaseExpired { id, dead } => Line::new(
             "lease_expired",
             Some(id),
             if dead {
                 "its worker stopped renewing the lease and no attempts are left: moved to the dead letters".to_string()
             } else {
-                "its worker stopped renewing the lease: scheduled to run again".to_string()
+                "its worker stopped renewing the lease: recovered, to run again".to_string()
             },
         ),
-        Event::TimedOut { id, attempt } => (
-            "timed_out",
-            Some(id),
-            format!("attempt {attempt} ran past its timeout and was failed"),
-        ),
+        Event::TimedOut { id, attempt } => Line {
+            attempt: Some(attempt),
+            ..Line::new(
+                "timed_out",
+                Some(id),
+                format!("attempt {attempt} ran past its timeout and was failed; TaskInterrupted was raised in it"),
+            )
+        },
         Event::UnknownTask {
             id,
             task_name,
             waited,
-        } => (
-            "unknown_task",
-            Some(id),
-            format!(
+        } => Line {
+            message: format!(
                 "no worker has registered task {task_name:?} in the {:.0}s since it was enqueued \
                  (unknown_task_grace): moved to the dead letters with UnknownTaskError",
                 waited.as_secs_f64()
             ),
+            task: Some(task_name),
+            ..Line::new("unknown_task", Some(id), String::new())
+        },
+        Event::Quarantined { id, problem } => Line::new(
+            "quarantined",
+            Some(id),
+            format!("its row cannot be read ({problem}): moved to the dead letters, never run"),
         ),
-        Event::RunnerPanicked { jobs } => (
+        Event::RunnerPanicked { jobs } => Line::new(
             "runner_panicked",
             None,
             format!("an executor failed (a bug in taskito); its {jobs} job(s) were handed back to the queue"),
         ),
-        Event::StorageError { during, message } => {
-            ("storage_error", None, format!("{during}: {message} (will retry)"))
-        }
-    };
-    if let Err(err) = on_event.call1(py, (kind, id.map(format_id), message)) {
+        Event::StorageError { during, message } => Line::new(
+            "storage_error",
+            None,
+            format!("{during}: {message} (will retry)"),
+        ),
+    }
+}
+
+/// Calls the Queue's `on_event(kind, job_id, task, attempt, message)`,
+/// which logs it.
+pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
+    let Line {
+        kind,
+        id,
+        task,
+        attempt,
+        message,
+    } = line(event);
+    if let Err(err) = on_event.call1(py, (kind, id.map(format_id), task, attempt, message)) {
         err.write_unraisable(py, None);
     }
 }

@@ -341,9 +341,10 @@ impl NativeQueue {
     /// job_id, attempt, max_retries, queue)` runs one job and returns
     /// `(OUTCOME_SUCCESS, result_bytes)`, `(OUTCOME_FAILURE, (type, message,
     /// traceback, retryable))` or `(OUTCOME_CANCELLED, message)` (see
-    /// `outcome`); `on_event(kind, job_id, message)` receives what is worth
-    /// logging. It claims only jobs of `tasks` (None: any task).
-    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace))]
+    /// `outcome`); `on_event(kind, job_id, task, attempt, message)` receives
+    /// what is worth logging (successes and claims too with `debug_events`).
+    /// It claims only jobs of `tasks` (None: any task).
+    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace, debug_events))]
     #[allow(clippy::too_many_arguments)]
     fn start_worker(
         &self,
@@ -359,6 +360,7 @@ impl NativeQueue {
         tasks: Option<Vec<String>>,
         prefetch: Option<usize>,
         unknown_task_grace: Option<f64>,
+        debug_events: bool,
     ) -> PyResult<String> {
         let config = WorkerConfig {
             concurrency: workers,
@@ -370,6 +372,7 @@ impl NativeQueue {
             tasks,
             prefetch,
             unknown_task_grace: optional_seconds(unknown_task_grace, "unknown_task_grace")?,
+            debug_events,
             ..WorkerConfig::default()
         };
         let engine = self.engine(py)?;

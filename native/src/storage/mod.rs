@@ -65,6 +65,16 @@ pub struct JobScope<'a> {
     pub tasks: Option<&'a [String]>,
 }
 
+/// A job taken out of circulation because its row could not be read (a
+/// cell of the wrong type, a status that is no state): dead-lettered with an
+/// error naming the cells, so that it never stalls the jobs around it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuarantinedJob {
+    pub id: i64,
+    /// Which cells could not be read, and why.
+    pub problem: String,
+}
+
 /// A ready job that waited so long for a task no worker has ever known
 /// that it was dead-lettered.
 #[derive(Clone, Debug, PartialEq)]
@@ -212,6 +222,14 @@ pub trait Storage: Send + Sync {
     /// Jobs waiting (pending, or failed and due to retry) for a task that no
     /// live worker at `now` has, counted by task name.
     fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>>;
+
+    /// Quarantines rows that cannot be read and no claim would reach (a
+    /// status that is no state), and returns them with the ones claims
+    /// quarantined since the last call. Backends whose columns are typed
+    /// cannot hold such rows.
+    fn quarantine_unreadable(&self) -> Result<Vec<QuarantinedJob>> {
+        Ok(Vec::new())
+    }
 
     /// Dead-letters, with `UnknownTaskError`, ready jobs enqueued before
     /// `enqueued_before` whose task no worker has ever registered.

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use super::held::forget;
 use super::Shared;
-use crate::engine::Event;
+use crate::engine::{AfterFailure, Event};
 use crate::job::{Applied, ErrorRecord, Failure, Finished, Micros, Outcome, OutcomeKind, State};
 
 /// Most outcomes committed in one transaction.
@@ -67,17 +68,17 @@ pub(super) fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) 
         }
     };
     let hub = &shared.engine.hub;
-    {
+    let tasks: Vec<Option<String>> = {
         let mut held = shared.held.lock();
-        for outcome in batch.iter() {
-            if matches!(held.get(&outcome.job.id), Some(h) if h.job.token == outcome.job.token) {
-                held.remove(&outcome.job.id);
-            }
-        }
-    }
+        batch
+            .iter()
+            .map(|outcome| forget(&mut held, &outcome.job).map(|h| h.task))
+            .collect()
+    };
     let mut finished_ids = Vec::new();
-    for (outcome, applied) in batch.drain(..).zip(applied) {
+    for ((outcome, applied), task) in batch.drain(..).zip(applied).zip(tasks) {
         let id = outcome.job.id;
+        report(shared, &outcome, &applied, task);
         let finished = |state: State| {
             let (result, error) = match outcome.kind {
                 OutcomeKind::Success(result) => (Some(result), None),
@@ -122,6 +123,47 @@ pub(super) fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) 
     // beacon finds its outcome already in the hub.
     if !finished_ids.is_empty() {
         shared.storage().wakeups().finished(finished_ids);
+    }
+}
+
+/// Tells the operator what became of a failed attempt (and, with debug
+/// events, of a successful one).
+fn report(shared: &Shared, outcome: &Outcome, applied: &Applied, task: Option<String>) {
+    let task = task.unwrap_or_else(|| "?".to_string());
+    let job = &outcome.job;
+    match (&outcome.kind, applied) {
+        (OutcomeKind::Failure(failure), applied) => {
+            let next = match applied {
+                Applied::Retry(at) => {
+                    let wait = at.saturating_sub(outcome.finished_at).max(0);
+                    AfterFailure::Retry(Duration::from_micros(wait as u64))
+                }
+                Applied::Dead => AfterFailure::Dead,
+                Applied::Cancelled => AfterFailure::Cancelled,
+                // Discarded (reported as stale) or impossible.
+                Applied::Complete | Applied::Stale => return,
+            };
+            shared.events.event(Event::AttemptFailed {
+                id: job.id,
+                task,
+                attempt: job.attempt,
+                max_retries: job.max_retries,
+                error_type: failure.error_type.clone(),
+                message: failure.message.clone(),
+                traceback: failure.traceback.clone(),
+                next,
+            });
+        }
+        (OutcomeKind::Success(_), Applied::Complete) if shared.config.debug_events => {
+            let started = outcome.started_at.unwrap_or(outcome.finished_at);
+            shared.events.event(Event::Succeeded {
+                id: job.id,
+                task,
+                attempt: job.attempt,
+                seconds: (outcome.finished_at - started).max(0) as f64 / 1e6,
+            });
+        }
+        _ => {}
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Shared;
-use crate::engine::Hub;
+use crate::engine::{Event, Hub};
 use crate::job::{now_micros, ClaimedJob, Micros};
 use crate::storage::{ClaimRequest, JobScope};
 use crate::wakeup::Listening;
@@ -270,6 +270,12 @@ fn take_jobs(
                 prefetched.push_back(job);
             }
         }
+    }
+    if shared.config.debug_events && taken > 0 {
+        shared.events.event(Event::Claimed {
+            running: to_run.len(),
+            held: taken - to_run.len(),
+        });
     }
     for job in to_run {
         // Executors only exit once this sender is gone.

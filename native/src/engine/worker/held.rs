@@ -23,6 +23,7 @@ impl Shared {
                 job.id,
                 Held {
                     job: job.attempt_ref(),
+                    task: job.task_name.clone(),
                     started: None,
                     timeout: job.timeout,
                     timed_out: false,
@@ -119,9 +120,15 @@ impl Shared {
     }
 }
 
-/// Stops holding `job`, if this attempt of it is the one held.
-pub(super) fn forget(held: &mut std::collections::HashMap<i64, Held>, job: &AttemptRef) {
+/// Stops holding `job`, if this attempt of it is the one held, and returns
+/// what was held.
+pub(super) fn forget(
+    held: &mut std::collections::HashMap<i64, Held>,
+    job: &AttemptRef,
+) -> Option<Held> {
     if matches!(held.get(&job.id), Some(h) if h.job.token == job.token) {
-        held.remove(&job.id);
+        held.remove(&job.id)
+    } else {
+        None
     }
 }

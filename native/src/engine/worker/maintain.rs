@@ -11,9 +11,10 @@ use crate::job::{micros, now_micros, Applied, AttemptRef, Failure, Outcome, Outc
 
 /// How often the maintenance thread checkpoints the write-ahead log.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// How often an idle worker looks for jobs whose task no worker ever had
-/// (more often when the grace period is shorter).
-const UNKNOWN_TASKS_EVERY: Duration = Duration::from_secs(5);
+/// How often an idle worker looks for jobs whose task no worker ever had,
+/// or whose task name cannot be read (more often when the grace period is
+/// shorter).
+const UNKNOWN_TASKS_EVERY: Duration = Duration::from_secs(1);
 
 /// The maintenance thread's loop, until `maintenance_stop` is set.
 pub(super) fn maintenance(shared: Arc<Shared>) {
@@ -100,6 +101,7 @@ fn heartbeat(shared: &Shared) {
     let config = &shared.config;
     let storage = shared.storage();
     shared.renew_registration();
+    quarantine_unreadable(shared);
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
         if let Err(e) =
@@ -133,5 +135,27 @@ fn heartbeat(shared: &Shared) {
         if let Err(e) = storage.purge_finished(now_micros().saturating_sub(micros(ttl))) {
             shared.report("purging expired results", &e);
         }
+    }
+}
+
+/// Reports jobs whose rows could not be read (quarantined by claims, or
+/// found with a status that is no state), and wakes their waiters.
+fn quarantine_unreadable(shared: &Shared) {
+    let storage = shared.storage();
+    match storage.quarantine_unreadable() {
+        Ok(found) if !found.is_empty() => {
+            for job in &found {
+                if let Ok(Some(finished)) = storage.finished(job.id) {
+                    shared.engine.hub.finished(job.id, || finished);
+                }
+                shared.events.event(Event::Quarantined {
+                    id: job.id,
+                    problem: job.problem.clone(),
+                });
+            }
+            storage.wakeups().finished(found.iter().map(|job| job.id));
+        }
+        Ok(_) => {}
+        Err(e) => shared.report("quarantining unreadable jobs", &e),
     }
 }

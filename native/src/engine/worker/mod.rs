@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     /// A ready job whose task no worker has ever registered is dead-lettered
     /// this long after it was enqueued; `None`: it waits for ever.
     pub unknown_task_grace: Option<Duration>,
+    /// Also report each success and claim (a per-job cost: only when the
+    /// operator asked for debug logs).
+    pub debug_events: bool,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +75,7 @@ impl Default for WorkerConfig {
             prefetch: None,
             tasks: None,
             unknown_task_grace: None,
+            debug_events: false,
         }
     }
 }
@@ -104,6 +108,7 @@ impl WorkerConfig {
 /// A job this worker holds a lease on (claimed, outcome not yet committed).
 struct Held {
     job: AttemptRef,
+    task: String,
     started: Option<Instant>,
     timeout: Option<Duration>,
     timed_out: bool,

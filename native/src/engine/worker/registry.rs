@@ -56,26 +56,26 @@ impl Shared {
     }
 
     /// Dead-letters jobs whose task no worker ever registered, once they
-    /// waited past the grace period. Only while this worker is idle: the
-    /// look walks the ready jobs, which an idle worker has none of its own.
+    /// waited past the grace period (and quarantines those whose task name
+    /// cannot be read). Only while this worker is idle: the look walks the
+    /// ready jobs, which an idle worker has none of its own.
     pub(super) fn fail_unknown_tasks(&self) {
-        let Some(grace) = self.config.unknown_task_grace else {
-            return;
-        };
         if self.inflight.load(Ordering::SeqCst) > 0 {
             return;
         }
         let now = now_micros();
-        match self
-            .storage()
-            .fail_unknown_tasks(now.saturating_sub(micros(grace)), now)
-        {
+        // Without a grace period only unreadable task names are taken out.
+        let cutoff = self
+            .config
+            .unknown_task_grace
+            .map_or(i64::MIN, |grace| now.saturating_sub(micros(grace)));
+        match self.storage().fail_unknown_tasks(cutoff, now) {
             Ok(failed) => {
                 for job in &failed {
                     self.events.event(Event::UnknownTask {
                         id: job.id,
                         task_name: job.task_name.clone(),
-                        waited: grace,
+                        waited: self.config.unknown_task_grace.unwrap_or_default(),
                     });
                 }
                 self.storage()

@@ -5,6 +5,7 @@
 
 use rusqlite::{params, Statement, Transaction};
 
+use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{micros, now_micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
@@ -87,15 +88,39 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         above_priority: request.above_priority.is_some(),
     });
     let now = now_micros();
-    storage.write(|tx| {
-        let mut jobs = take(tx, &sql, request, State::Running, request.start, now)?;
+    let (jobs, quarantined) = storage.write(|tx| {
+        let mut quarantined = Vec::new();
+        let mut jobs = take(
+            tx,
+            &sql,
+            request,
+            State::Running,
+            request.start,
+            now,
+            &mut quarantined,
+        )?;
         // The held ones come after every started one in claim order: the
         // first statement took the best, and both run in one transaction.
-        jobs.extend(take(tx, &sql, request, State::Claimed, request.hold, now)?);
-        Ok(jobs)
-    })
+        let held = take(
+            tx,
+            &sql,
+            request,
+            State::Claimed,
+            request.hold,
+            now,
+            &mut quarantined,
+        )?;
+        jobs.extend(held);
+        Ok((jobs, quarantined))
+    })?;
+    storage.quarantined.lock().extend(quarantined);
+    Ok(jobs)
 }
 
+/// Takes up to `limit` jobs into `state`. A row that cannot be read is
+/// quarantined instead (and another job taken in its place), so that one bad
+/// row never fails the claims of every worker.
+#[allow(clippy::too_many_arguments)]
 fn take(
     tx: &Transaction,
     sql: &str,
@@ -103,9 +128,43 @@ fn take(
     state: State,
     limit: usize,
     now: Micros,
+    quarantined: &mut Vec<QuarantinedJob>,
 ) -> Result<Vec<ClaimedJob>> {
+    let mut jobs = Vec::with_capacity(limit);
+    while jobs.len() < limit {
+        let want = limit - jobs.len();
+        let (good, bad) = take_once(tx, sql, request, state, want, now)?;
+        let (taken, replace) = (good.len() + bad.len(), bad.len());
+        jobs.extend(good);
+        for (id, attempt, problem) in bad {
+            quarantine(tx, id, attempt, &problem)?;
+            quarantined.push(QuarantinedJob { id, problem });
+        }
+        // Only quarantines leave room to fill; fewer rows means none left.
+        if replace == 0 || taken < want {
+            break;
+        }
+    }
+    // RETURNING yields rows in update order, which SQLite does not promise
+    // to match the subquery's ORDER BY.
+    sort_in_claim_order(&mut jobs);
+    Ok(jobs)
+}
+
+/// A job row that could not be read: its id, its attempt as far as it could
+/// be read, and what was wrong.
+type Unreadable = (i64, i64, String);
+
+fn take_once(
+    tx: &Transaction,
+    sql: &str,
+    request: &ClaimRequest,
+    state: State,
+    limit: usize,
+    now: Micros,
+) -> Result<(Vec<ClaimedJob>, Vec<Unreadable>)> {
     if limit == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut stmt = tx.prepare_cached(sql)?;
     stmt.raw_bind_parameter(1, request.worker_id)?;
@@ -119,27 +178,65 @@ fn take(
     };
     bind_filters(&mut stmt, scope, request.above_priority)?;
     let mut rows = stmt.raw_query();
-    let mut jobs = Vec::with_capacity(limit);
+    let (mut good, mut bad) = (Vec::with_capacity(limit), Vec::new());
     while let Some(row) = rows.next()? {
-        jobs.push(ClaimedJob {
-            id: row.get(0)?,
-            queue: row.get(1)?,
-            task_name: row.get(2)?,
-            payload: row.get(3)?,
-            priority: row.get(4)?,
-            scheduled_at: row.get(5)?,
-            attempt: row.get(6)?,
-            token: row.get(7)?,
-            max_retries: row.get(8)?,
-            retry_backoff: row.get(9)?,
-            timeout: timeout_from_millis(row.get(10)?),
-            running: state == State::Running,
-        });
+        let id: i64 = row.get(0)?;
+        // Every cell is read, so that a quarantine names every bad one.
+        let mut cells = Cells::new(row);
+        let queue = cells.get(1, "queue");
+        let task_name = cells.get(2, "task_name");
+        let payload = cells.get(3, "payload");
+        let priority = cells.get(4, "priority");
+        let scheduled_at = cells.get(5, "scheduled_at");
+        let attempt = cells.get(6, "attempt");
+        let token = cells.get(7, "lease_token");
+        let max_retries = cells.get(8, "max_retries");
+        let retry_backoff = cells.get(9, "retry_backoff");
+        let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
+        match (
+            queue,
+            task_name,
+            payload,
+            priority,
+            scheduled_at,
+            attempt,
+            token,
+            max_retries,
+            retry_backoff,
+            timeout_ms,
+        ) {
+            (
+                Some(queue),
+                Some(task_name),
+                Some(payload),
+                Some(priority),
+                Some(scheduled_at),
+                Some(attempt),
+                Some(token),
+                Some(max_retries),
+                Some(retry_backoff),
+                Some(timeout_ms),
+            ) => good.push(ClaimedJob {
+                id,
+                queue,
+                task_name,
+                payload,
+                priority,
+                scheduled_at,
+                attempt,
+                token,
+                max_retries,
+                retry_backoff,
+                timeout: timeout_from_millis(timeout_ms),
+                running: state == State::Running,
+            }),
+            _ => {
+                let attempt = row.get::<_, i64>(6).unwrap_or(0);
+                bad.push((id, attempt, cells.problems().unwrap_or_default()));
+            }
+        }
     }
-    // RETURNING yields rows in update order, which SQLite does not promise
-    // to match the subquery's ORDER BY.
-    sort_in_claim_order(&mut jobs);
-    Ok(jobs)
+    Ok((good, bad))
 }
 
 /// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection};
 
+use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::outcomes::{fail_attempt, RELEASE_ATTEMPT};
 use super::SqliteStorage;
 use crate::error::Result;
@@ -53,25 +54,57 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
 );
 
 pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
-    storage.write(|tx| {
-        let expired: Vec<(AttemptRef, Option<String>, i64)> = tx
+    let (reaped, quarantined) = storage.write(|tx| {
+        // (the attempt, who held it, its state), or the row's id and what of
+        // it cannot be read.
+        type Expired = std::result::Result<(AttemptRef, Option<String>, i64), (i64, String)>;
+        let expired: Vec<Expired> = tx
             .prepare_cached(EXPIRED_LEASES)?
             .query_map([now], |r| {
-                Ok((
-                    AttemptRef {
-                        id: r.get(0)?,
-                        attempt: r.get(1)?,
-                        token: r.get(2)?,
-                        max_retries: r.get(3)?,
-                        retry_backoff: r.get(4)?,
+                let mut cells = Cells::new(r);
+                let id: i64 = r.get(0)?;
+                let attempt = cells.get(1, "attempt");
+                let token = cells.get(2, "lease_token");
+                let max_retries = cells.get(3, "max_retries");
+                let retry_backoff = cells.get(4, "retry_backoff");
+                let worker = cells.get(5, "worker_id");
+                let state: Option<i64> = cells.get(6, "status");
+                Ok(
+                    match (attempt, token, max_retries, retry_backoff, worker, state) {
+                        (
+                            Some(attempt),
+                            Some(token),
+                            Some(max_retries),
+                            Some(retry_backoff),
+                            Some(worker),
+                            Some(state),
+                        ) => Ok((
+                            AttemptRef {
+                                id,
+                                attempt,
+                                token,
+                                max_retries,
+                                retry_backoff,
+                            },
+                            worker,
+                            state,
+                        )),
+                        _ => Err((id, cells.problems().unwrap_or_default())),
                     },
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
+                )
             })?
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
-        for (job, worker, state) in expired {
+        let mut quarantined = Vec::new();
+        for found in expired {
+            let (job, worker, state) = match found {
+                Ok(found) => found,
+                Err((id, problem)) => {
+                    quarantine(tx, id, 0, &problem)?;
+                    quarantined.push(QuarantinedJob { id, problem });
+                    continue;
+                }
+            };
             let applied = if state == State::Claimed as i64 {
                 // Never started: ready again, the attempt not counted.
                 tx.prepare_cached(RELEASE_ATTEMPT)?
@@ -86,8 +119,10 @@ pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<R
                 applied,
             });
         }
-        Ok(reaped)
-    })
+        Ok((reaped, quarantined))
+    })?;
+    storage.quarantined.lock().extend(quarantined);
+    Ok(reaped)
 }
 
 /// The error history of jobs that died before `?1`, then those jobs.

@@ -20,6 +20,7 @@
 //! timing, claim order, a lost worker's failure) are shared with other
 //! backends in `storage::common`.
 
+mod cells;
 mod claim;
 mod enqueue;
 mod foreign;
@@ -43,7 +44,8 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use self::foreign::OwnedFile;
 use self::maintenance::data_version;
 use super::{
-    CancelRequest, ClaimRequest, DirectClaim, JobScope, ReapedJob, Storage, UnknownTaskJob,
+    CancelRequest, ClaimRequest, DirectClaim, JobScope, QuarantinedJob, ReapedJob, Storage,
+    UnknownTaskJob,
 };
 use crate::error::{Error, Result};
 use crate::job::{
@@ -111,6 +113,8 @@ pub struct SqliteStorage {
     readers: Option<Mutex<Vec<Connection>>>,
     config: SqliteConfig,
     last_data_version: AtomicI64,
+    /// Jobs claims quarantined, until maintenance collects them to log.
+    quarantined: Mutex<Vec<QuarantinedJob>>,
     /// Frames in the log after the writer's last commit (see
     /// `watch_log_size`): whether a checkpoint is worth its cost.
     wal_frames: Arc<AtomicI64>,
@@ -137,6 +141,7 @@ impl SqliteStorage {
                 config,
                 last_data_version: AtomicI64::new(0),
                 wal_frames: Arc::new(AtomicI64::new(0)),
+                quarantined: Mutex::new(Vec::new()),
                 wakeups: Wakeups::private(),
                 _owned: OwnedFile::none(),
             });
@@ -155,6 +160,7 @@ impl SqliteStorage {
             config,
             last_data_version: AtomicI64::new(version),
             wal_frames,
+            quarantined: Mutex::new(Vec::new()),
             wakeups: Wakeups::for_database(&path),
             _owned: owned,
         })
@@ -410,6 +416,12 @@ impl Storage for SqliteStorage {
 
     fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool> {
         registry::renew_worker(self, id, now, expires_at)
+    }
+
+    fn quarantine_unreadable(&self) -> Result<Vec<QuarantinedJob>> {
+        let mut found = self.write(cells::quarantine_unknown_states)?;
+        found.append(&mut self.quarantined.lock());
+        Ok(found)
     }
 
     fn unregister_worker(&self, id: &str) -> Result<()> {

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::reads::state_of;
+use super::cells::Cells;
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{
@@ -207,21 +207,25 @@ pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE
 pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
     let now = now_micros();
     storage.write(|tx| {
-        let state: Option<State> = tx
+        let state: Option<Option<State>> = tx
             .prepare_cached(STATE_OF_JOB)?
-            .query_row([id], |r| state_of(r, 0))
+            .query_row([id], |r| Ok(Cells::new(r).state(0)))
             .optional()?;
         Ok(match state {
             None => CancelRequest::NotFound,
-            Some(State::Running) => {
-                tx.prepare_cached(ASK_TO_STOP)?.execute([id])?;
-                CancelRequest::Requested
-            }
-            Some(s) if s.is_final() => CancelRequest::AlreadyFinal,
-            Some(_) => {
-                cancel_unstarted(tx, id, now)?;
-                CancelRequest::Cancelled
-            }
+            // A row that cannot be read is quarantined, never run.
+            Some(None) => CancelRequest::AlreadyFinal,
+            Some(Some(state)) => match state {
+                State::Running => {
+                    tx.prepare_cached(ASK_TO_STOP)?.execute([id])?;
+                    CancelRequest::Requested
+                }
+                s if s.is_final() => CancelRequest::AlreadyFinal,
+                _ => {
+                    cancel_unstarted(tx, id, now)?;
+                    CancelRequest::Cancelled
+                }
+            },
         })
     })
 }

@@ -1,8 +1,10 @@
 //! Looking at jobs without changing them, and turning rows back into records.
 //! Every read runs on a reader connection, beside the writer.
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row};
 
+use super::cells::{Cells, CORRUPT};
 use super::SqliteStorage;
 use crate::error::{Error, Result};
 use crate::job::{state_sql, ErrorRecord, Finished, JobFilter, JobRecord, State, Stats};
@@ -42,16 +44,22 @@ pub(super) const STATE_AND_RESULT: &str = "SELECT status, result FROM jobs WHERE
 
 pub(super) fn finished(storage: &SqliteStorage, id: i64) -> Result<Option<Finished>> {
     storage.read(|conn| {
-        let row: Option<(State, Option<Vec<u8>>)> = conn
+        // Read leniently: a row whose status is no state is not final yet
+        // (maintenance quarantines it, dead, soon), and a result someone
+        // stored as text is still its bytes.
+        let row: Option<(Option<State>, Option<Vec<u8>>)> = conn
             .prepare_cached(STATE_AND_RESULT)?
-            .query_row([id], |r| Ok((state_of(r, 0)?, r.get(1)?)))
+            .query_row([id], |r| {
+                let mut cells = Cells::new(r);
+                Ok((cells.state(0), result_bytes(r.get_ref(1)?)))
+            })
             .optional()?;
         let Some((state, result)) = row else {
             return Err(Error::JobNotFound(crate::job::format_id(id)));
         };
-        if !state.is_final() {
+        let Some(state) = state.filter(|s| s.is_final()) else {
             return Ok(None);
-        }
+        };
         let error = if state == State::Dead {
             last_error(conn, id)?
         } else {
@@ -148,7 +156,11 @@ pub(super) fn stats(storage: &SqliteStorage) -> Result<Stats> {
         let mut stmt = tx.prepare_cached(COUNT_NOT_READY)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            stats.add(state_of(row, 0)?, row.get::<_, i64>(1)? as u64);
+            // A status that is no state counts nowhere until maintenance
+            // quarantines its rows: one bad row must not break the counts.
+            if let Some(state) = Cells::new(row).state(0) {
+                stats.add(state, row.get::<_, i64>(1)? as u64);
+            }
         }
         drop(rows);
         drop(stmt);
@@ -169,45 +181,56 @@ pub(super) fn cancel_requested(storage: &SqliteStorage, id: i64) -> Result<bool>
     })
 }
 
-pub(super) fn state_of(row: &Row, idx: usize) -> rusqlite::Result<State> {
-    let v: i64 = row.get(idx)?;
-    State::from_i64(v).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            rusqlite::types::Type::Integer,
-            format!("unknown job state {v}").into(),
-        )
-    })
+/// A job's record, read cell by cell: a row some other tool wrote badly is
+/// still listed, its unreadable cells shown as empty or zero and named in
+/// its `error` (and a status that is no state shown as dead, which the
+/// quarantine makes it).
+fn record(row: &Row) -> rusqlite::Result<JobRecord> {
+    let mut cells = Cells::new(row);
+    let mut record = JobRecord {
+        id: row.get(0)?,
+        queue: cells.get(1, "queue").unwrap_or_default(),
+        task_name: cells.get(2, "task_name").unwrap_or_default(),
+        state: cells.state(3).unwrap_or(State::Dead),
+        priority: cells.get(4, "priority").unwrap_or_default(),
+        attempt: cells.get(5, "attempt").unwrap_or_default(),
+        max_retries: cells.get(6, "max_retries").unwrap_or_default(),
+        retry_backoff: cells.get(7, "retry_backoff").unwrap_or_default(),
+        timeout: timeout_from_millis(cells.get(8, "timeout_ms").flatten()),
+        created_at: cells.get(9, "created_at").unwrap_or_default(),
+        scheduled_at: cells.get(10, "scheduled_at").unwrap_or_default(),
+        started_at: cells.get(11, "started_at").flatten(),
+        finished_at: cells.get(12, "finished_at").flatten(),
+        worker_id: cells.get(13, "worker_id").flatten(),
+        lease_expires_at: cells.get(14, "lease_expires_at").flatten(),
+        error: cells.get(15, "error").flatten(),
+    };
+    if let Some(problems) = cells.problems() {
+        record.error = Some(format!(
+            "{CORRUPT}: the job's row cannot be read: {problems}"
+        ));
+    }
+    Ok(record)
 }
 
-fn record(row: &Row) -> rusqlite::Result<JobRecord> {
-    Ok(JobRecord {
-        id: row.get(0)?,
-        queue: row.get(1)?,
-        task_name: row.get(2)?,
-        state: state_of(row, 3)?,
-        priority: row.get(4)?,
-        attempt: row.get(5)?,
-        max_retries: row.get(6)?,
-        retry_backoff: row.get(7)?,
-        timeout: timeout_from_millis(row.get(8)?),
-        created_at: row.get(9)?,
-        scheduled_at: row.get(10)?,
-        started_at: row.get(11)?,
-        finished_at: row.get(12)?,
-        worker_id: row.get(13)?,
-        lease_expires_at: row.get(14)?,
-        error: row.get(15)?,
-    })
+/// A result as bytes, whatever type it was stored as.
+fn result_bytes(value: ValueRef) -> Option<Vec<u8>> {
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Blob(b) | ValueRef::Text(b) => Some(b.to_vec()),
+        ValueRef::Integer(v) => Some(v.to_string().into_bytes()),
+        ValueRef::Real(v) => Some(v.to_string().into_bytes()),
+    }
 }
 
 fn error_record(row: &Row) -> rusqlite::Result<ErrorRecord> {
+    let mut cells = Cells::new(row);
     Ok(ErrorRecord {
-        attempt: row.get(0)?,
-        error_type: row.get(1)?,
-        message: row.get(2)?,
-        traceback: row.get(3)?,
-        failed_at: row.get(4)?,
+        attempt: cells.get(0, "attempt").unwrap_or_default(),
+        error_type: cells.get(1, "error_type").unwrap_or_default(),
+        message: cells.get(2, "message").unwrap_or_default(),
+        traceback: cells.get(3, "traceback").unwrap_or_default(),
+        failed_at: cells.get(4, "failed_at").unwrap_or_default(),
     })
 }
 

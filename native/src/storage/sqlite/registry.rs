@@ -6,6 +6,7 @@
 
 use rusqlite::{params, Connection, Row};
 
+use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::outcomes::RECORD_ERROR;
 use super::SqliteStorage;
 use crate::error::Result;
@@ -145,12 +146,15 @@ pub(super) fn unserved_tasks(storage: &SqliteStorage, now: Micros) -> Result<Vec
     })
 }
 
-/// Ready jobs enqueued before `?1` whose task no worker has ever registered
-/// (a bounded batch; the rest wait for the next look).
+/// Ready jobs enqueued before `?1` whose task no worker has ever registered,
+/// and ready jobs whose task name is no text at all (another program wrote
+/// them; no worker can ever match them): a bounded batch, the rest wait for
+/// the next look.
 pub(super) const UNKNOWN_TASK_JOBS: &str = concat!(
     "SELECT id, attempt, task_name FROM jobs WHERE status = ",
     state_sql!(Ready),
-    " AND created_at < ?1 AND task_name NOT IN (SELECT name FROM known_tasks) LIMIT 1000"
+    " AND (typeof(task_name) <> 'text' OR (created_at < ?1 \
+     AND task_name NOT IN (SELECT name FROM known_tasks))) LIMIT 1000"
 );
 
 /// Dead-letters ready job `?1` at `?2`.
@@ -166,13 +170,31 @@ pub(super) fn fail_unknown_tasks(
     enqueued_before: Micros,
     now: Micros,
 ) -> Result<Vec<UnknownTaskJob>> {
-    storage.write(|tx| {
-        let found: Vec<(i64, u32, String)> = tx
+    let (failed, quarantined) = storage.write(|tx| {
+        // (id, attempt, task name), or the id and what cannot be read.
+        type Found = std::result::Result<(i64, i64, String), (i64, String)>;
+        let found: Vec<Found> = tx
             .prepare_cached(UNKNOWN_TASK_JOBS)?
-            .query_map([enqueued_before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([enqueued_before], |r| {
+                let id: i64 = r.get(0)?;
+                let mut cells = Cells::new(r);
+                let attempt = cells.get::<i64>(1, "attempt").unwrap_or(0);
+                Ok(match cells.get::<String>(2, "task_name") {
+                    Some(name) => Ok((id, attempt, name)),
+                    None => Err((id, cells.problems().unwrap_or_default())),
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        let mut failed = Vec::with_capacity(found.len());
-        for (id, attempt, task_name) in found {
+        let (mut failed, mut quarantined) = (Vec::new(), Vec::new());
+        for found in found {
+            let (id, attempt, task_name) = match found {
+                Ok(found) => found,
+                Err((id, problem)) => {
+                    quarantine(tx, id, 0, &problem)?;
+                    quarantined.push(QuarantinedJob { id, problem });
+                    continue;
+                }
+            };
             if tx.prepare_cached(KILL_READY)?.execute(params![id, now])? == 0 {
                 continue;
             }
@@ -187,8 +209,10 @@ pub(super) fn fail_unknown_tasks(
             ])?;
             failed.push(UnknownTaskJob { id, task_name });
         }
-        Ok(failed)
-    })
+        Ok((failed, quarantined))
+    })?;
+    storage.quarantined.lock().extend(quarantined);
+    Ok(failed)
 }
 
 /// Whether any worker ever registered `name` (for tests and tools).

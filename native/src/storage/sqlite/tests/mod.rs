@@ -17,6 +17,7 @@ mod maintenance;
 mod open;
 mod outcomes;
 mod plans;
+mod poison;
 mod prefetch;
 mod reads;
 mod registry;
