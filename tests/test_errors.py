@@ -139,6 +139,24 @@ def test_unknown_task_names_wait_then_fail_without_importing_anything(
     assert "os.system" in job.errors[0]["message"]
 
 
+def test_an_unknown_task_from_a_script_without_a_file_gets_a_hint(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "shared.db")
+    producer = make_queue(db_path=path)
+    worker = make_queue(db_path=path, unknown_task_grace=1.0)
+    # What `python -c` or a REPL names a task: no worker can import __main__.
+    job = producer.task(name="__main__.resize")(lambda: None).delay()
+    worker.start_worker()
+    with pytest.raises(TaskFailedError) as info:
+        job.result(timeout=10)
+    assert info.value.exc_type == "UnknownTaskError"
+    message = job.errors[0]["message"]
+    assert message.startswith('no worker has registered a task named "__main__.resize"')
+    assert "pass name= to @queue.task" in message
+    assert "run the producer with python -m" in message
+
+
 def test_a_database_open_in_pythons_sqlite3_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
