@@ -70,8 +70,10 @@ class Queue:
     registered is dead-lettered ``unknown_task_grace`` seconds after it was
     enqueued (None: it waits for ever).
 
-    ``lease_duration`` is how long a worker holds a job without renewing
-    its lease; jobs of a worker that died run again after it.
+    ``lease_duration`` (at least 1 s) is how long a worker holds a job
+    without renewing its lease; jobs of a worker that died run again after
+    it. ``heartbeat_interval`` (default a fifth of the lease, at most a
+    third) is how often a worker renews its leases.
     ``signing_key`` HMAC-signs every payload and result and refuses to
     decode one that does not carry a valid signature. Arguments that
     serialize to more than ``max_payload_size`` bytes are refused at enqueue.
@@ -114,14 +116,9 @@ class Queue:
         timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
         priority = _options.priority(default_priority)
         self.result_ttl = _options.optional_seconds("result_ttl", result_ttl, allow_zero=False)
-        self.lease_duration = _options.seconds("lease_duration", lease_duration, allow_zero=False)
+        self.lease_duration = _options.lease_duration(lease_duration)
         heartbeat = heartbeat_interval if heartbeat_interval is not None else self.lease_duration / 5
-        self.heartbeat_interval = _options.seconds("heartbeat_interval", heartbeat, allow_zero=False)
-        if self.heartbeat_interval * 2 > self.lease_duration:
-            raise InvalidArgumentError(
-                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most half of "
-                f"lease_duration ({self.lease_duration:g}s), so a lease is renewed before it runs out"
-            )
+        self.heartbeat_interval = _options.heartbeat_interval(heartbeat, self.lease_duration)
         self.shutdown_timeout = _options.seconds("shutdown_timeout", shutdown_timeout)
         self.jobs_per_gil = _options.count("jobs_per_gil", jobs_per_gil, minimum=1)
         self.busy_timeout = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
