@@ -27,7 +27,7 @@ from taskito.exceptions import (
     SerializationError,
     UnknownTaskError,
 )
-from taskito.result import JobResult
+from taskito.result import JobCounts, JobResult
 from taskito.serializers import Serializer, SignedSerializer, resolve
 from taskito.task import TaskWrapper
 
@@ -403,10 +403,13 @@ class Queue:
         returns how many. ``result_ttl`` does this continuously."""
         return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))
 
-    def stats(self) -> dict[str, int]:
-        """Job counts: pending, claimed (held by a worker, not started),
-        running, completed, failed, dead, cancelled."""
-        return dict(self._client.engine.stats())
+    def stats(self) -> JobCounts:
+        """Job counts by status: pending, claimed (held by a worker, not
+        started), running, complete, failed, dead, cancelled (the names
+        ``job.status`` uses). ``stats()["completed"]`` still answers, with the
+        ``complete`` count: an alias kept for compatibility with the reference
+        project, not a key of its own."""
+        return JobCounts(self._client.engine.stats())
 
     def workers(self) -> list[dict[str, Any]]:
         """The workers serving this database, oldest first, as each records

@@ -45,7 +45,7 @@ def test_second_sees_only_its_own_jobs(session_queue, session_worker):
     assert session_worker.completed == [job]
     # The earlier tests' jobs are gone: only this test's one is in the database.
     assert session_queue.stats() == {
-        "pending": 0, "claimed": 0, "running": 0, "completed": 1, "failed": 0, "dead": 0,
+        "pending": 0, "claimed": 0, "running": 0, "complete": 1, "failed": 0, "dead": 0,
         "cancelled": 0,
     }
 
