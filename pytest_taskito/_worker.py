@@ -35,7 +35,7 @@ class Outstanding:
 
 
 def _busy(stats: dict[str, int]) -> int:
-    return stats["running"] + stats["pending"] + stats["failed"]
+    return stats["running"] + stats.get("claimed", 0) + stats["pending"] + stats["failed"]
 
 
 def outstanding(
@@ -43,7 +43,7 @@ def outstanding(
 ) -> Outstanding:
     """What is running, due, delayed or waiting to retry among the jobs after ``since``.
 
-    Idle means: no job running, no job pending (due, or with ``delayed``,
+    Idle means: no job running or claimed, no job pending (due, or with ``delayed``,
     delayed into the future), and no job waiting to retry ("failed" is not
     final: a retry is scheduled). Pending jobs are read newest first until a
     due one is found (when anything is due, the newest job usually is, so
@@ -55,6 +55,9 @@ def outstanding(
     now = time.time()
     if stats["running"]:
         found.running = list(scan(queue, "running", since))
+    if stats.get("claimed", 0):
+        # Held by the worker (prefetched), about to start: as good as running.
+        found.running += list(scan(queue, "claimed", since))
     if stats["failed"]:
         found.retrying = [job.to_dict() for job in scan(queue, "failed", since)]
     if stats["pending"]:

@@ -433,3 +433,38 @@ def test_wait_idle_raises_a_new_failure_even_when_the_dead_count_is_unchanged(
 ) -> None:
     project.makepyfile(FAILURE_AFTER_PURGE)
     project.runpytest().assert_outcomes(passed=1)
+
+
+def test_wait_idle_counts_jobs_the_worker_holds_but_has_not_started(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import threading
+        import pytest
+        from pytest_taskito import TaskitoWorker
+        from taskito import JobTimeoutError
+
+        def test_claimed_jobs_keep_it_busy(queue):
+            release = threading.Event()
+
+            @queue.task()
+            def hold():
+                release.wait(10)
+
+            first, second = hold.delay(), hold.delay()
+            # One thread, and one job held beyond it: the second job is claimed.
+            queue.start_worker(workers=1, prefetch=1)
+            worker = TaskitoWorker(queue, threads=1, timeout=10)
+            tick = threading.Event()
+            while (first.status, second.status) != ("running", "claimed"):
+                tick.wait(0.01)
+            try:
+                with pytest.raises(JobTimeoutError, match="still busy after 0.2s") as info:
+                    worker.wait_idle(timeout=0.2)
+                assert f"job {second.id} (" in str(info.value)
+            finally:
+                release.set()
+            worker.wait_idle()
+            assert worker.completed == [first, second]
+        """
+    )
+    project.runpytest().assert_outcomes(passed=1)
