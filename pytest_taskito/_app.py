@@ -35,13 +35,20 @@ DECIDED_BY_THE_PLUGIN = frozenset({"db_path", "workers", "shutdown_timeout"})
 
 def load_app(spec: str, source: str = "taskito_app") -> Queue:
     """The ``taskito.Queue`` named by ``"package.module:attribute"``, given
-    by ``source`` (the flag, environment variable or ini key it came from)."""
+    by ``source`` (the flag, environment variable or ini key it came from).
+    Raises ``pytest.UsageError`` when it cannot: the plugin loads it once,
+    as the session starts, so that a bad app stops the run with one error."""
     what = f"the app {spec!r} (from {source})"
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise pytest.UsageError(f"{what}: cannot import {module_name!r}: {exc}") from exc
+        raise pytest.UsageError(f"{what}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:
+        # One line, not a traceback through pytest's start-up.
+        raise pytest.UsageError(
+            f"{what}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

@@ -62,6 +62,8 @@ def job_line(data: dict[str, Any], now: float) -> str:
         text += f", running for {now - data['started_at']:.1f}s"
     elif status == "failed":
         text += f", attempt {data['attempt']} failed ({data['error']}); retry in {data['scheduled_at'] - now:.1f}s"
+    elif status == "pending" and data["scheduled_at"] > now:
+        text += f", delayed: due in {data['scheduled_at'] - now:.1f}s"
     elif status == "pending":
         text += ", due and waiting to run"
     return text

@@ -139,12 +139,20 @@ class Settings:
     app: str | None
     sources: Mapping[str, str] = field(default_factory=dict)
 
-    def describe(self) -> str:
+    def describe(self, overridden: Mapping[str, tuple[str, str]] | None = None) -> str:
+        """Each setting and where it came from; ``overridden`` maps a key to
+        what replaces it and where from (a fixture that overrides the option)."""
         parts = []
         for option in OPTIONS:
             value = getattr(self, option.key)
             shown = "none" if value is None else f"{value:g}s" if option.key == "timeout" else value
-            parts.append(f"{option.key}={shown} ({self.sources.get(option.key, 'default')})")
+            source = self.sources.get(option.key, "default")
+            if overridden and option.key in overridden:
+                replacement, where = overridden[option.key]
+                if value is not None:
+                    where += f"; overrides {option.key}={shown} from {source}"
+                shown, source = replacement, where
+            parts.append(f"{option.key}={shown} ({source})")
         return ", ".join(parts)
 
     def with_markers(self, markers: Iterable[pytest.Mark]) -> Settings:

@@ -24,42 +24,54 @@ class Outstanding:
     running: list[JobResult] = field(default_factory=list)
     due: list[dict[str, Any]] = field(default_factory=list)
     retrying: list[dict[str, Any]] = field(default_factory=list)
+    # Pending jobs whose time has not come (apply_async(delay=...)).
+    delayed: list[dict[str, Any]] = field(default_factory=list)
     # The queue changed while it was being read: look again before calling it idle.
     unsettled: bool = False
 
     @property
     def idle(self) -> bool:
-        return not (self.running or self.due or self.retrying or self.unsettled)
+        return not (self.running or self.due or self.retrying or self.delayed or self.unsettled)
 
 
 def _busy(stats: dict[str, int]) -> int:
-    return stats["running"] + stats["pending"] + stats["failed"]
+    return stats["running"] + stats.get("claimed", 0) + stats["pending"] + stats["failed"]
 
 
-def outstanding(queue: Queue, since: str | None, stats: dict[str, int]) -> Outstanding:
-    """What is running, due or waiting to retry among the jobs after ``since``.
+def outstanding(
+    queue: Queue, since: str | None, stats: dict[str, int], *, delayed: bool, every_pending: bool
+) -> Outstanding:
+    """What is running, due, delayed or waiting to retry among the jobs after ``since``.
 
-    Idle means: no job running, no job pending whose due time has come, and
-    no job waiting to retry ("failed" is not final: a retry is scheduled).
-    Delayed jobs whose time has not come do not count: a job delayed by an
-    hour must not hold up a test, and waiting for one is run_until_complete's
-    job."""
+    Idle means: no job running or claimed, no job pending (due, or with ``delayed``,
+    delayed into the future), and no job waiting to retry ("failed" is not
+    final: a retry is scheduled). Pending jobs are read newest first until a
+    due one is found (when anything is due, the newest job usually is, so
+    this normally reads one row); ``every_pending`` reads them all, to find
+    every delayed job."""
     found = Outstanding()
     if _busy(stats) == 0:
         return found
     now = time.time()
     if stats["running"]:
         found.running = list(scan(queue, "running", since))
+    if stats.get("claimed", 0):
+        # Held by the worker (prefetched), about to start: as good as running.
+        found.running += list(scan(queue, "claimed", since))
     if stats["failed"]:
         found.retrying = [job.to_dict() for job in scan(queue, "failed", since)]
     if stats["pending"]:
-        # Newest first: when anything is due, the newest job usually is, so
-        # this normally reads one row. Only delayed jobs make it read them all.
         for job in scan(queue, "pending", since):
             data = job.to_dict()
-            if data["status"] == "pending" and data["scheduled_at"] <= now:
+            if data["status"] != "pending":
+                continue
+            if data["scheduled_at"] > now:
+                if delayed:
+                    found.delayed.append(data)
+            elif not found.due:
                 found.due.append(data)
-                break
+                if not every_pending:
+                    break
     if found.idle and queue.stats() != stats:
         found.unsettled = True
     return found
@@ -113,32 +125,42 @@ class TaskitoWorker:
 
     # ── waiting ──────────────────────────────────────────────────────────
 
-    def wait_idle(self, timeout: float | None = None, *, fail_fast: bool = True) -> None:
-        """Returns once no job of this test is running, due, or waiting to retry.
+    def wait_idle(
+        self, timeout: float | None = None, *, fail_fast: bool = True, include_delayed: bool = True
+    ) -> None:
+        """Returns once no job of this test is running, pending, or waiting to retry.
 
-        Jobs delayed into the future do not count until they fall due. A job
-        in retry backoff does: the wait goes through its retries. With
-        ``fail_fast`` (the default), the first job that fails for good is
-        raised at once as ``TaskFailedError``, carrying the task's traceback;
-        each failure is raised once. Raises ``JobTimeoutError`` (a
+        A job in retry backoff counts: the wait goes through its retries. So
+        does a job delayed into the future (``apply_async(delay=...)``) that
+        falls due within ``timeout``: the wait lasts until it has run. With
+        ``include_delayed=False``, delayed jobs do not count until they fall
+        due. With ``fail_fast`` (the default), the first job that fails for
+        good is raised at once as ``TaskFailedError``, carrying the task's
+        traceback; each failure is raised once. Raises ``JobTimeoutError`` (a
         ``TimeoutError``) naming what is still outstanding after ``timeout``
-        seconds (default: ``--taskito-timeout``), or at once when a retry is
-        scheduled after that limit.
+        seconds (default: ``--taskito-timeout``), or at once, naming them,
+        when a retry or a delayed job falls due after that limit.
         """
         __tracebackhide__ = True
         limit = _limit(timeout, self.timeout)
         deadline = time.monotonic() + limit
         wall_deadline = time.time() + limit
         slice_ = SLICE_MIN
+        # The first look reads every pending job, so that one delayed past
+        # the limit is named at once; later looks stop at the first due job.
+        every_pending = include_delayed
         while True:
             stats = self.queue.stats()
             if fail_fast:
                 self._raise_new_failure(stats)
-            work = outstanding(self.queue, self._since, stats)
+            work = outstanding(
+                self.queue, self._since, stats, delayed=include_delayed, every_pending=every_pending
+            )
+            every_pending = False
             if work.idle:
                 return
             remaining = deadline - time.monotonic()
-            late = [d for d in work.retrying if d["scheduled_at"] > wall_deadline]
+            late = [d for d in work.retrying + work.delayed if d["scheduled_at"] > wall_deadline]
             if remaining <= 0 or late:
                 raise JobTimeoutError(self._not_idle_message(work, limit, late))
             target = self._target(work)
@@ -148,17 +170,23 @@ class TaskitoWorker:
 
     def _target(self, work: Outstanding) -> JobResult | None:
         """The job to wait on: the newest running or due job (jobs mostly run
-        in enqueue order, so it tends to finish last), else the retry that
-        falls due first."""
+        in enqueue order, so it tends to finish last), else the retry or
+        delayed job that falls due first."""
         if work.running:
             return work.running[0]
-        pick = work.due[0] if work.due else min(work.retrying, key=lambda d: d["scheduled_at"], default=None)
+        waiting = work.retrying + work.delayed
+        pick = work.due[0] if work.due else min(waiting, key=lambda d: d["scheduled_at"], default=None)
         return None if pick is None else JobResult(self.queue, pick["id"])
 
     def _not_idle_message(self, work: Outstanding, limit: float, late: list[dict[str, Any]]) -> str:
         now = time.time()
-        if late:
+        if late and all(d["status"] == "failed" for d in late):
             head = f"wait_idle: a retry is scheduled after the wait's limit of {limit:g}s; it cannot become idle in time:"
+        elif late:
+            head = (
+                f"wait_idle: a delayed job falls due after the wait's limit of {limit:g}s; it cannot "
+                "become idle in time (wait_idle(include_delayed=False) does not wait for delayed jobs):"
+            )
         else:
             head = f"wait_idle: still busy after {limit:g}s:"
         lines = [head]
@@ -167,7 +195,7 @@ class TaskitoWorker:
         if len(work.running) > SHOWN:
             lines.append(f"  - and {len(work.running) - SHOWN} more running")
         lines += job_lines(work.due, now)
-        lines += job_lines(sorted(work.retrying, key=lambda d: d["scheduled_at"]), now)
+        lines += job_lines(sorted(work.retrying + work.delayed, key=lambda d: d["scheduled_at"]), now)
         return "\n".join(lines)
 
     def run_until_complete(

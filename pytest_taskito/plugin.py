@@ -10,7 +10,9 @@ See docs/testing.md.
 
 from __future__ import annotations
 
+import inspect
 import os
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from pytest_taskito._worker import TaskitoWorker
 from taskito import Queue
 
 SETTINGS = pytest.StashKey[Settings]()
+# The app named by --taskito-app (or its env var or ini key), loaded as the session starts.
+APP = pytest.StashKey[Queue | None]()
 
 MARKER = (
     "taskito(workers=N, db='memory'|'file', timeout=SECONDS): "
@@ -47,13 +51,45 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS] = resolve(config)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Once, before any test: a bad app is one usage error, not an error in
+    # the setup of every test. (Not in pytest_configure: `pytest --help`
+    # must work whatever the app does.)
+    config = session.config
+    settings = config.stash[SETTINGS]
+    app = None if settings.app is None else load_app(settings.app, settings.sources.get("app", "taskito_app"))
+    config.stash[APP] = app
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     settings = config.stash[SETTINGS]
-    lines = [f"taskito: {settings.describe()}"]
+    overrides = app_fixture_overrides(config)
+    described = settings.describe(
+        {"app": ("taskito_app fixture", ", ".join(overrides))} if overrides else None
+    )
+    lines = [f"taskito: {described}"]
     warning = overcommit_warning(config, settings)
     if warning:
         lines.append(warning)
     return lines
+
+
+def app_fixture_overrides(config: pytest.Config) -> list[str]:
+    """Where conftest.py files loaded so far override the ``taskito_app``
+    fixture, as ``path:line`` relative to the rootdir. (A conftest.py in a
+    folder below the test paths loads during collection, after the header.)"""
+    found = []
+    for plugin in config.pluginmanager.get_plugins():
+        file = getattr(plugin, "__file__", None) if isinstance(plugin, types.ModuleType) else None
+        if not file or os.path.basename(file) != "conftest.py":
+            continue
+        fixture = getattr(plugin, "taskito_app", None)
+        if fixture is None or fixture is taskito_app:
+            continue
+        code = getattr(inspect.unwrap(fixture), "__code__", None)
+        where = os.path.relpath(file, config.rootpath)
+        found.append(where if code is None else f"{where}:{code.co_firstlineno}")
+    return sorted(found)
 
 
 def xdist_processes(config: pytest.Config) -> int:
@@ -96,9 +132,7 @@ def taskito_app(pytestconfig: pytest.Config) -> Queue | None:
 
     Override it in conftest.py to return your Queue object. Its tasks then
     run on each test's isolated queue, and the app enqueues there too."""
-    settings = pytestconfig.stash[SETTINGS]
-    spec = settings.app
-    return None if spec is None else load_app(spec, settings.sources.get("app", "taskito_app"))
+    return pytestconfig.stash.get(APP, None)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,37 @@ def optional_seconds(name: str, value: Any, *, allow_zero: bool = True) -> float
     return None if value is None else seconds(name, value, allow_zero=allow_zero)
 
 
+# A lease must outlast the pauses a live worker can have between renewals (a
+# collection, a slow commit, a busy machine): below this, another worker takes
+# over the jobs of one that is merely slow, and they run twice.
+MIN_LEASE_DURATION = 1.0
+# Renewals per lease at least: one late renewal must not lose a job.
+RENEWALS_PER_LEASE = 3
+
+
+def lease_duration(value: Any) -> float:
+    lease = seconds("lease_duration", value, allow_zero=False)
+    if lease < MIN_LEASE_DURATION:
+        raise InvalidArgumentError(
+            f"lease_duration must be at least {MIN_LEASE_DURATION:g}s, got {lease:g}s: a worker "
+            "renews its leases on a timer, and a shorter lease can run out while the worker is "
+            "alive but paused (a garbage collection, a slow commit), so that another worker takes "
+            "over its jobs and runs them a second time"
+        )
+    return lease
+
+
+def heartbeat_interval(value: Any, lease: float) -> float:
+    heartbeat = seconds("heartbeat_interval", value, allow_zero=False)
+    if heartbeat * RENEWALS_PER_LEASE > lease:
+        raise InvalidArgumentError(
+            f"heartbeat_interval ({heartbeat:g}s) must be at most a third of lease_duration "
+            f"({lease:g}s): leases are renewed every heartbeat_interval, and at least three "
+            "renewals per lease keep a job when one renewal comes late"
+        )
+    return heartbeat
+
+
 # Counts cross into the engine as 32-bit unsigned integers.
 COUNT_MAX = 2**32 - 1
 

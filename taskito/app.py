@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 import threading
 import traceback
 import weakref
@@ -26,11 +27,15 @@ from taskito.exceptions import (
     SerializationError,
     UnknownTaskError,
 )
-from taskito.result import JobResult
+from taskito.result import JobCounts, JobResult
 from taskito.serializers import Serializer, SignedSerializer, resolve
 from taskito.task import TaskWrapper
 
-logger = logging.getLogger("taskito")
+logger = logging.getLogger("taskito.worker")
+
+# Workers started in this process, on any Queue: the ``taskito worker``
+# command tells from it that importing an app started one of its own.
+_workers_started = 0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -46,10 +51,12 @@ class Queue:
 
     ``db_path`` is a SQLite file (its folders are created; the file is made
     readable by its owner only) or ``":memory:"`` for a private in-memory
-    database. ``workers`` is how many tasks a worker of this queue runs at
-    once (0: the CPU count). ``default_retry`` is how many times a failing
-    job is retried, ``default_timeout`` the seconds an attempt may run,
-    ``result_ttl`` the seconds completed jobs are kept (None: forever).
+    database. A relative path is resolved against the current folder when
+    the Queue is created, so ``db_path`` is always absolute. ``workers`` is
+    how many tasks a worker of this queue runs at once (0: the CPU count).
+    ``default_retry`` is how many times a failing job is retried,
+    ``default_timeout`` the seconds an attempt may run, ``result_ttl`` the
+    seconds completed jobs are kept (None: forever).
     ``durability="full"`` makes every enqueue survive a power cut, not only
     a crash of the process. Idle workers and result waiters in other
     processes on the same machine are woken as soon as work or a result is
@@ -63,8 +70,10 @@ class Queue:
     registered is dead-lettered ``unknown_task_grace`` seconds after it was
     enqueued (None: it waits for ever).
 
-    ``lease_duration`` is how long a worker holds a job without renewing
-    its lease; jobs of a worker that died run again after it.
+    ``lease_duration`` (at least 1 s) is how long a worker holds a job
+    without renewing its lease; jobs of a worker that died run again after
+    it. ``heartbeat_interval`` (default a fifth of the lease, at most a
+    third) is how often a worker renews its leases.
     ``signing_key`` HMAC-signs every payload and result and refuses to
     decode one that does not carry a valid signature. Arguments that
     serialize to more than ``max_payload_size`` bytes are refused at enqueue.
@@ -93,7 +102,12 @@ class Queue:
     ) -> None:
         if not isinstance(db_path, str | os.PathLike):
             raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
-        path = os.fspath(db_path)
+        given = os.fspath(db_path)
+        path = _absolute_db_path(given)
+        # The spelling a relative path was given in, and the folder it was
+        # resolved against: `taskito worker` shows both, so an operator sees
+        # which file a relative path meant.
+        self._relative_db_path = None if path == given else (given, os.getcwd())
         workers = _options.count("workers", workers)
         # Executor threads of a worker this Queue starts (workers() lists the
         # workers that serve the database).
@@ -102,14 +116,9 @@ class Queue:
         timeout = _options.optional_seconds("default_timeout", default_timeout, allow_zero=False)
         priority = _options.priority(default_priority)
         self.result_ttl = _options.optional_seconds("result_ttl", result_ttl, allow_zero=False)
-        self.lease_duration = _options.seconds("lease_duration", lease_duration, allow_zero=False)
+        self.lease_duration = _options.lease_duration(lease_duration)
         heartbeat = heartbeat_interval if heartbeat_interval is not None else self.lease_duration / 5
-        self.heartbeat_interval = _options.seconds("heartbeat_interval", heartbeat, allow_zero=False)
-        if self.heartbeat_interval * 2 > self.lease_duration:
-            raise InvalidArgumentError(
-                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most half of "
-                f"lease_duration ({self.lease_duration:g}s), so a lease is renewed before it runs out"
-            )
+        self.heartbeat_interval = _options.heartbeat_interval(heartbeat, self.lease_duration)
         self.shutdown_timeout = _options.seconds("shutdown_timeout", shutdown_timeout)
         self.jobs_per_gil = _options.count("jobs_per_gil", jobs_per_gil, minimum=1)
         self.busy_timeout = _options.seconds("busy_timeout", busy_timeout, allow_zero=False)
@@ -242,8 +251,11 @@ class Queue:
         """Registers a function as a task: ``@queue.task()`` or ``@queue.task``.
 
         ``name`` defaults to ``module.qualname``; it is how workers find the
-        function, so producers and workers must agree on it. ``max_retries``
-        failed attempts are retried (``max_retries + 1`` runs at most), after
+        function, so producers and workers must agree on it. A task defined
+        in a script (the ``__main__`` module) is named after the module the
+        script would be imported as: ``python -m pkg.jobs`` and ``import
+        pkg.jobs`` agree, and so do ``python jobs.py`` and ``import jobs``.
+        ``max_retries`` failed attempts are retried (``max_retries + 1`` runs at most), after
         ``retry_backoff * 2**(attempt-1)`` seconds with jitter. With
         ``retry_on``, only those exceptions are retried; ``dont_retry_on``
         exceptions never are. ``timeout`` fails (and retries) an attempt that
@@ -264,7 +276,7 @@ class Queue:
         def register(fn: Callable[..., Any]) -> TaskWrapper[Any, Any]:
             if not callable(fn):
                 raise TypeError(f"@queue.task needs a function, got {fn!r}")
-            task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            task_name = name or f"{_import_name(fn.__module__)}.{fn.__qualname__}"
             existing = self._tasks.get(task_name)
             if existing is not None and existing.fn is not fn:
                 raise InvalidArgumentError(
@@ -391,10 +403,13 @@ class Queue:
         returns how many. ``result_ttl`` does this continuously."""
         return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))
 
-    def stats(self) -> dict[str, int]:
-        """Job counts: pending, claimed (held by a worker, not started),
-        running, completed, failed, dead, cancelled."""
-        return dict(self._client.engine.stats())
+    def stats(self) -> JobCounts:
+        """Job counts by status: pending, claimed (held by a worker, not
+        started), running, complete, failed, dead, cancelled (the names
+        ``job.status`` uses). ``stats()["completed"]`` still answers, with the
+        ``complete`` count: an alias kept for compatibility with the reference
+        project, not a key of its own."""
+        return JobCounts(self._client.engine.stats())
 
     def workers(self) -> list[dict[str, Any]]:
         """The workers serving this database, oldest first, as each records
@@ -438,6 +453,7 @@ class Queue:
             else (_options.count("workers", workers) or os.cpu_count() or 1)
         )
         held = self.prefetch if prefetch is None else _options.count("prefetch", prefetch)
+        global _workers_started
         with self._worker_lock:
             engine = self._client.engine
             engine.start_worker(
@@ -455,6 +471,7 @@ class Queue:
                 _events.isEnabledFor(logging.DEBUG),
             )
             self._worker_engine = engine
+            _workers_started += 1
 
     def run_worker(
         self,
@@ -580,12 +597,7 @@ class Queue:
     ) -> AttemptOutcome:
         task = self._tasks.get(task_name)
         if task is None:
-            return OUTCOME_FAILURE, (
-                "UnknownTaskError",
-                f"no task named {task_name!r} is registered on this worker",
-                "",
-                False,
-            )
+            return OUTCOME_FAILURE, ("UnknownTaskError", _unknown_task_message(task_name), "", False)
         try:
             args, kwargs = self._client.serializer.loads(payload)
         except Exception as exc:
@@ -614,6 +626,45 @@ class Queue:
         except Exception as exc:
             return _failure(exc, "cannot serialize the task's result: ", retryable=False)
         return OUTCOME_SUCCESS, result
+
+
+def _absolute_db_path(path: str) -> str:
+    """``path`` made absolute against the current folder (``:memory:`` and
+    the empty string, which the engine refuses, stay as they are)."""
+    if not path or path == ":memory:" or os.path.isabs(path):
+        return path
+    return os.path.abspath(path)
+
+
+def _import_name(module: str) -> str:
+    """The name ``module`` is imported under elsewhere. A script runs as
+    ``__main__``, a name no other process can import: its tasks take the
+    name of the module a worker would import instead (``__spec__.name``
+    under ``python -m``, else the script file's stem). A script with no
+    file (``python -c``, a REPL) keeps ``__main__``."""
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name)
+    file = getattr(main, "__file__", None)
+    if isinstance(file, str) and file:
+        return os.path.splitext(os.path.basename(file))[0]
+    return module
+
+
+def _unknown_task_message(task_name: str) -> str:
+    message = f"no task named {task_name!r} is registered on this worker"
+    if task_name.startswith("__main__."):
+        # As the engine says it of a job no worker ever had (storage/common.rs).
+        message += (
+            "; the producer defined it in a script without a file (python -c, a REPL), whose "
+            "tasks are named __main__.*, a module no worker can import: pass name= to "
+            "@queue.task, or define the task in a module the worker imports and run the "
+            "producer with python -m"
+        )
+    return message
 
 
 def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> AttemptOutcome:

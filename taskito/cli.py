@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from taskito import __version__
+from taskito import __version__, _logging
+from taskito._app_loader import AppError, load_app
 from taskito.app import Queue
+from taskito.exceptions import TaskitoError
 
+__all__ = ["AppError", "load_app", "main"]
 
-class AppError(Exception):
-    """``--app`` does not name a Queue."""
-
-
-def load_app(spec: str) -> Queue:
-    """Imports ``module:attribute`` (attribute may be dotted) and returns the Queue it names."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise AppError(
-            f"--app must look like 'module:attribute' (for example 'myapp.tasks:queue'), got {spec!r}"
-        )
-    # Like `python -m`, make modules in the current folder importable.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise AppError(
-                f"cannot import {module_name!r}: no such module (run from the folder that contains it?)"
-            ) from exc
-        raise AppError(f"importing {module_name!r} failed: {exc}") from exc
-    except Exception as exc:
-        raise AppError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise AppError(f"{module_name!r} has no attribute {attribute!r}") from None
-    if not isinstance(target, Queue):
-        raise AppError(f"{spec!r} is a {type(target).__name__}, not a taskito.Queue")
-    return target
+logger = logging.getLogger("taskito.cli")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         help="logging level (default: INFO)",
     )
+    worker.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text lines, or one JSON object per line (default: text)",
+    )
 
     info = commands.add_parser("info", help="print the Queue's tasks and job counts")
     info.add_argument("--app", required=True, help="the Queue to inspect, as module:attribute")
@@ -81,32 +57,68 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        queue = load_app(args.app)
-    except AppError as exc:
-        parser.error(str(exc))
-
     if args.command == "worker":
-        logging.basicConfig(
-            level=args.log_level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
         if args.workers is not None and args.workers < 1:
             parser.error("--workers must be at least 1")
         if args.prefetch is not None and args.prefetch < 0:
             parser.error("--prefetch must be 0 or more")
-        workers = args.workers if args.workers is not None else queue.worker_threads
-        logging.getLogger("taskito").info(
-            "worker starting: %s, %d thread(s), queues: %s, %d task(s) registered",
-            queue.db_path,
-            workers,
-            ", ".join(queues) if queues else "all",
-            len(queue.tasks),
-        )
-        queue.run_worker(queues, workers=workers, prefetch=args.prefetch)
-        return 0
+        # Before the import, so that what the app logs meanwhile is formatted too.
+        _logging.configure(args.log_level, args.log_format)
+    try:
+        queue = load_app(args.app)
+    except AppError as exc:
+        _fail(str(exc), status=2)
+    try:
+        if args.command == "worker":
+            return _worker(queue, args)
+        return _info(queue, as_json=args.json)
+    except TaskitoError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", status=1)
 
+
+def _fail(message: str, *, status: int) -> NoReturn:
+    """One line on stderr, no traceback: what went wrong is the user's to fix."""
+    print(f"taskito: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _worker(queue: Queue, args: argparse.Namespace) -> int:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    workers = args.workers if args.workers is not None else queue.worker_threads
+    logger.info(
+        "worker starting: database %s, %d thread(s), queues: %s, %d task(s) registered",
+        _database(queue),
+        workers,
+        ", ".join(queues) if queues else "all",
+        len(queue.tasks),
+    )
+    if not queue.tasks:
+        logger.warning(
+            "no task is registered on %s: this worker runs only jobs of its own tasks, so it will "
+            "run nothing; does --app name the module that defines the tasks (or imports them)?",
+            args.app,
+        )
+    if queue.db_path == ":memory:":
+        logger.warning(
+            "%s is on :memory:, a database private to this process: no other process can "
+            "enqueue jobs for this worker; give the Queue a file path",
+            args.app,
+        )
+    queue.run_worker(queues, workers=workers, prefetch=args.prefetch)
+    logger.info("worker stopped")
+    return 0
+
+
+def _database(queue: Queue) -> str:
+    """The database's absolute path, and the relative one it was given as."""
+    relative = queue._relative_db_path
+    if relative is None:
+        return queue.db_path
+    given, folder = relative
+    return f"{queue.db_path} (relative path {given} resolved against {folder})"
+
+
+def _info(queue: Queue, *, as_json: bool) -> int:
     info: dict[str, Any] = {
         "version": __version__,
         "db_path": queue.db_path,
@@ -116,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "live_workers": queue.workers(),
         "unserved_tasks": queue.unserved_tasks(),
     }
-    if args.json:
+    if as_json:
         print(json.dumps(info, indent=2))
     else:
         print(f"taskito {info['version']}  database: {info['db_path']}  workers: {info['workers']}")
@@ -136,7 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if info["unserved_tasks"]:
             print("jobs waiting for a worker that has their task:")
             for name, n in info["unserved_tasks"].items():
-                print(f"  {name:<30} {n} job(s): no live worker has this task")
+                hint = (
+                    " (enqueued by a script without a file: pass name=)"
+                    if name.startswith("__main__.")
+                    else ""
+                )
+                print(f"  {name:<30} {n} job(s): no live worker has this task{hint}")
     return 0
 
 

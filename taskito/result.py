@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from taskito.exceptions import (
     JobCancelledError,
@@ -17,6 +17,35 @@ if TYPE_CHECKING:
     from taskito.app import Queue
 
 Outcome = tuple[str, bytes | None, dict[str, Any] | None]
+T = TypeVar("T")
+
+
+class JobCounts(dict[str, int]):
+    """What ``Queue.stats()`` returns: job counts by status, keyed by the
+    names ``job.status`` uses (pending, claimed, running, complete, failed,
+    dead, cancelled).
+
+    ``counts["completed"]`` (and ``get``) still answers, with the count of
+    ``complete``: the name the reference project's ``stats()`` uses, kept so
+    that code written for it works. It is an alias, not an entry: iterating,
+    ``len`` and ``sum(counts.values())`` see each job once."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"completed": "complete"}
+
+    def __missing__(self, key: str) -> int:
+        alias = self.ALIASES.get(key)
+        if alias is None or alias not in self:
+            raise KeyError(key)
+        return self[alias]
+
+    @overload
+    def get(self, key: str, default: None = None, /) -> int | None: ...
+    @overload
+    def get(self, key: str, default: int, /) -> int: ...
+    @overload
+    def get(self, key: str, default: T, /) -> int | T: ...
+    def get(self, key: str, default: object = None, /) -> object:
+        return super().get(key, super().get(self.ALIASES.get(key, key), default))
 
 
 class JobResult:

@@ -62,6 +62,38 @@ def test_bad_queue_options_raise_typed_errors(tmp_path: Path, options: dict[str,
             q.close()
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"lease_duration": 0.5},
+            "lease_duration must be at least 1s, got 0.5s: a worker renews its leases on a timer",
+        ),
+        (
+            {"lease_duration": 3, "heartbeat_interval": 1.5},
+            "heartbeat_interval (1.5s) must be at most a third of lease_duration (3s)",
+        ),
+    ],
+)
+def test_leases_too_short_to_be_safe_are_refused(
+    tmp_path: Path, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
+        Queue(tmp_path / "q.db", **options)
+    assert str(info.value).startswith(message)
+    if "heartbeat_interval" not in options:
+        assert "another worker takes over its jobs and runs them a second time" in str(info.value)
+    else:
+        assert "at least three renewals per lease" in str(info.value)
+
+
+def test_the_shortest_safe_lease_is_accepted(tmp_path: Path) -> None:
+    with Queue(tmp_path / "q.db", lease_duration=1, heartbeat_interval=1 / 3) as q:
+        assert (q.lease_duration, q.heartbeat_interval) == (1.0, 1 / 3)
+    with Queue(tmp_path / "q.db", lease_duration=1) as q:
+        assert q.heartbeat_interval == 0.2, "a fifth of the lease by default"
+
+
 def test_duplicate_task_names_are_refused(job_queue: Queue) -> None:
     @job_queue.task(name="same")
     def one() -> None: ...
@@ -137,6 +169,24 @@ def test_unknown_task_names_wait_then_fail_without_importing_anything(
     assert info.value.exc_type == "UnknownTaskError"
     assert len(job.errors) == 1, "an unknown task is not retried"
     assert "os.system" in job.errors[0]["message"]
+
+
+def test_an_unknown_task_from_a_script_without_a_file_gets_a_hint(
+    make_queue: MakeQueue, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "shared.db")
+    producer = make_queue(db_path=path)
+    worker = make_queue(db_path=path, unknown_task_grace=1.0)
+    # What `python -c` or a REPL names a task: no worker can import __main__.
+    job = producer.task(name="__main__.resize")(lambda: None).delay()
+    worker.start_worker()
+    with pytest.raises(TaskFailedError) as info:
+        job.result(timeout=10)
+    assert info.value.exc_type == "UnknownTaskError"
+    message = job.errors[0]["message"]
+    assert message.startswith('no worker has registered a task named "__main__.resize"')
+    assert "pass name= to @queue.task" in message
+    assert "run the producer with python -m" in message
 
 
 def test_a_database_open_in_pythons_sqlite3_is_refused(tmp_path: Path) -> None:

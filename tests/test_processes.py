@@ -89,7 +89,7 @@ def test_kill_9_loses_nothing_and_reruns_only_the_killed_workers_jobs(
     wait_until(lambda: producer.stats()["completed"] == total, 120, "every job")
 
     stats = producer.stats()
-    assert stats == {**stats, "completed": total, "running": 0, "pending": 0, "dead": 0}
+    assert stats == {**stats, "complete": total, "running": 0, "pending": 0, "dead": 0}
     rows = cluster.ledger_lines()
     runs = collections.Counter(job_id for job_id, _, _ in rows)
     assert set(runs) == {j.id for j in jobs}, "every job ran"
@@ -217,7 +217,7 @@ def test_two_producers_and_two_workers_on_one_file(cluster: Cluster, producer: Q
         "pending": 0,
         "claimed": 0,
         "running": 0,
-        "completed": 20_000,
+        "complete": 20_000,
         "failed": 0,
         "dead": 0,
         "cancelled": 0,

@@ -1,9 +1,10 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written, and its deployment advice holds."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,56 @@ def test_the_two_setup_commands_exist() -> None:
     for command in commands:
         script = README.parent / command
         assert script.is_file() and os.access(script, os.X_OK), command
+
+
+def test_the_systemd_unit_outlasts_the_graceful_shutdown() -> None:
+    import configparser
+    import inspect
+    import shlex
+
+    from taskito import Queue
+    from taskito.cli import _parser
+
+    unit_text = re.search(r"```ini\n(.*?)```", README.read_text(), re.S)
+    assert unit_text is not None
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # keep the keys as systemd spells them
+    unit.read_string(unit_text.group(1))
+    service = unit["Service"]
+    default_grace = inspect.signature(Queue).parameters["shutdown_timeout"].default
+    assert float(service["TimeoutStopSec"]) > default_grace
+    assert (service["KillSignal"], service["Restart"]) == ("SIGTERM", "on-failure")
+    # The command line is one the CLI accepts.
+    command = shlex.split(service["ExecStart"])
+    assert command[0].endswith("/taskito")
+    args = _parser().parse_args(command[1:])
+    assert (args.command, args.log_format) == ("worker", "json")
+
+
+def test_the_backup_commands_copy_a_database_in_use(tmp_path: Path) -> None:
+    if shutil.which("sqlite3") is None:
+        pytest.skip("needs the sqlite3 shell")
+    from taskito import Queue
+
+    backups = README.read_text().split("### Backing up the database", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", backups, re.S)
+    assert block is not None
+    commands = [line for line in block.group(1).splitlines() if line.startswith("sqlite3 ")]
+    assert len(commands) == 2
+    db = tmp_path / "tasks.db"
+    (tmp_path / "backups").mkdir()
+    with Queue(db) as q:
+        task = q.task(name="t")(lambda: None)
+        task.map([()] * 500)
+        # While the Queue has the file open, with commits still in the -wal.
+        for command in commands:
+            command = command.replace("/srv/myapp/tasks.db", str(db))
+            command = command.replace("/backups/", f"{tmp_path}/backups/")
+            proc = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+        task.map([()] * 10)
+    copies = sorted((tmp_path / "backups").iterdir())
+    assert len(copies) == 2
+    for copy in copies:
+        with Queue(copy) as restored:
+            assert restored.stats()["pending"] == 500, copy

@@ -36,7 +36,7 @@ def test_stats_get_job_and_list_jobs(job_queue: Queue) -> None:
         "pending": 4,
         "claimed": 0,
         "running": 0,
-        "completed": 0,
+        "complete": 0,
         "failed": 0,
         "dead": 0,
         "cancelled": 0,
@@ -54,6 +54,24 @@ def test_stats_get_job_and_list_jobs(job_queue: Queue) -> None:
     job_queue.start_worker()
     jb.result(timeout=10)
     assert [j.id for j in job_queue.list_jobs(status="complete", queue="other")] == [jb.id]
+
+
+def test_stats_use_the_status_names_and_keep_completed_as_an_alias(job_queue: Queue) -> None:
+    @job_queue.task()
+    def f() -> None: ...
+
+    jobs = f.map([()] * 3)
+    job_queue.start_worker()
+    for job in jobs:
+        job.result(timeout=10)
+    stats = job_queue.stats()
+    assert {job.status for job in jobs} == {"complete"}
+    assert list(stats) == ["pending", "claimed", "running", "complete", "failed", "dead", "cancelled"]
+    assert stats["complete"] == stats["completed"] == stats.get("completed") == 3
+    assert sum(stats.values()) == 3, "the alias is not counted twice"
+    assert stats.get("done", -1) == -1 and stats.get("done") is None
+    with pytest.raises(KeyError):
+        stats["done"]
 
 
 def test_job_result_snapshot_and_refresh(job_queue: Queue) -> None:

@@ -153,7 +153,7 @@ class JobLifeCycle(RuleBasedStateMachine):
             "pending": 0,
             "claimed": 0,
             "running": 0,
-            "completed": 0,
+            "complete": 0,
             "failed": 0,
             "dead": 0,
             "cancelled": 0,
@@ -168,7 +168,7 @@ class JobLifeCycle(RuleBasedStateMachine):
             assert data["status"] == expected.status, (job_id, data, expected)
             assert data["attempt"] == expected.attempt, (job_id, data, expected)
             assert len(job.errors) == expected.errors, (job_id, job.errors, expected)
-            counts["completed" if expected.status == "complete" else expected.status] += 1
+            counts[expected.status] += 1
         assert self.queue.stats() == counts
 
 

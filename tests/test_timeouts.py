@@ -74,12 +74,34 @@ def test_a_late_result_after_a_timeout_is_discarded_and_logged(
         return "second attempt"
 
     caplog.set_level(logging.WARNING, logger="taskito")
-    job_queue.start_worker(workers=2)
-    job = slow.delay()
-    assert job.result(timeout=10) == "second attempt"
-    release.set()
-    job_queue.shutdown()
-    assert job.result(timeout=1) == "second attempt"
+    # The worker logs its events from a thread of its own, which may still be
+    # logging the last of them when shutdown() returns: wait for that one. On
+    # the root logger after caplog's handler, so caplog has it once seen is set.
+    discarded = _LogWatch("discarded the late outcome of attempt 1")
+    logging.getLogger().addHandler(discarded)
+    try:
+        job_queue.start_worker(workers=2)
+        job = slow.delay()
+        assert job.result(timeout=10) == "second attempt"
+        release.set()
+        job_queue.shutdown()
+        assert job.result(timeout=1) == "second attempt"
+        assert discarded.seen.wait(10), [r.getMessage() for r in caplog.records]
+    finally:
+        logging.getLogger().removeHandler(discarded)
     messages = [r.getMessage() for r in caplog.records]
     assert any("ran past its timeout" in m for m in messages), messages
     assert any("discarded the late outcome of attempt 1" in m for m in messages), messages
+
+
+class _LogWatch(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()

@@ -27,9 +27,21 @@ pub enum Error {
     #[error("{0}")]
     ForeignSqlite(String),
 
-    /// The database refused an operation (locked past the busy timeout, corrupt, full...).
+    /// SQLite failed, before the storage said which database and why (see
+    /// [`Error::Database`], what the storage returns instead).
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+
+    /// The database refused or failed an operation: `message` names the
+    /// file and says what to do. `source` is SQLite's own error, if any.
+    #[error("{message}")]
+    Database {
+        path: String,
+        fault: DatabaseFault,
+        message: String,
+        #[source]
+        source: Option<rusqlite::Error>,
+    },
 
     /// The filesystem refused to create or open the database.
     #[error("{context}: {source}")]
@@ -40,7 +52,36 @@ pub enum Error {
     },
 }
 
+/// What kind of trouble a [`Error::Database`] is, for whoever must react to it
+/// (the Python bindings choose an exception class by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatabaseFault {
+    /// Another process held the database's lock past the busy timeout.
+    Locked,
+    /// The file, or the folder its companion files go in, cannot be written.
+    ReadOnly,
+    /// The file cannot be opened (a missing folder, say).
+    CannotOpen,
+    /// The file is not a SQLite database, or it is damaged.
+    Corrupt,
+    /// A SQLite database whose tables taskito did not create.
+    NotOurs,
+    /// Anything else SQLite reports (disk full, I/O error...).
+    Other,
+}
+
 impl Error {
+    /// SQLite's own error behind this one, whether the storage has named the
+    /// database yet or not: what code that reacts to a SQLite error code
+    /// should look at.
+    pub fn sqlite(&self) -> Option<&rusqlite::Error> {
+        match self {
+            Error::Sqlite(e) => Some(e),
+            Error::Database { source, .. } => source.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -126,8 +126,20 @@ def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pyteste
     project.makeini(ini("pythonpath = ."))
     result = project.runpytest()
     result.assert_outcomes(passed=4)
+    # The header says where the app comes from: the fixture, at its line.
+    result.stdout.fnmatch_lines(["taskito: *, app=taskito_app fixture (conftest.py:4)"])
     with Queue(project.path / "appdata" / "app.db") as real:
         assert sum(real.stats().values()) == 0
+    # The ini names another app: the fixture wins, and the header says so.
+    project.makeini(ini("pythonpath = .", "taskito_app = myapp:queue"))
+    result = project.runpytest("-k", "test_options_win_over_the_app")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "taskito: *, app=taskito_app fixture "
+            "(conftest.py:4; overrides app=myapp:queue from ini taskito_app)"
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -145,14 +157,25 @@ def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pyteste
             "taskito_app = myapp:double",
             "the app 'myapp:double' (from ini taskito_app) must be a taskito.Queue (or None), got TaskWrapper",
         ),
+        (
+            "taskito_app = broken:queue",
+            "the app 'broken:queue' (from ini taskito_app): importing 'broken' failed: "
+            "ZeroDivisionError: division by zero",
+        ),
     ],
 )
-def test_bad_apps_are_reported(project: pytest.Pytester, setup: str, message: str) -> None:
-    project.makepyfile(myapp=MYAPP, test_x="def test_x(queue): pass")
+def test_a_bad_app_is_one_usage_error_at_startup(project: pytest.Pytester, setup: str, message: str) -> None:
+    project.makepyfile(
+        myapp=MYAPP,
+        broken="import taskito\nqueue = taskito.Queue(':memory:')\n1 / 0\n",
+        test_x="def test_x(queue): pass\ndef test_y(queue): pass\ndef test_z(): pass",
+    )
     project.makeini(ini(setup, "pythonpath = ."))
     result = project.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([f"*UsageError: {message}"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert result.stderr.str().count("ERROR") == 1, "one error for the run, none per test"
+    result.stdout.no_fnmatch_line("*test_x*")
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,14 @@ def test_the_documented_tests_pass(project: pytest.Pytester, with_conftest: bool
     # Hypothesis's plugin only costs time here.
     result = project.runpytest("-p", "no:hypothesispytest", *args)
     result.assert_outcomes(passed=6)
-    result.stdout.fnmatch_lines(["taskito: workers=*, app=myapp:queue (ini taskito_app)"])
+    if with_conftest:
+        result.stdout.fnmatch_lines(
+            [
+                "taskito: workers=*, app=taskito_app fixture (conftest.py:6; overrides app=myapp:queue from ini taskito_app)"
+            ]
+        )
+    else:
+        result.stdout.fnmatch_lines(["taskito: workers=*, app=myapp:queue (ini taskito_app)"])
     # The app's own database exists (importing myapp made it) and stayed empty.
     with Queue(project.path / "data" / "tasks.db") as real:
         assert sum(real.stats().values()) == 0

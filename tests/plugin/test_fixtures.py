@@ -171,7 +171,7 @@ def test_waiting_helpers(project: pytest.Pytester) -> None:
             assert job.id in str(info.value) and "RuntimeError: down" in str(info.value)
             assert isinstance(info.value, TimeoutError)
 
-        def test_jobs_delayed_beyond_the_wait_do_not_hold_it_up(queue, worker):
+        def test_without_delayed_jobs_they_do_not_hold_it_up(queue, worker):
             @queue.task()
             def later():
                 return "later"
@@ -184,12 +184,42 @@ def test_waiting_helpers(project: pytest.Pytester) -> None:
             soon = now.apply_async(delay=0.1)
             ready = now.delay()
             started = time.monotonic()
-            worker.wait_idle(timeout=20)
+            worker.wait_idle(timeout=20, include_delayed=False)
             assert time.monotonic() - started < 10
             assert ready.status == "complete"
             assert delayed.status == "pending"
             # run_until_complete waits for delayed jobs.
             assert worker.run_until_complete([soon]) == ["now"]
+
+        def test_wait_idle_waits_for_delayed_jobs_due_within_its_limit(queue, worker):
+            @queue.task()
+            def now():
+                return "now"
+
+            soon = now.apply_async(delay=0.3)
+            sooner = now.apply_async(delay=0.1)
+            worker.wait_idle(timeout=20)
+            assert (soon.status, sooner.status) == ("complete", "complete")
+            assert worker.completed == [soon, sooner]
+
+        def test_a_delayed_job_due_after_the_limit_times_out_at_once(queue, worker):
+            @queue.task()
+            def now():
+                return "now"
+
+            late = now.apply_async(delay=3600)
+            now.delay()  # due work does not delay the verdict on the late job
+            started = time.monotonic()
+            with pytest.raises(JobTimeoutError) as info:
+                worker.wait_idle(timeout=20)
+            assert time.monotonic() - started < 10
+            message = str(info.value)
+            assert message.startswith(
+                "wait_idle: a delayed job falls due after the wait's limit of 20s; it cannot become idle in time"
+            )
+            assert f"job {late.id} (" in message and "delayed: due in 3" in message
+            assert "include_delayed=False" in message
+            assert late.status == "pending"
 
         def test_failures_are_raised_once_unless_told_not_to(queue, worker):
             @queue.task(max_retries=0)
@@ -278,7 +308,7 @@ def test_waiting_helpers(project: pytest.Pytester) -> None:
             worker.wait_idle()
         """
     )
-    project.runpytest().assert_outcomes(passed=8)
+    project.runpytest().assert_outcomes(passed=10)
 
 
 def test_async_tests_await_results(project: pytest.Pytester) -> None:
@@ -402,4 +432,39 @@ def test_wait_idle_raises_a_new_failure_even_when_the_dead_count_is_unchanged(
     project: pytest.Pytester,
 ) -> None:
     project.makepyfile(FAILURE_AFTER_PURGE)
+    project.runpytest().assert_outcomes(passed=1)
+
+
+def test_wait_idle_counts_jobs_the_worker_holds_but_has_not_started(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import threading
+        import pytest
+        from pytest_taskito import TaskitoWorker
+        from taskito import JobTimeoutError
+
+        def test_claimed_jobs_keep_it_busy(queue):
+            release = threading.Event()
+
+            @queue.task()
+            def hold():
+                release.wait(10)
+
+            first, second = hold.delay(), hold.delay()
+            # One thread, and one job held beyond it: the second job is claimed.
+            queue.start_worker(workers=1, prefetch=1)
+            worker = TaskitoWorker(queue, threads=1, timeout=10)
+            tick = threading.Event()
+            while (first.status, second.status) != ("running", "claimed"):
+                tick.wait(0.01)
+            try:
+                with pytest.raises(JobTimeoutError, match="still busy after 0.2s") as info:
+                    worker.wait_idle(timeout=0.2)
+                assert f"job {second.id} (" in str(info.value)
+            finally:
+                release.set()
+            worker.wait_idle()
+            assert worker.completed == [first, second]
+        """
+    )
     project.runpytest().assert_outcomes(passed=1)

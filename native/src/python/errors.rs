@@ -14,7 +14,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::PyTypeInfo;
 
-use crate::error::Error;
+use crate::error::{DatabaseFault, Error};
 
 /// Declares the classes: name, docstring, then bases (the first base is
 /// another class of the hierarchy or `Exception`).
@@ -71,7 +71,7 @@ hierarchy! {
         [ours(&TASKITO_ERROR)];
     QUEUE_CLOSED = "QueueClosedError", "The queue was closed (or shut down) and cannot take this call.",
         [ours(&TASKITO_ERROR), std::<PyRuntimeError>];
-    STORAGE = "StorageError", "The database failed or refused the operation.",
+    STORAGE = "StorageError", "The database failed or refused the operation; the message names the database file and says what to do.",
         [ours(&TASKITO_ERROR), std::<PyOSError>];
     STORAGE_NOT_FOUND = "StorageNotFoundError", "The database file or its folder does not exist and cannot be created.",
         [ours(&STORAGE), std::<PyFileNotFoundError>];
@@ -114,6 +114,14 @@ impl From<Error> for PyErr {
             Error::Closed(_) => &QUEUE_CLOSED,
             Error::ForeignSqlite(_) => &FOREIGN_SQLITE,
             Error::Sqlite(e) => sqlite_class(e),
+            Error::Database { fault, .. } => match fault {
+                DatabaseFault::ReadOnly => &STORAGE_PERMISSION,
+                DatabaseFault::CannotOpen => &STORAGE_NOT_FOUND,
+                DatabaseFault::Locked
+                | DatabaseFault::Corrupt
+                | DatabaseFault::NotOurs
+                | DatabaseFault::Other => &STORAGE,
+            },
             Error::Io { source, .. } => match source.kind() {
                 ErrorKind::NotFound => &STORAGE_NOT_FOUND,
                 ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => &STORAGE_PERMISSION,

@@ -235,18 +235,13 @@ impl NativeQueue {
         errors.iter().map(|e| error_dict(py, e)).collect()
     }
 
+    /// Job counts by status, keyed by the names `job.status` uses.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let engine = self.engine(py)?;
         let stats = py.detach(|| engine.storage.stats())?;
         let dict = PyDict::new(py);
         for status in Status::ALL {
-            // The count of complete jobs is "completed" in stats().
-            let key = if status == Status::Complete {
-                "completed"
-            } else {
-                status.name()
-            };
-            dict.set_item(key, stats.get(status))?;
+            dict.set_item(status.name(), stats.get(status))?;
         }
         Ok(dict)
     }

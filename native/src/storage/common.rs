@@ -124,16 +124,26 @@ pub fn json_names(names: &[String]) -> String {
 
 /// The message a job gets when no worker ever registered its task.
 pub fn unknown_task(task_name: &str) -> Failure {
+    let mut message = format!(
+        "no worker has registered a task named {task_name:?}: it waited for one past the \
+         unknown_task_grace period"
+    );
+    if task_name.starts_with("__main__.") {
+        message.push_str(MAIN_TASK_HINT);
+    }
     Failure {
         error_type: "UnknownTaskError".to_string(),
-        message: format!(
-            "no worker has registered a task named {task_name:?}: it waited for one past the \
-             unknown_task_grace period"
-        ),
+        message,
         traceback: String::new(),
         retryable: false,
     }
 }
+
+/// Why a task named `__main__.*` finds no worker, and what to do.
+const MAIN_TASK_HINT: &str = "; the producer defined it in a script without a file \
+    (python -c, a REPL), whose tasks are named __main__.*, a module no worker can import: \
+    pass name= to @queue.task, or define the task in a module the worker imports and run the \
+    producer with python -m";
 
 #[cfg(test)]
 mod tests {

@@ -16,12 +16,15 @@
 //! [`Storage`] lives with its concern: `enqueue`, `claim`, `outcomes` (how
 //! running jobs end or go back), `maintenance` (timers and purges) and
 //! `reads`. `schema` holds the migrations, `foreign` the guard against a
-//! second SQLite library in the process. Decisions that are not SQL (retry
+//! second SQLite library in the process, `diagnose` what a SQLite error
+//! means, named after the database (every error of `open`, `read` and
+//! `write` goes through it). Decisions that are not SQL (retry
 //! timing, claim order, a lost worker's failure) are shared with other
 //! backends in `storage::common`.
 
 mod cells;
 mod claim;
+mod diagnose;
 mod enqueue;
 mod foreign;
 mod maintenance;
@@ -131,6 +134,11 @@ impl SqliteStorage {
         if config.path.is_empty() {
             return Err(Error::invalid("db_path must not be empty"));
         }
+        let (path, busy_timeout) = (config.path.clone(), config.busy_timeout);
+        Self::open_named(config).map_err(|e| diagnose::name_database(&path, busy_timeout, e))
+    }
+
+    fn open_named(config: SqliteConfig) -> Result<Self> {
         if config.path == MEMORY {
             let mut writer = Connection::open_in_memory()?;
             configure(&mut writer, &config, Role::Writer, false)?;
@@ -173,27 +181,35 @@ impl SqliteStorage {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        out.map_err(|e| self.name_database(e))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let Some(pool) = &self.readers else {
-            return f(&self.writer.lock());
+            return f(&self.writer.lock()).map_err(|e| self.name_database(e));
         };
         let idle = pool.lock().pop();
         let conn = match idle {
             Some(conn) => conn,
-            None => open_file(Path::new(&self.config.path), &self.config, Role::Reader)?,
+            None => open_file(Path::new(&self.config.path), &self.config, Role::Reader)
+                .map_err(|e| self.name_database(e))?,
         };
         let out = f(&conn);
         let mut idle = pool.lock();
         if idle.len() < MAX_IDLE_READERS {
             idle.push(conn);
         }
-        out
+        out.map_err(|e| self.name_database(e))
+    }
+
+    fn name_database(&self, error: Error) -> Error {
+        diagnose::name_database(&self.config.path, self.config.busy_timeout, error)
     }
 }
 
@@ -208,6 +224,11 @@ fn open_file(path: &Path, config: &SqliteConfig, role: Role) -> Result<Connectio
     // own mutex or the reader pool), so SQLite's per-call locking is waste.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
+    // SQLite falls back to reading only when it cannot write the file: say
+    // why now, rather than at the first write.
+    if role == Role::Writer && conn.is_readonly(rusqlite::MAIN_DB)? {
+        return Err(diagnose::opened_read_only());
+    }
     configure(&mut conn, config, role, true)?;
     Ok(conn)
 }

@@ -3,9 +3,9 @@
 //! Each entry of [`MIGRATIONS`] moves the database from version `i` to `i + 1`.
 //! Append new entries; never edit one that has shipped.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{Error, Result};
+use crate::error::{DatabaseFault, Error, Result};
 
 // Job states are spelled as numbers here, not with `state_sql!`: a migration
 // that has shipped is history and must go on creating exactly what it
@@ -94,6 +94,12 @@ CREATE TABLE known_tasks (
 
 const MIGRATIONS: &[&str] = &[V1, V2];
 
+/// A table some migration creates, if a database taskito never touched
+/// already has one (`jobs` first: the one users recognise).
+const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
+     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks') \
+     ORDER BY name <> 'jobs', name LIMIT 1";
+
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database up to [`VERSION`]. Safe to race from many processes:
@@ -105,10 +111,27 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let path = tx.path().filter(|p| !p.is_empty()).unwrap_or(":memory:");
     if current > VERSION {
         return Err(Error::invalid(format!(
-            "the database was created by a newer taskito (schema version {current}, this one knows {VERSION})"
+            "{path} was created by a newer taskito (schema version {current}, this one knows {VERSION})"
         )));
+    }
+    if current == 0 {
+        // Version 0 is also every database taskito never touched: one with a
+        // table of our names would make a migration fail with its whole SQL
+        // text. Say what is wrong instead.
+        let taken: Option<String> = tx.query_row(TAKEN_TABLE, [], |r| r.get(0)).optional()?;
+        if let Some(table) = taken {
+            return Err(Error::Database {
+                path: path.to_string(),
+                fault: DatabaseFault::NotOurs,
+                message: format!(
+                    "{path} has a table named {table} that taskito did not create; use another file"
+                ),
+                source: None,
+            });
+        }
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql)?;

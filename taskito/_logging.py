@@ -1,0 +1,53 @@
+"""How ``taskito worker`` writes its log: stdlib ``logging`` on stderr, as
+text for people or as one JSON object per line for log collectors.
+
+taskito logs under ``taskito.*`` loggers (``taskito.worker``, ``taskito.cli``);
+records about one job carry ``job_id`` (and, where known, ``task`` and
+``attempt``) as extra attributes, which the JSON format writes as fields.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# Extra attributes a record may carry about its job, written as JSON fields.
+JOB_FIELDS = ("job_id", "task", "attempt")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: ``time`` (UTC, ISO 8601 with
+    milliseconds), ``level``, ``logger``, ``message``, the job fields the
+    record carries, and ``exception`` (the formatted traceback) if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in JOB_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        # default=str: an extra field that is not JSON still gets logged.
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str, log_format: str) -> None:
+    """Sends every log record at ``level`` and above to stderr in
+    ``log_format`` ("text" or "json"). Called before the app is imported, so
+    that its import-time records are formatted too; an app that configures
+    logging itself may still add handlers afterwards."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler])
