@@ -51,3 +51,39 @@ def configure(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+
+
+# The engine's events, logged under taskito.events (a failed attempt names
+# the job, task and attempt in the record's extras too), at these levels.
+_events = logging.getLogger("taskito.events")
+
+EVENT_LEVELS = {
+    "retry": logging.WARNING,
+    "cancelled": logging.WARNING,
+    "dead": logging.ERROR,
+    "succeeded": logging.DEBUG,
+    "claimed": logging.DEBUG,
+    "stale_outcome": logging.WARNING,
+    "lease_expired": logging.WARNING,
+    "timed_out": logging.WARNING,
+    "unknown_task": logging.ERROR,
+    "quarantined": logging.ERROR,
+    "stopped": logging.CRITICAL,
+    "storage_error": logging.ERROR,
+    "runner_panicked": logging.ERROR,
+}
+
+
+def debug_events() -> bool:
+    """Whether the engine should also report each success and claim."""
+    return _events.isEnabledFor(logging.DEBUG)
+
+
+def log_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
+    """Logs one event of a worker's engine (its ``on_event`` callback)."""
+    level = EVENT_LEVELS.get(kind, logging.INFO)
+    extra = {"event": kind, "job_id": job_id, "task": task, "attempt": attempt}
+    if job_id is None:
+        _events.log(level, "%s", message, extra=extra)
+    else:
+        _events.log(level, "job %s: %s", job_id, message, extra=extra)

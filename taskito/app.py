@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
-import signal
 import sys
 import threading
-import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _options
-from taskito._native import OUTCOME_CANCELLED, OUTCOME_FAILURE, OUTCOME_SUCCESS, NativeQueue
-from taskito.context import JobContext, _current
+from taskito import _execution, _logging, _options, _stopping
+from taskito._native import NativeQueue
+from taskito.context import _current
 from taskito.exceptions import (
     InvalidArgumentError,
-    JobCancelledError,
     JobNotFoundError,
-    SerializationError,
+    StorageError,
     UnknownTaskError,
 )
 from taskito.result import JobCounts, JobResult
@@ -39,11 +33,6 @@ _workers_started = 0
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# What `_execute` hands the engine for one attempt: (OUTCOME_SUCCESS, result
-# bytes), (OUTCOME_FAILURE, (type, message, traceback, retryable)) or
-# (OUTCOME_CANCELLED, message). Any other tag fails the attempt for good.
-AttemptOutcome = tuple[int, Any]
 
 
 class Queue:
@@ -458,7 +447,7 @@ class Queue:
             engine = self._client.engine
             engine.start_worker(
                 self._execute,
-                _log_event,
+                _logging.log_event,
                 threads,
                 queues,
                 self.lease_duration,
@@ -468,7 +457,7 @@ class Queue:
                 list(self._tasks),
                 held,
                 self.unknown_task_grace,
-                _events.isEnabledFor(logging.DEBUG),
+                _logging.debug_events(),
             )
             self._worker_engine = engine
             _workers_started += 1
@@ -483,22 +472,37 @@ class Queue:
         """Runs a worker until ``shutdown()`` is called (from another thread),
         or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
 
-        The calling thread does not hold the GIL while it waits.
+        The first signal stops it gracefully (running tasks get
+        ``shutdown_timeout`` to finish); a second one stops it at once, hands
+        the running tasks' jobs back to the queue, and raises ``SystemExit``
+        with status 130 (SIGINT) or 143 (SIGTERM). If the worker stopped on
+        its own (its database file was deleted or replaced), this raises
+        ``StorageError`` saying why. The calling thread does not hold the GIL
+        while it waits.
         """
+        engine = self._client.engine
         # Handlers first: a signal that arrives once jobs run must stop the worker.
-        restore = _install_stop_signals(self._client.engine.request_stop)
+        signals = _stopping.StopSignals(engine, self.shutdown_timeout)
+        signals.install()
         try:
             self.start_worker(queues, workers=workers, prefetch=prefetch)
         except BaseException:
-            restore()  # and leave alone a worker that was already running
+            signals.restore()  # and leave alone a worker that was already running
             raise
         try:
-            while not self._client.engine.wait_worker(0.1):
-                if self._client.engine.worker_stopping():
+            while not engine.wait_worker(0.1):
+                if engine.worker_stopping():
                     break
+            # The handlers stay: a second signal while running tasks finish
+            # stops the worker at once.
+            _stopping.wait_in_slices(self.shutdown)
         finally:
-            restore()
-            self.shutdown()
+            signals.restore()
+        error = engine.worker_error
+        if error is not None:
+            raise StorageError(error)
+        if signals.hurried:
+            raise SystemExit(signals.exit_status)
 
     def shutdown(self, timeout: float | None = None) -> int:
         """Stops the worker: claims nothing new, lets running jobs finish
@@ -528,7 +532,16 @@ class Queue:
         return int(left)
 
     def close(self) -> None:
-        """Stops the worker (see ``shutdown``) and closes the database."""
+        """Stops the worker (see ``shutdown``) and closes the database.
+        Threads of this process waiting in ``result()`` or ``aresult()`` on
+        it raise ``QueueClosedError``.
+
+        Called from inside a task, it closes the queue in the background once
+        that task (and the others running) returned, so that their outcomes
+        are recorded; it returns at once."""
+        if _current.get() is not None:
+            threading.Thread(target=self._finalizer, name="taskito-close").start()
+            return
         self._finalizer()
 
     @property
@@ -594,38 +607,10 @@ class Queue:
         attempt: int,
         max_retries: int,
         queue: str,
-    ) -> AttemptOutcome:
-        task = self._tasks.get(task_name)
-        if task is None:
-            return OUTCOME_FAILURE, ("UnknownTaskError", _unknown_task_message(task_name), "", False)
-        try:
-            args, kwargs = self._client.serializer.loads(payload)
-        except Exception as exc:
-            return _failure(exc, "cannot decode the job's arguments: ", retryable=False)
-        context = JobContext(
-            job_id, task_name, queue, attempt, max_retries, task.soft_timeout, self._client.engine
+    ) -> _execution.AttemptOutcome:
+        return _execution.execute(
+            self._tasks, self._client, task_name, payload, job_id, attempt, max_retries, queue
         )
-        token = _current.set(context)
-        try:
-            value = task.fn(*args, **kwargs)
-            if inspect.iscoroutine(value):
-                value = asyncio.run(value)
-        except JobCancelledError as exc:
-            if context.cancel_requested():
-                return OUTCOME_CANCELLED, str(exc)
-            # Not this job's cancellation (a sub-job's result(), say): a failure.
-            return _failure(exc, retryable=task.should_retry(exc))
-        except BaseException as exc:
-            return _failure(exc, retryable=task.should_retry(exc))
-        finally:
-            _current.reset(token)
-        try:
-            result = self._client.serializer.dumps(value)
-            if not isinstance(result, bytes):
-                raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
-        except Exception as exc:
-            return _failure(exc, "cannot serialize the task's result: ", retryable=False)
-        return OUTCOME_SUCCESS, result
 
 
 def _absolute_db_path(path: str) -> str:
@@ -652,74 +637,6 @@ def _import_name(module: str) -> str:
     if isinstance(file, str) and file:
         return os.path.splitext(os.path.basename(file))[0]
     return module
-
-
-def _unknown_task_message(task_name: str) -> str:
-    message = f"no task named {task_name!r} is registered on this worker"
-    if task_name.startswith("__main__."):
-        # As the engine says it of a job no worker ever had (storage/common.rs).
-        message += (
-            "; the producer defined it in a script without a file (python -c, a REPL), whose "
-            "tasks are named __main__.*, a module no worker can import: pass name= to "
-            "@queue.task, or define the task in a module the worker imports and run the "
-            "producer with python -m"
-        )
-    return message
-
-
-def _failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> AttemptOutcome:
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    trace = "".join(traceback.format_exception(exc))
-    return OUTCOME_FAILURE, (name, context + str(exc), trace, retryable)
-
-
-# The engine's events, logged under taskito.events (taskito.* loggers; a
-# failed attempt names the job, task and attempt in the record's extras too).
-_events = logging.getLogger("taskito.events")
-
-_EVENT_LEVELS = {
-    "retry": logging.WARNING,
-    "cancelled": logging.WARNING,
-    "dead": logging.ERROR,
-    "succeeded": logging.DEBUG,
-    "claimed": logging.DEBUG,
-    "stale_outcome": logging.WARNING,
-    "lease_expired": logging.WARNING,
-    "timed_out": logging.WARNING,
-    "unknown_task": logging.ERROR,
-    "quarantined": logging.ERROR,
-    "storage_error": logging.ERROR,
-    "runner_panicked": logging.ERROR,
-}
-
-
-def _log_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
-    level = _EVENT_LEVELS.get(kind, logging.INFO)
-    extra = {"event": kind, "job_id": job_id, "task": task, "attempt": attempt}
-    if job_id is None:
-        _events.log(level, "%s", message, extra=extra)
-    else:
-        _events.log(level, "job %s: %s", job_id, message, extra=extra)
-
-
-def _install_stop_signals(stop: Callable[[], None]) -> Callable[[], None]:
-    """On the main thread, makes SIGINT and SIGTERM stop the worker
-    gracefully; returns a function that restores the previous handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s: stopping the worker", signal.Signals(signum).name)
-        stop()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
 
 
 # Databases whose wake-up fallback was already logged by this process.

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import TextIO
 
 import pytest
 
@@ -93,7 +94,65 @@ def test_sigint_lets_the_running_job_finish(app: ModuleType, tmp_path: Path) -> 
             worker.kill()
     assert worker.returncode == 0, err
     assert job.result(timeout=5) == "finished"
-    assert "stopping the worker" in err
+    assert "received SIGINT: stopping gracefully" in err and "send it again (Ctrl-C) to stop now" in err
+    assert "Traceback" not in err
+
+
+class StderrLines:
+    """Reads a process's stderr as it comes, so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        assert proc.stderr is not None
+        self._reader = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: TextIO) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def join(self) -> str:
+        """Everything the process wrote, once it has exited."""
+        self._reader.join(timeout=30)
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        with self._changed:
+            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout)
+        assert found, f"no line with {text!r} in {self.lines}"
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_second_signal_stops_at_once_and_hands_the_job_back(
+    app: ModuleType, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    worker = taskito(tmp_path, "worker", "--app", "cliapp:queue", "--queues", "slow,default")
+    stderr = StderrLines(worker)
+    job = app.wait_for.delay(str(tmp_path / "never"))  # runs until interrupted
+    try:
+        while job.status != "running":
+            with pytest.raises(TimeoutError):
+                job.result(timeout=0.05)
+        worker.send_signal(sig)
+        stderr.wait_for("stopping gracefully")
+        worker.send_signal(sig)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        err = stderr.join()
+        for pipe in (worker.stdout, worker.stderr):
+            assert pipe is not None
+            pipe.close()
+    assert worker.returncode == status, err
+    assert f"received {sig.name} again: stopping now" in err
+    assert "Traceback" not in err
+    # Back in the queue as if it never started: the operator stopped it.
+    record = job.to_dict()
+    assert (record["status"], record["attempt"], record["started_at"]) == ("pending", 0, None)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ shutdown, close, and what the interpreter's exit does to tasks left behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -186,3 +187,88 @@ def test_a_task_can_shut_its_own_worker_down(job_queue: Queue) -> None:
     waiting = stop_everything.delay()
     with pytest.raises(JobTimeoutError):
         waiting.result(timeout=0.2)
+
+
+def test_close_wakes_every_waiter_with_queue_closed_error(make_queue: MakeQueue) -> None:
+    q = make_queue()
+
+    @q.task()
+    def never_run() -> None: ...
+
+    job = never_run.delay()  # no worker: it stays pending
+    raised: list[BaseException] = []
+    waiting = threading.Barrier(3)
+
+    def wait_sync() -> None:
+        waiting.wait()
+        try:
+            job.result(timeout=None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    def wait_async() -> None:
+        async def main() -> None:
+            waiting.wait()
+            await job.aresult(timeout=None)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            raised.append(exc)
+
+    threads = [threading.Thread(target=wait_sync), threading.Thread(target=wait_async)]
+    for t in threads:
+        t.start()
+    waiting.wait()
+    q.close()
+    for t in threads:
+        t.join(timeout=10)
+        assert not t.is_alive(), "a waiter was left blocked"
+    assert len(raised) == 2 and all(isinstance(e, QueueClosedError) for e in raised), raised
+
+
+def test_close_inside_a_task_closes_once_it_returned_and_keeps_its_outcome(tmp_path: Path) -> None:
+    path = str(tmp_path / "jobs.db")
+    with Queue(path) as reader, Queue(path, workers=1) as q:
+
+        @q.task(name="closer")
+        def closer() -> str:
+            q.close()
+            return "kept"
+
+        reader.task(name="closer")(closer.fn)
+        q.start_worker()
+        job = reader.tasks["closer"].delay()
+        assert job.result(timeout=30) == "kept"
+        stopped = threading.Event()
+        while not q.closed:
+            assert not stopped.wait(0.01) and job.status == "complete"
+        assert job.to_dict()["attempt"] == 1, "not run again"
+
+
+def test_a_worker_whose_database_file_is_deleted_stops_with_an_error(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    (tmp_path / "gone.py").write_text(
+        "from taskito import Queue\n"
+        f"queue = Queue({str(db)!r}, lease_duration=1.0, heartbeat_interval=0.2)\n"
+        "queue.task(name='t')(lambda: None)\n"
+    )
+    with Queue(str(db)) as watcher:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskito", "worker", "--app", "gone:queue"],
+            cwd=tmp_path,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ready = threading.Event()
+            while not watcher.workers():
+                assert proc.poll() is None and not ready.wait(0.01)
+            db.unlink()
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, err
+    assert "was deleted or replaced while it was open" in err
+    assert "Traceback" not in err

@@ -66,6 +66,9 @@ pub enum DatabaseFault {
     Corrupt,
     /// A SQLite database whose tables taskito did not create.
     NotOurs,
+    /// The file was deleted or replaced while it was open: what is written
+    /// now would go to a file no one else will ever open.
+    Gone,
     /// Anything else SQLite reports (disk full, I/O error...).
     Other,
 }

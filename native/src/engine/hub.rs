@@ -172,6 +172,17 @@ impl Hub {
         }
     }
 
+    /// Signals every watcher's pipe and returns the watched jobs (so their
+    /// beacons can be bumped): the queue is closing, and they must look.
+    pub fn wake_all_watchers(&self) -> Vec<i64> {
+        let watchers = self.watchers.lock();
+        for watched in watchers.by_job.values() {
+            let state = watched.slot.state.lock();
+            state.signal_fds.iter().copied().for_each(signal);
+        }
+        watchers.by_job.keys().copied().collect()
+    }
+
     /// Wakes the relay whatever it waits for (to make it stop).
     pub fn poke_relay(&self) {
         let mut watchers = self.watchers.lock();

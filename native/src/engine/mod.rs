@@ -94,6 +94,8 @@ pub enum Event {
     /// A job's row could not be read (another program wrote it badly): it
     /// was dead-lettered so that it never stalls the jobs around it.
     Quarantined { id: i64, problem: String },
+    /// The worker stopped on its own, for this reason.
+    Stopped { reason: String },
     /// The runner panicked (a bug); the jobs it held were handed back.
     RunnerPanicked { jobs: usize },
     /// Storage failed; the operation will be retried.
@@ -126,6 +128,7 @@ pub struct Engine {
     pub hub: Arc<Hub>,
     local_worker: Mutex<Option<Weak<dyn LocalWorker>>>,
     relay: Relay,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -136,7 +139,19 @@ impl Engine {
             storage,
             hub,
             local_worker: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn closed_error(id: i64) -> Error {
+        Error::Closed(format!(
+            "the queue was closed while waiting for job {}",
+            format_id(id)
+        ))
     }
 
     /// Stores jobs. A lone job enqueued next to an idle worker of this
@@ -262,6 +277,9 @@ impl Engine {
             if let Some(finished) = watch.get() {
                 return Ok(finished);
             }
+            if self.is_closed() {
+                return Err(Engine::closed_error(id));
+            }
             if let Some(finished) = self.storage.finished(id)? {
                 return Ok(finished);
             }
@@ -283,10 +301,28 @@ impl Engine {
         Ok(self.hub.watch(id, true))
     }
 
-    /// Stops the engine's own threads (the results relay). Workers are
-    /// stopped by their owner before.
+    /// Closes the engine: waiters in this process are woken and raise that
+    /// the queue was closed, and its own threads (the results relay) stop.
+    /// Workers are stopped by their owner before.
     pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.relay.stop();
+        let wakeups = self.storage.wakeups();
+        for id in self.hub.wake_all_watchers() {
+            wakeups.done_for(id).bump();
+        }
+    }
+
+    /// What a relayed watcher (an event loop) finds when it looks: the
+    /// outcome if this process was handed it, an error once the queue is
+    /// closed, else nothing yet.
+    pub fn peek(&self, watch: &Watch, id: i64) -> Result<Option<Finished>> {
+        match watch.get() {
+            Some(finished) => Ok(Some(finished)),
+            None if self.is_closed() => Err(Engine::closed_error(id)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -120,6 +120,7 @@ impl From<Error> for PyErr {
                 DatabaseFault::Locked
                 | DatabaseFault::Corrupt
                 | DatabaseFault::NotOurs
+                | DatabaseFault::Gone
                 | DatabaseFault::Other => &STORAGE,
             },
             Error::Io { source, .. } => match source.kind() {

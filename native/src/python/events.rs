@@ -228,6 +228,7 @@ fn line(event: Event) -> Line {
             Some(id),
             format!("its row cannot be read ({problem}): moved to the dead letters, never run"),
         ),
+        Event::Stopped { reason } => Line::new("stopped", None, reason),
         Event::RunnerPanicked { jobs } => Line::new(
             "runner_panicked",
             None,

@@ -39,6 +39,8 @@ pub struct NativeQueue {
 struct Open {
     engine: Arc<engine::Engine>,
     worker: Option<ActiveWorker>,
+    /// Why the last worker stopped on its own, if it did.
+    worker_error: Option<String>,
     pid: u32,
 }
 
@@ -56,6 +58,7 @@ fn open(config: &SqliteConfig) -> Result<Open> {
     Ok(Open {
         engine: engine::Engine::new(storage),
         worker: None,
+        worker_error: None,
         pid: std::process::id(),
     })
 }
@@ -450,6 +453,7 @@ impl NativeQueue {
                 .is_some_and(|active| Arc::ptr_eq(&active.worker, &worker))
             {
                 open.worker = None;
+                open.worker_error = worker.fatal();
             }
         }
         Ok(left)
@@ -472,6 +476,27 @@ impl NativeQueue {
             }),
         }
         Ok(left)
+    }
+
+    /// Cuts short a stop under way, or the next one (a second Ctrl-C): it no
+    /// longer waits for running tasks, whose jobs go back to the queue with
+    /// their attempt not counted.
+    fn hurry_stop(&self) {
+        if let Some(worker) = self.worker() {
+            worker.hurry();
+        }
+    }
+
+    /// Why the worker stopped on its own (its database file was deleted or
+    /// replaced, say), if it did.
+    #[getter]
+    fn worker_error(&self) -> Option<String> {
+        let state = self.state.read();
+        let open = state.as_ref()?;
+        match &open.worker {
+            Some(active) => active.worker.fatal(),
+            None => open.worker_error.clone(),
+        }
     }
 
     /// Sets the task names this Queue's worker claims jobs of (after a task

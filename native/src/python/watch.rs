@@ -79,7 +79,10 @@ impl AsyncWatch {
         let Some(watch) = &self.watch else {
             return Err(Error::Closed("this watch is closed".into()).into());
         };
-        watch.get().map(|f| finished_tuple(py, f)).transpose()
+        self.engine
+            .peek(watch, self.id)?
+            .map(|f| finished_tuple(py, f))
+            .transpose()
     }
 
     /// The job's final state if it has one now, else None: what `peek`

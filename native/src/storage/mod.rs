@@ -223,6 +223,13 @@ pub trait Storage: Send + Sync {
     /// live worker at `now` has, counted by task name.
     fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>>;
 
+    /// Fails if the database is no longer where it was opened (its file
+    /// deleted or replaced), so that a worker stops instead of serving a
+    /// database no one else will open.
+    fn check_still_there(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Quarantines rows that cannot be read and no claim would reach (a
     /// status that is no state), and returns them with the ones claims
     /// quarantined since the last call. Backends whose columns are typed

@@ -293,8 +293,8 @@ fn jobs_of_a_dead_worker_are_recovered_after_its_lease() {
 fn leases_of_long_jobs_are_renewed() {
     let engine = engine();
     let mut cfg = config(1);
-    cfg.lease = Duration::from_millis(200);
-    cfg.heartbeat = Duration::from_millis(40);
+    cfg.lease = Duration::from_secs(1);
+    cfg.heartbeat = Duration::from_millis(50);
     let gate = Arc::new(Barrier::new(2));
     let g = gate.clone();
     let (worker, events) = start(&engine, cfg, move |job| {
@@ -320,7 +320,7 @@ fn leases_of_long_jobs_are_renewed() {
             .unwrap()
             .lease_expires_at
             .unwrap()
-            > first_lease + 300_000
+            > first_lease + 150_000
     };
     let deadline = std::time::Instant::now() + WAIT;
     while !renewed() {
@@ -456,8 +456,13 @@ fn bad_worker_settings_are_refused() {
             ..config(1)
         },
         WorkerConfig {
-            heartbeat: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(2),
             lease: Duration::from_secs(5),
+            ..config(1)
+        },
+        WorkerConfig {
+            lease: Duration::from_millis(900),
+            heartbeat: Duration::from_millis(100),
             ..config(1)
         },
         WorkerConfig {

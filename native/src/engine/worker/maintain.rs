@@ -100,6 +100,20 @@ fn enforce_timeouts(shared: &Shared) {
 fn heartbeat(shared: &Shared) {
     let config = &shared.config;
     let storage = shared.storage();
+    if let Err(e) = storage.check_still_there() {
+        // Serving a database no one else opens would lose every job: stop.
+        let message = e.to_string();
+        shared.events.event(Event::Stopped {
+            reason: message.clone(),
+        });
+        *shared.fatal.lock() = Some(message);
+        shared
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        shared.engine.hub.notify_work();
+        storage.wakeups().work().bump();
+        return;
+    }
     shared.renew_registration();
     quarantine_unreadable(shared);
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();

@@ -80,6 +80,9 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The shortest lease a worker accepts.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
 impl WorkerConfig {
     pub fn validate(&self) -> Result<()> {
         if self.concurrency == 0 {
@@ -87,9 +90,18 @@ impl WorkerConfig {
                 "a worker needs at least one executor thread",
             ));
         }
-        if self.heartbeat.is_zero() || self.heartbeat * 2 > self.lease {
+        // A lease must outlast pauses of a live worker (a collection, a slow
+        // commit), and be renewed several times over, or another worker
+        // takes over jobs that are still running and runs them twice.
+        if self.lease < MIN_LEASE {
             return Err(Error::invalid(format!(
-                "heartbeat_interval ({:?}) must be above 0 and at most half the lease_duration ({:?})",
+                "lease_duration must be at least {MIN_LEASE:?}, got {:?}",
+                self.lease
+            )));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat * 3 > self.lease {
+            return Err(Error::invalid(format!(
+                "heartbeat_interval ({:?}) must be above 0 and at most a third of the lease_duration ({:?})",
                 self.heartbeat, self.lease
             )));
         }
@@ -121,6 +133,10 @@ struct Shared {
     config: WorkerConfig,
     id: String,
     stopping: AtomicBool,
+    /// A stop under way should not wait for running tasks (see `hurry`).
+    hurried: AtomicBool,
+    /// Why the worker stopped on its own, if it did.
+    fatal: Mutex<Option<String>>,
     /// Claimed jobs not yet finished by an executor.
     inflight: AtomicUsize,
     finished_attempts: AtomicU64,
@@ -229,6 +245,8 @@ impl Worker {
             events,
             id: worker_id(),
             stopping: AtomicBool::new(false),
+            hurried: AtomicBool::new(false),
+            fatal: Mutex::new(None),
             inflight: AtomicUsize::new(0),
             finished_attempts: AtomicU64::new(0),
             starved: AtomicBool::new(false),
@@ -302,6 +320,22 @@ impl Worker {
         self.shared.stopping()
     }
 
+    /// Cuts short a stop under way (or the next one): it stops waiting for
+    /// running tasks, hands their jobs back to the queue with their attempt
+    /// not counted, and interrupts them. A second Ctrl-C.
+    pub fn hurry(&self) {
+        self.shared.hurried.store(true, Ordering::Release);
+        self.request_stop();
+        let _live = self.shared.live_executors.lock();
+        self.shared.executor_exited.notify_all();
+    }
+
+    /// Why the worker stopped on its own, if it did (its database file was
+    /// deleted or replaced, say).
+    pub fn fatal(&self) -> Option<String> {
+        self.shared.fatal.lock().clone()
+    }
+
     /// Asks the worker to stop without waiting: nothing new is claimed.
     pub fn request_stop(&self) {
         self.shared.stopping.store(true, Ordering::Release);
@@ -332,7 +366,7 @@ impl Worker {
         shared.engine.forget_local_worker(&**shared);
         let left_behind = {
             let mut live = shared.live_executors.lock();
-            while *live > 0 {
+            while *live > 0 && !shared.hurried.load(Ordering::Acquire) {
                 if shared
                     .executor_exited
                     .wait_until(&mut live, deadline)
@@ -366,7 +400,10 @@ impl Worker {
                     waiting.iter().map(|h| h.job).collect(),
                 )
             };
-            for (jobs, refund) in [(&running, false), (&never_started, true)] {
+            // Hurried, the running ones go back as if they had not started:
+            // the operator stopped them, their task did not fail.
+            let hurried = shared.hurried.load(Ordering::Acquire);
+            for (jobs, refund) in [(&running, hurried), (&never_started, true)] {
                 if let Err(e) = shared.storage().release(jobs, refund) {
                     shared.report("releasing abandoned jobs", &e);
                 }

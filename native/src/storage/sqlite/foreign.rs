@@ -29,6 +29,12 @@ pub struct OwnedFile {
 }
 
 impl OwnedFile {
+    /// True while `path` still names the file that was opened (it was not
+    /// deleted, or replaced by another file). Always true for no file.
+    pub fn still_at(&self, path: &Path) -> bool {
+        self.key.is_none_or(|key| file_key(path) == Some(key))
+    }
+
     /// For databases that are not files.
     pub fn none() -> Self {
         OwnedFile { key: None }

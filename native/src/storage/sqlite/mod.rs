@@ -50,7 +50,7 @@ use super::{
     CancelRequest, ClaimRequest, DirectClaim, JobScope, QuarantinedJob, ReapedJob, Storage,
     UnknownTaskJob,
 };
-use crate::error::{Error, Result};
+use crate::error::{DatabaseFault, Error, Result};
 use crate::job::{
     Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
     Micros, Outcome, Stats, WorkerRecord,
@@ -437,6 +437,24 @@ impl Storage for SqliteStorage {
 
     fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool> {
         registry::renew_worker(self, id, now, expires_at)
+    }
+
+    fn check_still_there(&self) -> Result<()> {
+        let path = Path::new(&self.config.path);
+        if self._owned.still_at(path) {
+            return Ok(());
+        }
+        Err(Error::Database {
+            path: self.config.path.clone(),
+            fault: DatabaseFault::Gone,
+            message: format!(
+                "{} was deleted or replaced while it was open: jobs written now would go to a \
+                 file no other process opens; stopping (restore the file, or start the worker \
+                 again to use the new one)",
+                path.display()
+            ),
+            source: None,
+        })
     }
 
     fn quarantine_unreadable(&self) -> Result<Vec<QuarantinedJob>> {

@@ -1,0 +1,86 @@
+"""Running one attempt of a job, for the engine's executor threads: decode
+the arguments, call the task with ``current_job`` set, encode the result, and
+say how it went in the engine's terms (the ``OUTCOME_*`` tags)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from taskito._native import OUTCOME_CANCELLED, OUTCOME_FAILURE, OUTCOME_SUCCESS
+from taskito.context import JobContext, _current
+from taskito.exceptions import JobCancelledError, SerializationError
+
+if TYPE_CHECKING:
+    from taskito._client import Client
+    from taskito.task import TaskWrapper
+
+# What an attempt hands the engine: (OUTCOME_SUCCESS, result bytes),
+# (OUTCOME_FAILURE, (type, message, traceback, retryable)) or
+# (OUTCOME_CANCELLED, message). Any other tag fails the attempt for good.
+AttemptOutcome = tuple[int, Any]
+
+
+def execute(
+    tasks: dict[str, TaskWrapper[Any, Any]],
+    client: Client,
+    task_name: str,
+    payload: bytes,
+    job_id: str,
+    attempt: int,
+    max_retries: int,
+    queue: str,
+) -> AttemptOutcome:
+    """Runs attempt ``attempt`` of job ``job_id`` of ``task_name``."""
+    task = tasks.get(task_name)
+    if task is None:
+        return OUTCOME_FAILURE, ("UnknownTaskError", unknown_task_message(task_name), "", False)
+    try:
+        args, kwargs = client.serializer.loads(payload)
+    except Exception as exc:
+        return failure(exc, "cannot decode the job's arguments: ", retryable=False)
+    context = JobContext(job_id, task_name, queue, attempt, max_retries, task.soft_timeout, client.engine)
+    token = _current.set(context)
+    try:
+        value = task.fn(*args, **kwargs)
+        if inspect.iscoroutine(value):
+            value = asyncio.run(value)
+    except JobCancelledError as exc:
+        if context.cancel_requested():
+            return OUTCOME_CANCELLED, str(exc)
+        # Not this job's cancellation (a sub-job's result(), say): a failure.
+        return failure(exc, retryable=task.should_retry(exc))
+    except BaseException as exc:
+        return failure(exc, retryable=task.should_retry(exc))
+    finally:
+        _current.reset(token)
+    try:
+        result = client.serializer.dumps(value)
+        if not isinstance(result, bytes):
+            raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
+    except Exception as exc:
+        return failure(exc, "cannot serialize the task's result: ", retryable=False)
+    return OUTCOME_SUCCESS, result
+
+
+def unknown_task_message(task_name: str) -> str:
+    message = f"no task named {task_name!r} is registered on this worker"
+    if task_name.startswith("__main__."):
+        # As the engine says it of a job no worker ever had (storage/common.rs).
+        message += (
+            "; the producer defined it in a script without a file (python -c, a REPL), whose "
+            "tasks are named __main__.*, a module no worker can import: pass name= to "
+            "@queue.task, or define the task in a module the worker imports and run the "
+            "producer with python -m"
+        )
+    return message
+
+
+def failure(exc: BaseException, context: str = "", *, retryable: bool = True) -> AttemptOutcome:
+    """The outcome of an attempt that raised ``exc``."""
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    trace = "".join(traceback.format_exception(exc))
+    return OUTCOME_FAILURE, (name, context + str(exc), trace, retryable)
