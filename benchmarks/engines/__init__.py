@@ -45,7 +45,7 @@ BOTH = ("thread", "process")
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("taskito", ("memory", "file", "file-full"), BOTH, "taskito worker"),
+        EngineInfo("taskito", ("memory", "file", "file-full", "postgres"), BOTH, "taskito worker"),
         # The project this one re-implements: the ``taskito`` on PyPI.
         EngineInfo(
             "taskito-ref",
