@@ -64,6 +64,8 @@ ENGINES: dict[str, EngineInfo] = {
         EngineInfo("rq", ("redis",), ("process",), "rq worker-pool"),
         EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq"),
         EngineInfo("procrastinate", ("postgres",), ("process",), "procrastinate worker"),
+        # Its ``pgq run`` fails with recent typer: the worker calls pgqueuer.run() (see pgqueuer.py).
+        EngineInfo("pgqueuer", ("postgres",), ("process",), "pgqueuer.run()"),
     )
 }
 
