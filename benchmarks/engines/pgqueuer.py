@@ -86,8 +86,9 @@ class PgQueuerAdapter(base.ProcessWorkerAdapter):
             driver = AsyncpgDriver(self.connection)
             self.queries = Queries(driver)
             self.runner.run(self.queries.install())
-            self.watcher = CompletionWatcher(driver, queries=self.queries)
-            self.runner.run(self.watcher.__aenter__())
+            watcher = CompletionWatcher(driver, queries=self.queries)
+            self.runner.run(watcher.__aenter__())
+            self.watcher = watcher  # entered: close_clients leaves it
         except BaseException:
             self.close()
             raise
