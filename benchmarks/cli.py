@@ -5,6 +5,17 @@ mode, against what one would use instead, and did a change make it slower.
     python -m benchmarks sweep [options]      any grid; CSV under results/
     python -m benchmarks compare A.csv [B.csv] [--plot out.png]
     python -m benchmarks report               results/README.md from the reference runs
+
+On PostgreSQL (--db postgres, server --pg-url): taskito's Queue(backend=
+"postgres") beside procrastinate and pgqueuer, each cell in a schema of its
+own that it drops when it ends (the sweep drops those of cells it killed).
+The default sweep adds postgres to its DB modes only when a server answers
+at --pg-url, so it still runs where there is none. The peers each run one
+worker process of their own; neither stores results, so a round trip ends
+when procrastinate's job status (polled) or pgqueuer's completion waiter
+says the job is done. Rows record the server's version, fsync and
+synchronous_commit. Tests: TASKITO_TEST_POSTGRES_URL=postgresql://... pytest
+tests/bench/test_postgres.py (with the bench extra installed).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def connect(url: str) -> psycopg.Connection[Any]:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
         reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        raise Unavailable(f"no PostgreSQL server at {redact(url)} ({reason})") from None
+        raise Unavailable(f"cannot connect to PostgreSQL at {redact(url)} ({reason})") from None
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
     return conn
 
