@@ -2,12 +2,15 @@
 
     python -m benchmarks.cell run CELL_JSON WORKDIR
     python -m benchmarks.cell probe CELL_JSON
+    python -m benchmarks.cell cleanup CELL_JSON WORKDIR
 
 ``run`` measures the cell (see ``measure``) with its database in WORKDIR;
 ``probe`` checks that the cell's engine is installed and its service
-reachable. Either prints one line, ``BENCH-RESULT`` and a JSON object, as
-its last line of output; the sweep adds the provenance and writes the CSV
-row. Engines may print what they like before it.
+reachable; ``cleanup`` drops the PostgreSQL schemas a cell that died left
+behind in its server (``engines.pgcell``). Each prints one line,
+``BENCH-RESULT`` and a JSON object, as its last line of output; the sweep
+adds the provenance and writes the CSV row. Engines may print what they
+like before it.
 
 The drain, the same for every engine: the backlog's jobs are enqueued with
 the workers stopped, then the workers are started. Each job's completion
@@ -268,14 +271,26 @@ def probe(cell: Cell) -> dict[str, Any]:
     return {"available": True, "reason": "", **interpreter(), **adapter.build()}
 
 
+def cleanup(cell: Cell, workdir: Path) -> dict[str, Any]:
+    """Drops the schemas the cell that ran in ``workdir`` listed and did not drop."""
+    from benchmarks.engines import pgcell  # only cells of the postgres mode list any
+
+    return {"dropped": pgcell.drop_listed(cell.pg_url, workdir)}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) == 3 and args[0] == "run":
         output = run(Cell.from_json(args[1]), Path(args[2]))
     elif len(args) == 2 and args[0] == "probe":
         output = probe(Cell.from_json(args[1]))
+    elif len(args) == 3 and args[0] == "cleanup":
+        output = cleanup(Cell.from_json(args[1]), Path(args[2]))
     else:
-        sys.exit(f"usage: python -m benchmarks.cell run CELL_JSON WORKDIR | probe CELL_JSON (got {args})")
+        sys.exit(
+            "usage: python -m benchmarks.cell run CELL_JSON WORKDIR | probe CELL_JSON "
+            f"| cleanup CELL_JSON WORKDIR (got {args})"
+        )
     sys.stdout.flush()
     print(MARK + json.dumps(output), flush=True)
 

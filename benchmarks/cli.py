@@ -5,6 +5,17 @@ mode, against what one would use instead, and did a change make it slower.
     python -m benchmarks sweep [options]      any grid; CSV under results/
     python -m benchmarks compare A.csv [B.csv] [--plot out.png]
     python -m benchmarks report               results/README.md from the reference runs
+
+On PostgreSQL (--db postgres, server --pg-url): taskito's Queue(backend=
+"postgres") beside procrastinate and pgqueuer, each cell in a schema of its
+own that it drops when it ends (the sweep drops those of cells it killed).
+The default sweep adds postgres to its DB modes only when a server answers
+at --pg-url, so it still runs where there is none. The peers each run one
+worker process of their own; neither stores results, so a round trip ends
+when procrastinate's job status (polled) or pgqueuer's completion waiter
+says the job is done. Rows record the server's version, fsync and
+synchronous_commit. Tests: TASKITO_TEST_POSTGRES_URL=postgresql://... pytest
+tests/bench/test_postgres.py (with the bench extra installed).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from benchmarks import report
+from benchmarks import pg, report
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, PLACEMENTS, adapter_of
 from benchmarks.schema import METRICS
@@ -37,7 +48,9 @@ T = TypeVar("T")
 # as threads of the measuring process, the figure tracked so far. The peers'
 # worker processes take seconds to start and stop, and RQ forks a process
 # per job: they set the pace, and the job count. No round trips after idle
-# gaps (half a second each): --idle-samples 20 adds them.
+# gaps (half a second each): --idle-samples 20 adds them. PostgreSQL joins
+# the DB modes when a server answers at --pg-url (see with_postgres), so
+# that the sweep still runs where there is none.
 DEFAULTS = {
     "engines": ",".join(ENGINES),
     "db": "memory,file,redis",
@@ -123,6 +136,43 @@ def redis_option(text: str) -> str:
     return text.rstrip("/")
 
 
+def pg_url_option(text: str) -> str:
+    problem = pg.check_url(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+class ExplicitList(argparse.Action):
+    """Stores the list and notes that it was given (``NAME_given``): the
+    default DB modes grow where a server answers, a list given does not."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
+def with_postgres(args: argparse.Namespace) -> str | None:
+    """The default DB modes plus ``postgres`` when a PostgreSQL server answers
+    at ``--pg-url`` (``pg.answers``): the default sweep measures the
+    PostgreSQL engines where there is a server, and still runs where there
+    is none. A --db given is left as it is. Returns a line saying what was
+    decided, or None when --db was given."""
+    if getattr(args, "db_given", False):
+        return None
+    where = pg.redact(args.pg_url)
+    if pg.answers(args.pg_url):
+        args.db = [*args.db, "postgres"]
+        return f"a PostgreSQL server answers at {where}: postgres added to the DB modes"
+    return f"no PostgreSQL server answers at {where}: postgres left out of the DB modes (--pg-url)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -149,10 +199,12 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--db",
         type=comma_list(list(DB_MODES)),
+        action=ExplicitList,
         default=DEFAULTS["db"],
         metavar="LIST",
         help=f"database modes: {', '.join(DB_MODES)}. Each engine runs in the ones "
-        "it supports (default: %(default)s)",
+        "it supports (default: %(default)s, and postgres when a PostgreSQL server answers "
+        "at --pg-url)",
     )
     sweep.add_argument(
         "--placement",
@@ -249,6 +301,14 @@ def parser() -> argparse.ArgumentParser:
         help="Redis server for celery, rq and dramatiq (default: %(default)s)",
     )
     sweep.add_argument(
+        "--pg-url",
+        type=pg_url_option,
+        default=pg.DEFAULT_PG_URL,
+        metavar="URL",
+        help="PostgreSQL server and database for --db postgres: each cell makes a schema of its "
+        "own there and drops it when it ends (default: %(default)s)",
+    )
+    sweep.add_argument(
         "--out", type=Path, metavar="CSV", help="where to write (default: results/run-<UTC time>.csv)"
     )
     sweep.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -314,6 +374,9 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
             top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
     if "process" not in args.placement and args.processes != int_list(str(DEFAULTS["processes"])):
         top.error("--processes counts worker processes: give --placement process too")
+    decided = with_postgres(args)
+    if decided is not None:
+        print(decided, file=sys.stderr, flush=True)
     runnable = [e for e in args.engines if set(ENGINES[adapter_of(e)].modes) & set(args.db)]
     if not runnable:
         top.error(f"no engine in --engines runs on --db {','.join(args.db)}")
@@ -334,11 +397,12 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
         pythons=pythons,
         redis_url=args.redis,
         workdir=args.workdir,
-        command=shlex.join(["python", "-m", "benchmarks", *argv]),
+        command=pg.redact(shlex.join(["python", "-m", "benchmarks", *argv])),
         placements=args.placement,
         processes=args.processes,
         idle_samples=args.idle_samples,
         idle_gap=args.idle_gap,
+        pg_url=args.pg_url,
     )
     path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
     try:

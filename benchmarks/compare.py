@@ -305,8 +305,13 @@ def render(frame: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS, headin
 
 
 def _everywhere(summary: pd.DataFrame) -> str:
+    """Where every row's workers ran, in words: the command too when it was
+    the same for every engine (peers each run their own)."""
     engine, _, _, placement, processes, _ = summary.index[0]
-    return where(engine, placement, processes)
+    said = {where(e, placement, processes) for e in summary.index.get_level_values("engine").unique()}
+    return (
+        where(engine, placement, processes) if len(said) == 1 else where(engine, placement, processes, True)
+    )
 
 
 def judge(metric: str, a: pd.Series, b: pd.Series, threshold: float) -> str:

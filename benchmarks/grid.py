@@ -13,16 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from benchmarks.pg import DEFAULT_PG_URL
+
 
 @dataclass(frozen=True)
 class DbMode:
     name: str
-    backend: str  # what holds the jobs: memory, sqlite, redis
+    backend: str  # what holds the jobs: memory, sqlite, redis, postgres
 
 
-# A PostgreSQL mode is one more entry here (backend "postgres"), listed in the
-# modes of the engines that support it, with its server URL passed to cells
-# the way ``redis_url`` is.
 DB_MODES: dict[str, DbMode] = {
     mode.name: mode
     for mode in (
@@ -33,6 +32,9 @@ DB_MODES: dict[str, DbMode] = {
         # A SQLite file synced to disk on every commit.
         DbMode("file-full", "sqlite"),
         DbMode("redis", "redis"),
+        # A PostgreSQL server (``Cell.pg_url``); each cell keeps its jobs in a
+        # schema of its own, dropped when the cell ends (engines/pgcell.py).
+        DbMode("postgres", "postgres"),
     )
 }
 
@@ -91,6 +93,7 @@ class Cell:
     processes: int = 0
     idle_samples: int = 0  # round trips timed after idle gaps
     idle_gap: float = 0.5  # seconds of nothing before each of those
+    pg_url: str = DEFAULT_PG_URL  # the PostgreSQL server of the postgres mode
 
     @property
     def adapter(self) -> str:

@@ -52,14 +52,15 @@ COLUMNS: dict[str, str] = {
     "status": "ok, timeout (killed at --cell-timeout), error, or skipped (engine unavailable)",
     "error": "why the cell did not finish: the end of its error output, or why the engine was skipped",
     "engine": "the engine as named in --engines (NAME or NAME@LABEL)",
-    "db": "database mode: memory, file, file-full, redis",
-    "backend": "what holds the jobs in that mode: memory, sqlite, redis",
-    "durability": "the durability setting the engine ran with (SQLite synchronous level, Redis AOF)",
+    "db": "database mode: memory, file, file-full, redis, postgres",
+    "backend": "what holds the jobs in that mode: memory, sqlite, redis, postgres",
+    "durability": "the durability setting the engine ran with (SQLite synchronous level, Redis AOF, "
+    "PostgreSQL fsync and synchronous_commit as the server reports them)",
     "placement": "where the workers ran: thread (threads in the measuring process, the cell's) or "
     "process (worker processes beside it, sharing its database); see processes",
     "processes": "worker processes the cell started, each running `workers` workers: `taskito worker` "
-    "processes for taskito, the one worker command of Celery, RQ and Dramatiq (whose pools may "
-    "fork more); 0 for placement thread",
+    "processes for taskito, the one worker command of Celery, RQ, Dramatiq, procrastinate and "
+    "pgqueuer (whose pools may fork more); 0 for placement thread",
     "workers": "workers per worker process, or threads in the measuring process (placement thread)",
     "task": "task kind: noop, cpu_light, io_sleep",
     "jobs": "jobs enqueued (half one by one, half in a batch) and drained",
@@ -73,7 +74,7 @@ COLUMNS: dict[str, str] = {
     "engine_path": "the folder the cell imported the engine's package from",
     "engine_build": "taskito: its compiled engine's file, sha256 (first 16 hex digits) and mtime",
     "engine_setup": "how the workers ran",
-    "store_version": "the database's own version (SQLite library, Redis server)",
+    "store_version": "the database's own version (SQLite library, Redis server, PostgreSQL server)",
     **{name: f"{metric.label} ({metric.unit})" for name, metric in METRICS.items()},
     "latency_samples": "round trips that were timed",
     "python_version": "the interpreter that ran the cell",
@@ -87,5 +88,5 @@ COLUMNS: dict[str, str] = {
     "cpu_count": "logical CPUs",
     "os": "operating system and kernel",
     "load_avg_1m": "the machine's 1-minute load average when the cell started (noise from other work)",
-    "command": "the command that ran the sweep",
+    "command": "the command that ran the sweep (passwords in URLs replaced by ***)",
 }

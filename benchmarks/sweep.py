@@ -21,6 +21,7 @@ from benchmarks import procs, provenance, pythonpath
 from benchmarks.cell import MARK
 from benchmarks.engines import ENGINES, TREE_ENGINE
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of, placement_conflict
+from benchmarks.pg import DEFAULT_PG_URL, SCHEMAS_FILE
 from benchmarks.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ class Plan:
     processes: list[int] = field(default_factory=lambda: [1])
     idle_samples: int = 0
     idle_gap: float = 0.5
+    pg_url: str = DEFAULT_PG_URL
 
     def python(self, engine: str) -> str:
         return self.pythons.get(engine, sys.executable)
@@ -86,6 +88,7 @@ class Plan:
                 processes=processes,
                 idle_samples=self.idle_samples,
                 idle_gap=self.idle_gap,
+                pg_url=self.pg_url,
             )
             for rep in range(1, self.repeat + 1)
             for engine in self.engines
@@ -111,7 +114,8 @@ class Plan:
 def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = None) -> dict[str, Any]:
     """Runs one cell in a fresh process; kills it after ``timeout`` seconds.
     Either way, kills everything it started that is still running: workers
-    a crashed cell never stopped would disturb the next cells. Returns the
+    a crashed cell never stopped would disturb the next cells; and drops the
+    PostgreSQL schemas it did not (see ``engines.pgcell``). Returns the
     row's status, error, cell_seconds and, when it finished, what it
     measured.
 
@@ -127,38 +131,72 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
     procs.become_subreaper()
     before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
+    try:
+        row = _run_in(folder, cell, python, timeout, before)
+        # A cell that died before dropping its PostgreSQL schemas left them
+        # listed in its folder: dropped now, and said before the row's error.
+        note = _drop_left_schemas(folder, cell, python)
+        return {**row, "error": note + row["error"]} if note else row
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_in(folder: Path, cell: Cell, python: str, timeout: float, before: set[int]) -> dict[str, Any]:
     out, err = folder / "cell.stdout", folder / "cell.stderr"
     boot = pythonpath.boot(pythonpath.expose(folder), "benchmarks.cell")
     start = time.perf_counter()
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(
+            [python, "-c", boot, "run", cell.to_json(), str(folder)],
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
     try:
-        with out.open("w") as stdout, err.open("w") as stderr:
-            proc = subprocess.Popen(
-                [python, "-c", boot, "run", cell.to_json(), str(folder)],
-                cwd=folder,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,
-            )
-        try:
-            _wait(proc, timeout)
-        except subprocess.TimeoutExpired:
-            return {
-                "status": "timeout",
-                "error": _worker_logs(folder) + f"killed after {timeout:g}s",
-                "cell_seconds": time.perf_counter() - start,
-            }
-        finally:
-            procs.kill_descendants_except(before)
-        seconds = time.perf_counter() - start
-        output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
-        result = _parse(output)
-        if proc.returncode != 0 or result is None:
-            error = _worker_logs(folder) + _tail(errors or output)
-            return {"status": "error", "error": error, "cell_seconds": seconds}
-        return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
+        _wait(proc, timeout)
+    except subprocess.TimeoutExpired:
+        return {
+            "status": "timeout",
+            "error": _worker_logs(folder) + f"killed after {timeout:g}s",
+            "cell_seconds": time.perf_counter() - start,
+        }
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        procs.kill_descendants_except(before)
+    seconds = time.perf_counter() - start
+    output, errors = out.read_text(errors="replace"), err.read_text(errors="replace")
+    result = _parse(output)
+    if proc.returncode != 0 or result is None:
+        error = _worker_logs(folder) + _tail(errors or output)
+        return {"status": "error", "error": error, "cell_seconds": seconds}
+    return {"status": "ok", "error": "", "cell_seconds": seconds, **result}
+
+
+def _drop_left_schemas(folder: Path, cell: Cell, python: str) -> str:
+    """Drops the schemas the cell listed in its folder and did not drop (it
+    was killed, or failed before it could), under the cell's interpreter,
+    whose PostgreSQL driver made them; "" if there were none, else a line
+    that says which were dropped, or could not be."""
+    listed = folder / SCHEMAS_FILE
+    if not listed.exists():
+        return ""
+    names = ", ".join(listed.read_text().split())
+    boot = pythonpath.boot(pythonpath.expose(folder), "benchmarks.cell")
+    try:
+        proc = subprocess.run(
+            [python, "-c", boot, "cleanup", cell.to_json(), str(folder)],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return f"could not drop the schemas the cell left ({names}): no answer within {PROBE_TIMEOUT:g}s\n"
+    if _parse(proc.stdout) is None:
+        return f"could not drop the schemas the cell left ({names}): {_tail(proc.stderr or proc.stdout, 1)}\n"
+    return f"dropped the schemas the cell left: {names}\n"
 
 
 def _worker_logs(folder: Path, lines: int = 5) -> str:
@@ -277,18 +315,22 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
         **provenance.commit_info(ROOT),
         **provenance.machine_info(),
     }
-    available: dict[str, dict[str, Any]] = {}
+    # One probe per engine and backend: an engine's PostgreSQL cells can be
+    # unavailable (no server, no driver) where its SQLite ones run.
+    available: dict[tuple[str, str], dict[str, Any]] = {}
     for engine in plan.engines:
-        first = next((c for c in cells if c.engine == engine), None)
-        if first is None:
-            continue
-        needs = ENGINES[adapter_of(engine)].needs_python
-        if needs and engine not in plan.pythons:
-            available[engine] = {"available": False, "reason": f"no --python {engine}=...: {needs}"}
-        else:
-            available[engine] = probe(first, plan.python(engine))
-        if not available[engine]["available"]:
-            write(f"{engine}: skipped: {available[engine]['reason']}")
+        backends = list(dict.fromkeys(DB_MODES[c.db].backend for c in cells if c.engine == engine))
+        for backend in backends:
+            first = next(c for c in cells if c.engine == engine and DB_MODES[c.db].backend == backend)
+            needs = ENGINES[adapter_of(engine)].needs_python
+            if needs and engine not in plan.pythons:
+                found = {"available": False, "reason": f"no --python {engine}=...: {needs}"}
+            else:
+                found = probe(first, plan.python(engine))
+            available[engine, backend] = found
+            if not found["available"]:
+                which = engine if len(backends) == 1 else f"{engine} on {backend}"
+                write(f"{which}: skipped: {found['reason']}")
     for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):
         write(f"cells with placement=process skipped: {reason}")
 
@@ -299,7 +341,7 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         for index, cell in enumerate(cells):
-            row = _row(plan, cell, static, available[cell.engine])
+            row = _row(plan, cell, static, available[cell.engine, DB_MODES[cell.db].backend])
             writer.writerow({k: _cell_text(v) for k, v in row.items()})
             f.flush()
             progress.done(index, row)

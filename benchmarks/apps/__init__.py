@@ -22,10 +22,11 @@ SETTINGS_ENV = "BENCH_APP_SETTINGS"
 
 @dataclass(frozen=True)
 class AppSettings:
-    db_path: str
+    db_path: str  # "" for a Queue on a server, which queue_options name
     workers: int
     task: str  # a kind in benchmarks.tasks, registered under that name
-    # More keyword arguments of the engine's Queue (durability, polling).
+    # More keyword arguments of the engine's Queue (durability, polling; the
+    # backend, db_url and schema of a Queue on PostgreSQL).
     queue_options: dict[str, Any] = field(default_factory=dict)
 
     def to_env(self) -> dict[str, str]:
@@ -46,8 +47,7 @@ def build(queue_class: Any, settings: AppSettings) -> tuple[Any, Any]:
     """A Queue of ``queue_class`` (taskito's or a look-alike's) and its one
     task, without retries, as every engine here runs (a failure counts at
     once)."""
-    queue = queue_class(
-        db_path=settings.db_path, workers=settings.workers, default_retry=0, **settings.queue_options
-    )
+    where = {"db_path": settings.db_path} if settings.db_path else {}
+    queue = queue_class(**where, workers=settings.workers, default_retry=0, **settings.queue_options)
     task = queue.task(name=settings.task, max_retries=0)(TASKS[settings.task])
     return queue, task

@@ -3,7 +3,8 @@
 Adding one: write ``benchmarks/engines/NAME.py`` (a ``-`` in NAME is a
 ``_`` in the module's name) with a subclass of ``base.Adapter`` assigned to
 ``ADAPTER`` (see ``huey.py`` for an in-process engine, ``rq.py`` for one
-with worker processes, ``taskito.py`` for one that runs either way), and add
+with worker processes, ``taskito.py`` for one that runs either way,
+``procrastinate.py`` for one on PostgreSQL, with ``pgcell.py``), and add
 a line to ``ENGINES`` saying where its workers can run. The registry is separate from the modules because the sweep
 process reads it without importing the engines' packages, which may be
 installed only under another interpreter, or not at all.
@@ -45,7 +46,7 @@ BOTH = ("thread", "process")
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
-        EngineInfo("taskito", ("memory", "file", "file-full"), BOTH, "taskito worker"),
+        EngineInfo("taskito", ("memory", "file", "file-full", "postgres"), BOTH, "taskito worker"),
         # The project this one re-implements: the ``taskito`` on PyPI.
         EngineInfo(
             "taskito-ref",
@@ -62,6 +63,9 @@ ENGINES: dict[str, EngineInfo] = {
         EngineInfo("celery", ("redis",), ("process",), "celery worker"),
         EngineInfo("rq", ("redis",), ("process",), "rq worker-pool"),
         EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq"),
+        EngineInfo("procrastinate", ("postgres",), ("process",), "procrastinate worker"),
+        # Its ``pgq run`` fails with recent typer: the worker calls pgqueuer.run() (see pgqueuer.py).
+        EngineInfo("pgqueuer", ("postgres",), ("process",), "pgqueuer.run()"),
     )
 }
 

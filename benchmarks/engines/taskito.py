@@ -1,21 +1,34 @@
 """taskito, this tree's (or another build of it, under ``--python``): workers
 as threads of the cell's process (``start_worker()``) or as ``taskito
-worker`` processes beside it (see ``taskito_family``)."""
+worker`` processes beside it (see ``taskito_family``).
+
+On SQLite (memory, file, file-full) or on PostgreSQL (postgres):
+``Queue(backend="postgres", db_url=..., schema=...)`` in a schema of the
+cell's own (``pgcell.CellSchema``), which taskito creates on first use and
+the cell drops. The probe of a postgres cell opens such a Queue, so a
+taskito without a working PostgreSQL backend is skipped with what it raised.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import taskito
 import taskito._native
 from benchmarks.apps import AppSettings
 from benchmarks.engines import base
 from benchmarks.engines.taskito_family import TaskitoFamilyAdapter
+from benchmarks.grid import Cell
+from benchmarks.pg import redact
 from taskito import Queue
 from taskito._native import SQLITE_VERSION
 
-# The database each mode opens, and its durability setting.
+if TYPE_CHECKING:
+    from benchmarks.engines.pgcell import CellSchema
+
+# The SQLite database each mode opens, and its durability setting.
 DATABASES = {
     "memory": (":memory:", "normal"),
     "file": ("taskito.db", "normal"),
@@ -27,6 +40,37 @@ class TaskitoAdapter(TaskitoFamilyAdapter):
     package = taskito
     queue_class = Queue
 
+    def __init__(self, cell: Cell, workdir: Path) -> None:
+        # Named before the Queue is built (in super().__init__), which makes it.
+        self.schema = _cell_schema(cell, workdir, "taskito")
+        try:
+            super().__init__(cell, workdir)
+        except BaseException:
+            if self.schema is not None:
+                self.schema.close()
+            raise
+
+    @classmethod
+    def probe(cls, cell: Cell) -> None:
+        """On postgres: the server answers, and this taskito opens a Queue on it."""
+        if cell.db != "postgres":
+            return
+        with tempfile.TemporaryDirectory(prefix="bench-taskito-probe-") as folder:
+            schema = _cell_schema(cell, Path(folder), "taskito_probe")
+            assert schema is not None
+            try:
+                queue = cls.queue_class(**postgres_options(cell.pg_url, schema.name), workers=1)
+                queue.stats()
+                queue.close()
+            except Exception as exc:
+                raise base.Unavailable(
+                    f"the taskito at {base.package_path(taskito)} has no working PostgreSQL backend: "
+                    f"Queue(backend='postgres', db_url='{redact(cell.pg_url)}', schema=...) raised "
+                    f"{type(exc).__name__}: {redact(str(exc))}"
+                ) from None
+            finally:
+                schema.close()
+
     @classmethod
     def build(cls) -> dict[str, str]:
         """Adds the compiled engine's file, hash and mtime: an extension
@@ -36,6 +80,9 @@ class TaskitoAdapter(TaskitoFamilyAdapter):
         return {**super().build(), "engine_build": base.compiled_build(Path(taskito._native.__file__))}
 
     def app_settings(self) -> AppSettings:
+        if self.schema is not None:
+            options = postgres_options(self.cell.pg_url, self.schema.name)
+            return AppSettings("", self.cell.workers, self.cell.task, options)
         path, durability = DATABASES[self.cell.db]
         db_path = path if path == ":memory:" else str(self.workdir / path)
         return AppSettings(db_path, self.cell.workers, self.cell.task, {"durability": durability})
@@ -44,9 +91,14 @@ class TaskitoAdapter(TaskitoFamilyAdapter):
         return ["--workers", str(self.cell.workers), "--log-level", "WARNING"]
 
     def describe(self) -> dict[str, str]:
-        return {
+        setup = {
             "engine_version": taskito.__version__,
             "engine_setup": self.placement_setup(f"start_worker(), {self.cell.workers} executor threads"),
+        }
+        if self.schema is not None:
+            return {**setup, **self.schema.describe()}
+        return {
+            **setup,
             "durability": "memory" if self.cell.db == "memory" else DATABASES[self.cell.db][1],
             "store_version": f"sqlite {SQLITE_VERSION}",
         }
@@ -69,6 +121,28 @@ class TaskitoAdapter(TaskitoFamilyAdapter):
             if data["finished_at"] is not None:
                 latencies.append(data["finished_at"] - data["created_at"])
         return latencies
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.schema is not None:
+                self.schema.close()
+
+
+def postgres_options(url: str, schema: str) -> dict[str, Any]:
+    """The Queue's keyword arguments for a PostgreSQL database."""
+    return {"backend": "postgres", "db_url": url, "schema": schema}
+
+
+def _cell_schema(cell: Cell, workdir: Path, name: str) -> CellSchema | None:
+    """A ``pgcell.CellSchema`` for a postgres cell (taskito creates it), else
+    None. pgcell needs psycopg, imported only for such cells."""
+    if cell.db != "postgres":
+        return None
+    from benchmarks.engines import pgcell
+
+    return pgcell.CellSchema(cell.pg_url, workdir, name, create=False)
 
 
 ADAPTER = TaskitoAdapter
