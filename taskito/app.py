@@ -599,18 +599,10 @@ class Queue:
 
     # ── running tasks (called by the engine's executor threads) ───────────
 
-    def _execute(
-        self,
-        task_name: str,
-        payload: bytes,
-        job_id: str,
-        attempt: int,
-        max_retries: int,
-        queue: str,
-    ) -> _execution.AttemptOutcome:
-        return _execution.execute(
-            self._tasks, self._client, task_name, payload, job_id, attempt, max_retries, queue
-        )
+    def _execute(self, *attempt: Any) -> _execution.AttemptOutcome:
+        """The engine's ``execute`` callback: one attempt, with this Queue's
+        tasks and serializer (see ``_execution.execute`` for the arguments)."""
+        return _execution.execute(self._tasks, self._client, *attempt)
 
 
 def _absolute_db_path(path: str) -> str:

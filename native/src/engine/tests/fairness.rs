@@ -38,13 +38,22 @@ fn until_state(engine: &Engine, id: i64, state: State) {
     }
 }
 
-#[test]
-fn a_held_job_is_not_started_and_cancelling_it_means_it_never_runs() {
+/// A worker of one executor with `prefetch`, whose executor is busy with a
+/// job that blocks until the returned sender is used.
+struct Busy {
+    engine: Arc<Engine>,
+    worker: Arc<Worker>,
+    started: mpsc::Receiver<i64>,
+    release: mpsc::Sender<()>,
+    blocker: i64,
+}
+
+fn busy_worker(prefetch: usize) -> Busy {
     let engine = engine();
     let (started_tx, started) = mpsc::channel();
     let (release, gate) = mpsc::channel();
     let mut config = config(1);
-    config.prefetch = Some(1);
+    config.prefetch = Some(prefetch);
     let (worker, _) = start(
         &engine,
         config,
@@ -52,6 +61,24 @@ fn a_held_job_is_not_started_and_cancelling_it_means_it_never_runs() {
     );
     let blocker = engine.enqueue(&options("block"), &[vec![]]).unwrap()[0];
     assert_eq!(started.recv_timeout(WAIT).unwrap(), blocker);
+    Busy {
+        engine,
+        worker,
+        started,
+        release,
+        blocker,
+    }
+}
+
+#[test]
+fn a_held_job_is_not_started_and_cancelling_it_means_it_never_runs() {
+    let Busy {
+        engine,
+        worker,
+        started,
+        release,
+        blocker,
+    } = busy_worker(1);
     let held = engine.enqueue(&options("t"), &[vec![]]).unwrap()[0];
     until_state(&engine, held, State::Claimed);
     let record = engine.storage.get_job(held).unwrap().unwrap();
@@ -69,18 +96,13 @@ fn a_held_job_is_not_started_and_cancelling_it_means_it_never_runs() {
 
 #[test]
 fn a_better_job_takes_the_place_of_held_ones_and_runs_first() {
-    let engine = engine();
-    let (started_tx, started) = mpsc::channel();
-    let (release, gate) = mpsc::channel();
-    let mut config = config(1);
-    config.prefetch = Some(2);
-    let (worker, _) = start(
-        &engine,
-        config,
-        blocking(started_tx, Arc::new(Mutex::new(gate))),
-    );
-    let blocker = engine.enqueue(&options("block"), &[vec![]]).unwrap()[0];
-    assert_eq!(started.recv_timeout(WAIT).unwrap(), blocker);
+    let Busy {
+        engine,
+        worker,
+        started,
+        release,
+        ..
+    } = busy_worker(2);
     let low = engine.enqueue(&options("t"), &[vec![1], vec![2]]).unwrap();
     until_state(&engine, low[1], State::Claimed);
     let mut urgent = options("t");

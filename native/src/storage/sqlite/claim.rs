@@ -193,44 +193,25 @@ fn take_once(
         let max_retries = cells.get(8, "max_retries");
         let retry_backoff = cells.get(9, "retry_backoff");
         let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
-        match (
-            queue,
-            task_name,
-            payload,
-            priority,
-            scheduled_at,
-            attempt,
-            token,
-            max_retries,
-            retry_backoff,
-            timeout_ms,
-        ) {
-            (
-                Some(queue),
-                Some(task_name),
-                Some(payload),
-                Some(priority),
-                Some(scheduled_at),
-                Some(attempt),
-                Some(token),
-                Some(max_retries),
-                Some(retry_backoff),
-                Some(timeout_ms),
-            ) => good.push(ClaimedJob {
+        let job = (|| {
+            Some(ClaimedJob {
                 id,
-                queue,
-                task_name,
-                payload,
-                priority,
-                scheduled_at,
-                attempt,
-                token,
-                max_retries,
-                retry_backoff,
-                timeout: timeout_from_millis(timeout_ms),
+                queue: queue?,
+                task_name: task_name?,
+                payload: payload?,
+                priority: priority?,
+                scheduled_at: scheduled_at?,
+                attempt: attempt?,
+                token: token?,
+                max_retries: max_retries?,
+                retry_backoff: retry_backoff?,
+                timeout: timeout_from_millis(timeout_ms?),
                 running: state == State::Running,
-            }),
-            _ => {
+            })
+        })();
+        match job {
+            Some(job) => good.push(job),
+            None => {
                 let attempt = row.get::<_, i64>(6).unwrap_or(0);
                 bad.push((id, attempt, cells.problems().unwrap_or_default()));
             }

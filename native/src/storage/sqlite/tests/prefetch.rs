@@ -11,6 +11,15 @@ fn request<'a>(start: usize, hold: usize) -> ClaimRequest<'a> {
     }
 }
 
+/// Claims `n` jobs to hold, and returns their attempts.
+fn hold(s: &SqliteStorage, n: usize) -> Vec<AttemptRef> {
+    s.claim(&request(0, n))
+        .unwrap()
+        .iter()
+        .map(ClaimedJob::attempt_ref)
+        .collect()
+}
+
 #[test]
 fn a_claim_starts_the_best_jobs_and_holds_the_rest_unstarted() {
     let s = memory();
@@ -36,12 +45,7 @@ fn a_claim_starts_the_best_jobs_and_holds_the_rest_unstarted() {
 fn a_held_job_starts_once_and_a_cancelled_one_never() {
     let s = memory();
     let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
-    let held: Vec<AttemptRef> = s
-        .claim(&request(0, 2))
-        .unwrap()
-        .iter()
-        .map(ClaimedJob::attempt_ref)
-        .collect();
+    let held = hold(&s, 2);
     assert!(s.cancel(ids[1]).unwrap(), "a held job has not started");
     let started = s.start_claimed(&held, now_micros()).unwrap();
     assert_eq!(started, [true, false]);
@@ -58,12 +62,7 @@ fn a_held_job_starts_once_and_a_cancelled_one_never() {
 fn held_jobs_keep_their_lease_and_go_back_unstarted() {
     let s = memory();
     let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
-    let held: Vec<AttemptRef> = s
-        .claim(&request(0, 2))
-        .unwrap()
-        .iter()
-        .map(ClaimedJob::attempt_ref)
-        .collect();
+    let held = hold(&s, 2);
     assert_eq!(s.renew_leases(&held, now_micros() + 60_000_000).unwrap(), 2);
     assert_eq!(s.release(&held[..1], true).unwrap(), 1);
     let back = s.get_job(ids[0]).unwrap().unwrap();
