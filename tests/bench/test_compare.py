@@ -124,6 +124,7 @@ def test_compare_command_with_one_file(capsys: pytest.CaptureFixture[str]) -> No
         (["compare", str(A), str(B), str(A)], "one or two CSVs"),
         (["compare", str(A), "--metric", "speed"], "invalid choice: 'speed'"),
         (["compare", str(A), "--threshold", "-1"], "must be at least 0.0"),
+        (["compare", str(A), "--threshold", "nan"], "argument --threshold: 'nan' is not a finite number"),
     ],
 )
 def test_compare_rejects_bad_input(
