@@ -6,6 +6,10 @@ mode, against what one would use instead, and did a change make it slower.
     python -m benchmarks compare A.csv [B.csv] [--plot out.png]
     python -m benchmarks report               results/README.md from the reference runs
 
+Ctrl-C stops a sweep: the cell under way is killed with its workers (and
+its PostgreSQL schemas dropped), the rows of the cells that finished stay in
+the CSV, and the exit status is 130.
+
 On PostgreSQL (--db postgres, server --pg-url): taskito's Queue(backend=
 "postgres") beside procrastinate and pgqueuer, each cell in a schema of its
 own that it drops when it ends (the sweep drops those of cells it killed).
@@ -33,7 +37,7 @@ from benchmarks.argtypes import comma_list, finite_number, seconds, whole_number
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, PLACEMENTS, adapter_of
 from benchmarks.schema import METRICS
-from benchmarks.sweep import Plan
+from benchmarks.sweep import Plan, Stopped, first_ctrl_c_only
 from benchmarks.sweep import run as run_sweep
 from benchmarks.tasks import TASKS
 
@@ -367,7 +371,12 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
         idle_gap=args.idle_gap,
         pg_url=args.pg_url,
     )
-    path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
+    with first_ctrl_c_only():
+        try:
+            path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
+        except Stopped as stop:
+            print(stop, file=sys.stderr)
+            return 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
     try:
         from benchmarks import compare as tables
     except ImportError as exc:
