@@ -6,6 +6,10 @@ mode, against what one would use instead, and did a change make it slower.
     python -m benchmarks compare A.csv [B.csv] [--plot out.png]
     python -m benchmarks report               results/README.md from the reference runs
 
+Ctrl-C stops a sweep: the cell under way is killed with its workers (and
+its PostgreSQL schemas dropped), the rows of the cells that finished stay in
+the CSV, and the exit status is 130.
+
 On PostgreSQL (--db postgres, server --pg-url): taskito's Queue(backend=
 "postgres") beside procrastinate and pgqueuer, each cell in a schema of its
 own that it drops when it ends (the sweep drops those of cells it killed).
@@ -24,20 +28,18 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from benchmarks import pg, report
+from benchmarks.argtypes import comma_list, finite_number, seconds, whole_number, whole_numbers
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, PLACEMENTS, adapter_of
 from benchmarks.schema import METRICS
-from benchmarks.sweep import Plan
+from benchmarks.sweep import Plan, Stopped, first_ctrl_c_only
 from benchmarks.sweep import run as run_sweep
 from benchmarks.tasks import TASKS
-
-T = TypeVar("T")
 
 # The default sweep: about two minutes on 2 cores with every peer available,
 # plus the round trips of taskito's process cells: 110 a cell, ~50 ms each
@@ -69,24 +71,6 @@ DEFAULTS = {
 SUBCOMMANDS = ("sweep", "compare", "report")
 
 
-def comma_list(choices: Sequence[str] | None = None) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("give at least one value")
-        if len(set(items)) != len(items):
-            raise argparse.ArgumentTypeError(f"{text!r} names a value twice")
-        if choices is not None:
-            unknown = [item for item in items if item not in choices]
-            if unknown:
-                raise argparse.ArgumentTypeError(
-                    f"unknown {', '.join(unknown)} (choose from {', '.join(choices)})"
-                )
-        return items
-
-    return parse
-
-
 def engine_list(text: str) -> list[str]:
     """Engine names, each optionally NAME@LABEL to run a second copy (under --python)."""
     engines = comma_list()(text)
@@ -97,23 +81,6 @@ def engine_list(text: str) -> list[str]:
         if "@" in engine and not label.replace("-", "").replace(".", "").replace("_", "").isalnum():
             raise argparse.ArgumentTypeError(f"{engine!r}: the label after @ must be letters, digits, . _ -")
     return engines
-
-
-def positive(kind: Callable[[str], T], minimum: T) -> Callable[[str], T]:
-    def parse(text: str) -> T:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < minimum:  # type: ignore[operator]
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def int_list(text: str) -> list[int]:
-    return [positive(int, 1)(item) for item in comma_list()(text)]
 
 
 def python_option(text: str) -> tuple[str, str]:
@@ -218,7 +185,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--processes",
-        type=int_list,
+        type=whole_numbers(1),
         default=DEFAULTS["processes"],
         metavar="LIST",
         help="counts of worker processes for placement=process, each running --workers workers: "
@@ -227,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--workers",
-        type=int_list,
+        type=whole_numbers(1),
         default=DEFAULTS["workers"],
         metavar="LIST",
         help="worker counts: threads per worker process, or in the measuring process (default: %(default)s)",
@@ -241,25 +208,25 @@ def parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--jobs",
-        type=positive(int, 2),
+        type=whole_number(2),
         default=DEFAULTS["jobs"],
         help="jobs enqueued and drained per cell (default: %(default)s)",
     )
     sweep.add_argument(
         "--repeat",
-        type=positive(int, 1),
+        type=whole_number(1),
         default=DEFAULTS["repeat"],
         help="repetitions of each cell (default: %(default)s)",
     )
     sweep.add_argument(
         "--samples",
-        type=positive(int, 0),
+        type=whole_number(0),
         default=DEFAULTS["samples"],
         help="round trips timed for latency per cell (default: %(default)s)",
     )
     sweep.add_argument(
         "--idle-samples",
-        type=positive(int, 0),
+        type=whole_number(0),
         default=DEFAULTS["idle_samples"],
         metavar="N",
         help="round trips timed after idle gaps, per cell, besides the back-to-back ones "
@@ -267,20 +234,20 @@ def parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--idle-gap",
-        type=positive(float, 0.001),
+        type=seconds,
         default=DEFAULTS["idle_gap"],
         metavar="SECONDS",
         help="nothing happens for this long before each of those (default: %(default)s)",
     )
     sweep.add_argument(
         "--warmup",
-        type=positive(int, 0),
+        type=whole_number(0),
         default=DEFAULTS["warmup"],
         help="jobs run before timing, per cell (default: %(default)s)",
     )
     sweep.add_argument(
         "--cell-timeout",
-        type=positive(float, 0.001),
+        type=seconds,
         default=DEFAULTS["cell_timeout"],
         metavar="SECONDS",
         help="kill a cell after this long (default: %(default)s)",
@@ -331,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument(
         "--threshold",
-        type=positive(float, 0.0),
+        type=finite_number(0.0),
         default=0.10,
         help="flag B/A worse than this fraction (default: %(default)s)",
     )
@@ -372,7 +339,7 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
     for engine in pythons:
         if engine not in args.engines:
             top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
-    if "process" not in args.placement and args.processes != int_list(str(DEFAULTS["processes"])):
+    if "process" not in args.placement and args.processes != whole_numbers(1)(str(DEFAULTS["processes"])):
         top.error("--processes counts worker processes: give --placement process too")
     decided = with_postgres(args)
     if decided is not None:
@@ -404,7 +371,12 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
         idle_gap=args.idle_gap,
         pg_url=args.pg_url,
     )
-    path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
+    with first_ctrl_c_only():
+        try:
+            path = run_sweep(plan, write=lambda line: print(line, file=sys.stderr, flush=True))
+        except Stopped as stop:
+            print(stop, file=sys.stderr)
+            return 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
     try:
         from benchmarks import compare as tables
     except ImportError as exc:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES, PLACEMENTS, adapter_of
-from benchmarks.schema import ADDED_COLUMNS, ADDED_METRICS, KEY, METRICS
+from benchmarks.schema import ADDED_COLUMNS, ADDED_METRICS, COUNTS, KEY, METRICS
 from benchmarks.tasks import TASKS
 
 DEFAULT_METRICS = ["drain_per_s"]
@@ -85,7 +85,44 @@ def load(path: Path) -> pd.DataFrame:
             f"{path}: made by another version of the harness (no column {', '.join(missing)}): "
             "run it again with this one"
         )
-    return with_added_columns(frame)
+    if frame.empty:
+        raise NotABenchmarkCSV(
+            f"{path}: no rows, only the header (a sweep stopped before its first cell finished): "
+            "run the sweep again"
+        )
+    return with_added_columns(_as_numbers(frame, path))
+
+
+def _as_numbers(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` with its COUNTS and METRICS as numbers; raises
+    NotABenchmarkCSV naming the first cell that is not one, or a count that
+    is empty, as a CSV edited by hand or by another tool can have: the
+    tables would otherwise fail deep inside pandas."""
+    frame = frame.copy()
+    for column in (c for c in (*COUNTS, *METRICS) if c in frame.columns):
+        values = frame[column]
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if column in COUNTS:
+            bad |= numbers.isna() | (numbers % 1 != 0)
+        if bad.any():
+            raise NotABenchmarkCSV(_bad_cell(path, int(bad.to_numpy().argmax()), column))
+        frame[column] = numbers.astype(int) if column in COUNTS else numbers
+    return frame
+
+
+def _bad_cell(path: Path, index: int, column: str) -> str:
+    """What is wrong with the cell of data row ``index`` (0-based) and
+    ``column``, in the words of the file as written."""
+    row = pd.read_csv(path, dtype=str, keep_default_na=False).iloc[index]
+    value = row[column]
+    kind = "whole number" if column in COUNTS else "number"
+    what = "is empty" if not value.strip() else f"holds {value!r}, not a {kind}"
+    cell = f"{row['engine']} {row['db']} workers={row['workers'] or '?'} rep {row['repetition'] or '?'}"
+    return (
+        f"{path}: data row {index + 1} ({cell}): column {column} {what}; "
+        "correct or delete that row, or run the sweep again"
+    )
 
 
 def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")  # files only: no display here or in CI
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from benchmarks.compare import placements_vary, summarize, where
 from benchmarks.engines import ENGINES
@@ -23,6 +25,17 @@ from benchmarks.tasks import TASKS
 def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain_per_s") -> Path:
     """Draws ``metric`` against workers for each sweep in ``frames`` (label
     -> rows) and saves it to ``path`` (PNG)."""
+    fig = figure(frames, metric)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def figure(frames: dict[str, pd.DataFrame], metric: str = "drain_per_s") -> Figure:
+    """The figure ``throughput`` saves; close it with ``plt.close``."""
     summaries = {label: summarize(frame) for label, frame in frames.items()}
     every = pd.concat([s.reset_index() for s in summaries.values()])
     every = every[every["runs"] > 0]
@@ -30,10 +43,21 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
         raise ValueError("no cell finished: nothing to plot")
     tasks = [task for task in TASKS if task in set(every["task"])]
     dbs = [db for db in DB_MODES if db in set(every["db"])]
+    # Constrained layout sizes the panels around every label: tight_layout
+    # left the y label, longer than a panel is high, cut off at the figure's
+    # edge and over the tick labels. The metric is said once, on top, and
+    # its unit once, beside the rows, whose y scales each row shares.
     fig, axes = plt.subplots(
-        len(tasks), len(dbs), squeeze=False, figsize=(4.2 * len(dbs), 3.4 * len(tasks)), sharey="row"
+        len(tasks),
+        len(dbs),
+        squeeze=False,
+        figsize=(4.2 * len(dbs), 3.4 * len(tasks)),
+        sharey="row",
+        layout="constrained",
     )
     m = METRICS[metric]
+    fig.suptitle(m.label)
+    fig.supylabel(m.unit)
     # Each engine keeps its colour in every plot: taken by its registry position.
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     known = list(ENGINES)
@@ -74,16 +98,12 @@ def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain
             workers = sorted(set(every["workers"]))
             ax.set_xlim(workers[0] / 1.5, workers[-1] * 1.5)  # room around a single count too
             ax.set_xticks(workers, [str(w) for w in workers])
-            ax.minorticks_off()
+            # x: the worker counts run, nothing between; y keeps its minor
+            # ticks, labelled where a row spans about a decade or less.
+            ax.xaxis.set_minor_locator(NullLocator())
             ax.set_title(f"{task}, {db}")
             ax.set_xlabel("workers")
-            if j == 0:
-                ax.set_ylabel(f"{m.label} ({m.unit})")
-            ax.grid(True, which="both", alpha=0.3)
+            ax.grid(True, which="major", alpha=0.3)
             if ax.has_data():
                 ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -42,8 +42,9 @@ def build(csvs: Sequence[Path], out: Path) -> str:
         "Numbers are medians of the repetitions with their min–max. The machines are shared "
         "and noisy: compare engines within one run rather than absolute numbers across runs.",
     ]
-    for csv in csvs:
-        frame = compare.load(csv)
+    # Every CSV read before anything is drawn: one that cannot be leaves no plot behind.
+    frames = {csv: compare.load(csv) for csv in csvs}
+    for csv, frame in frames.items():
         section = [f"## {csv.stem}", compare.provenance(frame)]
         command = frame["command"].dropna()
         if len(command):
@@ -61,6 +62,7 @@ def build(csvs: Sequence[Path], out: Path) -> str:
 
 
 def write(csvs: Sequence[Path], out: Path) -> Path:
+    text = build(csvs, out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build(csvs, out))
+    out.write_text(text)
     return out

@@ -35,6 +35,9 @@ METRICS: dict[str, Metric] = {
 
 # A cell less its repetition: what repetitions are grouped by.
 KEY = ["engine", "task", "db", "placement", "processes", "workers"]
+# Whole numbers that every row has: what cells are told apart and grouped
+# by. (METRICS hold numbers, or nothing where a cell measured nothing.)
+COUNTS = ("workers", "processes", "repetition")
 
 # Columns added after the harness's first CSVs, which a CSV made before
 # lacks: compare reads them as these values (placement and processes are

@@ -3,18 +3,21 @@ per cell and repetition as it goes."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from benchmarks import procs, provenance, pythonpath
@@ -27,6 +30,51 @@ from benchmarks.schema import COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_TIMEOUT = 60.0
 BUILD = ("engine_path", "engine_build")  # what Adapter.build() says
+
+
+class CellInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a cell ran, raised once the cell and every process it
+    started are killed and its PostgreSQL schemas dropped: ``note`` says
+    which were, or could not be ("" when it had none)."""
+
+    def __init__(self, note: str) -> None:
+        super().__init__(note)
+        self.note = note
+
+
+class Stopped(Exception):
+    """The sweep was stopped by Ctrl-C: ``done`` of ``total`` cells finished
+    and have their rows in ``out``; None before the first cell started,
+    when nothing was written."""
+
+    def __init__(self, out: Path, done: int | None, total: int) -> None:
+        self.out, self.done, self.total = out, done, total
+        if done is None:
+            text = "stopped by Ctrl-C before the first cell: nothing written"
+        elif done == 0:
+            text = f"stopped by Ctrl-C before any cell finished: {out} has only the header"
+        else:
+            text = f"stopped by Ctrl-C: {done} of {total} cells finished; their rows are in {out}"
+        super().__init__(text)
+
+
+@contextlib.contextmanager
+def first_ctrl_c_only() -> Iterator[None]:
+    """Within: the first SIGINT raises KeyboardInterrupt as usual, and later
+    ones are ignored, so that a second Ctrl-C cannot cut short the clean-up
+    the first began (killing the cell and its workers, dropping its
+    schemas: seconds at most). The handler before is put back on leaving.
+    Main thread only, as every signal handler."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 @dataclass
@@ -127,7 +175,10 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
 
     The cell runs in its folder and imports only ``benchmarks`` from this
     tree (see ``benchmarks.pythonpath``): its engine is the one ``python``
-    has installed."""
+    has installed.
+
+    Ctrl-C (KeyboardInterrupt), wherever it finds the cell, kills the same
+    and drops the same schemas, then raises ``CellInterrupted``."""
     procs.become_subreaper()
     before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
@@ -136,9 +187,15 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
         # A cell that died before dropping its PostgreSQL schemas left them
         # listed in its folder: dropped now, and said before the row's error.
         note = _drop_left_schemas(folder, cell, python)
-        return {**row, "error": note + row["error"]} if note else row
+    except KeyboardInterrupt:
+        # Ctrl-C of the sweep, wherever it found the cell (starting,
+        # running, being cleaned up): what it started goes, and the
+        # schemas it made, as for a cell that died.
+        procs.kill_descendants_except(before)
+        raise CellInterrupted(_drop_left_schemas(folder, cell, python).strip()) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    return {**row, "error": note + row["error"]} if note else row
 
 
 def _run_in(folder: Path, cell: Cell, python: str, timeout: float, before: set[int]) -> dict[str, Any]:
@@ -305,16 +362,58 @@ def _duration(seconds: float) -> str:
 
 
 def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
-    """Runs the plan, writing rows to ``plan.out`` as cells finish."""
+    """Runs the plan, writing rows to ``plan.out`` as cells finish.
+
+    Ctrl-C (KeyboardInterrupt) stops it: the cell under way is killed with
+    its workers and its PostgreSQL schemas are dropped (``run_cell``), the
+    rows written stay, and ``Stopped`` says how many and where."""
     cells = plan.cells()
     for note in plan.unsupported():
         write(note)
-    static = {
-        "sweep_id": _now(),
-        "command": plan.command,
-        **provenance.commit_info(ROOT),
-        **provenance.machine_info(),
-    }
+    try:
+        static = {
+            "sweep_id": _now(),
+            "command": plan.command,
+            **provenance.commit_info(ROOT),
+            **provenance.machine_info(),
+        }
+        available = _probe_engines(plan, cells, write)
+        plan.out.parent.mkdir(parents=True, exist_ok=True)
+        progress = Progress(cells, write)
+        write(f"{len(cells)} cells, writing {plan.out}")
+    except KeyboardInterrupt:
+        raise Stopped(plan.out, None, len(cells)) from None
+    try:
+        with plan.out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+            writer.writeheader()
+            for index, cell in enumerate(cells):
+                row = _row(plan, cell, static, available[cell.engine, DB_MODES[cell.db].backend])
+                writer.writerow({k: _cell_text(v) for k, v in row.items()})
+                f.flush()
+                progress.done(index, row)
+    except KeyboardInterrupt as stop:
+        if isinstance(stop, CellInterrupted) and stop.note:
+            write(stop.note)
+        # Counted in the file: a row is written by one call that Ctrl-C
+        # cannot split, so the file has whole rows, each a cell that
+        # finished, even when Ctrl-C came between its write and the next line.
+        raise Stopped(plan.out, _rows_in(plan.out), len(cells)) from None
+    return plan.out
+
+
+def _rows_in(path: Path) -> int:
+    try:
+        with path.open(newline="") as f:
+            return sum(1 for _ in csv.DictReader(f))
+    except FileNotFoundError:
+        return 0
+
+
+def _probe_engines(
+    plan: Plan, cells: list[Cell], write: Callable[[str], None]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Whether each engine can run on each backend, said of those that cannot."""
     # One probe per engine and backend: an engine's PostgreSQL cells can be
     # unavailable (no server, no driver) where its SQLite ones run.
     available: dict[tuple[str, str], dict[str, Any]] = {}
@@ -333,19 +432,7 @@ def run(plan: Plan, write: Callable[[str], None] = print) -> Path:
                 write(f"{which}: skipped: {found['reason']}")
     for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):
         write(f"cells with placement=process skipped: {reason}")
-
-    plan.out.parent.mkdir(parents=True, exist_ok=True)
-    progress = Progress(cells, write)
-    write(f"{len(cells)} cells, writing {plan.out}")
-    with plan.out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for index, cell in enumerate(cells):
-            row = _row(plan, cell, static, available[cell.engine, DB_MODES[cell.db].backend])
-            writer.writerow({k: _cell_text(v) for k, v in row.items()})
-            f.flush()
-            progress.done(index, row)
-    return plan.out
+    return available
 
 
 def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) -> dict[str, Any]:

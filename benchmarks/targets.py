@@ -35,6 +35,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.argtypes import seconds, whole_number
 from benchmarks.grid import Cell
 from benchmarks.sweep import Progress, probe, run_cell
 
@@ -139,31 +140,50 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--jobs", type=int, default=10_000, help="jobs per run (default: %(default)s)")
-    parser.add_argument("--latency-samples", type=int, default=1000, help="round trips per run")
+    parser.add_argument(
+        "--jobs", type=whole_number(2), default=10_000, help="jobs per run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latency-samples",
+        type=whole_number(1),
+        default=1000,
+        help="round trips per run (default: %(default)s)",
+    )
     parser.add_argument(
         "--cross-samples",
-        type=int,
+        type=whole_number(1),
         default=200,
         help="back-to-back round trips per run with `taskito worker` processes (default: %(default)s)",
     )
     parser.add_argument(
         "--idle-samples",
-        type=int,
+        type=whole_number(1),
         default=30,
         help="round trips after idle gaps, with one `taskito worker` process (default: %(default)s)",
     )
     parser.add_argument(
-        "--idle-gap", type=float, default=0.5, metavar="SECONDS", help="each gap (default: %(default)s)"
+        "--idle-gap", type=seconds, default=0.5, metavar="SECONDS", help="each gap (default: %(default)s)"
     )
-    parser.add_argument("--warmup", type=int, default=500, help="jobs run before timing, per run")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per configuration; the median is shown")
-    parser.add_argument("--cell-timeout", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument(
+        "--warmup",
+        type=whole_number(0),
+        default=500,
+        help="jobs run before timing, per run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=whole_number(1),
+        default=3,
+        help="runs per configuration; the median is shown (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="kill a run after this long (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    if args.jobs < 2 or args.repeat < 1 or args.latency_samples < 1 or args.cross_samples < 1:
-        parser.error("--jobs must be at least 2, --repeat and the sample counts at least 1")
-    if args.idle_samples < 1 or args.idle_gap <= 0:
-        parser.error("--idle-samples must be at least 1 and --idle-gap more than 0")
     default_workers = os.cpu_count() or 1
 
     def cell(config: Config, repetition: int) -> Cell:

@@ -21,6 +21,17 @@ from benchmarks import cli
         (["--tasks", "noop,noop"], "names a value twice"),
         (["--jobs", "1"], "argument --jobs: must be at least 2"),
         (["--cell-timeout", "0"], "argument --cell-timeout: must be at least"),
+        (["--cell-timeout", "nan"], "argument --cell-timeout: 'nan' is not a finite number"),
+        (["--idle-gap", "0"], "argument --idle-gap: must be at least 0.001, got 0.0"),
+        (["--idle-gap", "inf"], "argument --idle-gap: 'inf' is not a finite number"),
+        (["--jobs", "0"], "argument --jobs: must be at least 2, got 0"),
+        (["--jobs", "1e3"], "argument --jobs: '1e3' is not a whole number"),
+        (["--repeat", "0"], "argument --repeat: must be at least 1, got 0"),
+        (["--samples", "-1"], "argument --samples: must be at least 0, got -1"),
+        (["--idle-samples", "-1"], "argument --idle-samples: must be at least 0, got -1"),
+        (["--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
+        (["--processes", "1,0"], "argument --processes: must be at least 1, got 0"),
+        (["--workers", "1.5"], "argument --workers: '1.5' is not a whole number"),
         (["--python", "taskito"], "expected ENGINE=/path/to/python"),
         (["--python", "taskito=/no/such/python"], "/no/such/python is not an executable file"),
         (["--engines", "taskito", "--python", f"huey={sys.executable}"], "huey is not in --engines"),
@@ -35,7 +46,9 @@ def test_bad_sweep_options_exit_2_with_a_clear_message(
     with pytest.raises(SystemExit) as exit:
         cli.main([*args, "--out", str(tmp_path / "never.csv")])
     assert exit.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m benchmarks sweep ")
+    assert message in err.splitlines()[-1], "one line says what is wrong"
     assert not (tmp_path / "never.csv").exists()
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.image
@@ -10,6 +13,7 @@ import pytest
 
 from benchmarks import cli, compare, report
 
+ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = Path(__file__).parent / "data"
 A, B = DATA / "a.csv", DATA / "b.csv"
 
@@ -120,6 +124,7 @@ def test_compare_command_with_one_file(capsys: pytest.CaptureFixture[str]) -> No
         (["compare", str(A), str(B), str(A)], "one or two CSVs"),
         (["compare", str(A), "--metric", "speed"], "invalid choice: 'speed'"),
         (["compare", str(A), "--threshold", "-1"], "must be at least 0.0"),
+        (["compare", str(A), "--threshold", "nan"], "argument --threshold: 'nan' is not a finite number"),
     ],
 )
 def test_compare_rejects_bad_input(
@@ -259,3 +264,81 @@ def test_the_report_says_where_the_workers_of_each_row_ran(tmp_path: Path) -> No
     text = out.read_text()
     assert "| taskito  | file   | 1 `taskito worker` process       |" in text
     assert "| `placement` |" in text and "| `latency_rtt_idle_p50_ms` |" in text
+
+
+def broken(tmp_path: Path, name: str, column: str, value: str, row: int = 2) -> Path:
+    """a.csv with one cell (0-based data ``row``) set to ``value``."""
+    import pandas as pd
+
+    frame = pd.read_csv(A, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def header_only(tmp_path: Path) -> Path:
+    """What Ctrl-C of a sweep before its first cell finished leaves."""
+    path = tmp_path / "stopped.csv"
+    path.write_text(A.read_text().split("\n", 1)[0] + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            header_only,
+            "stopped.csv: no rows, only the header (a sweep stopped before its first cell finished): "
+            "run the sweep again",
+        ),
+        (
+            lambda tmp: broken(tmp, "word.csv", "drain_per_s", "fast"),
+            "word.csv: data row 3 (taskito file workers=1 rep 1): column drain_per_s holds 'fast', "
+            "not a number; correct or delete that row, or run the sweep again",
+        ),
+        (
+            lambda tmp: broken(tmp, "half.csv", "workers", "2.5"),
+            "half.csv: data row 3 (taskito file workers=2.5 rep 1): column workers holds '2.5', not a whole number",
+        ),
+        (
+            lambda tmp: broken(tmp, "blank.csv", "repetition", ""),
+            "blank.csv: data row 3 (taskito file workers=1 rep ?): column repetition is empty",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["compare one", "compare A and it", "report"])
+def test_an_empty_or_malformed_csv_is_one_usage_error_naming_file_row_and_column(
+    make: Callable[[Path], Path],
+    message: str,
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = make(tmp_path)
+    argv = {
+        "compare one": ["compare", str(bad)],
+        "compare A and it": ["compare", str(A), str(bad)],
+        "report": ["report", str(A), str(bad), "--out", str(tmp_path / "results" / "README.md")],
+    }[command]
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: python -m benchmarks {argv[0]} "), "a usage error, not a traceback"
+    last = err.splitlines()[-1]
+    assert last.startswith(f"python -m benchmarks {argv[0]}: error: ") and message in last
+    assert not (tmp_path / "results").exists(), "no report, and no plot of the good CSV either"
+
+
+def test_compare_of_a_header_only_csv_prints_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "compare", str(header_only(tmp_path))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith("run the sweep again")

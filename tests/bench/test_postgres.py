@@ -9,9 +9,12 @@ import csv
 import importlib.util
 import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +30,7 @@ from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS
 from benchmarks.sweep import Plan, run_cell
 from taskito import Queue
-from tests.bench.test_sweep import bench
+from tests.bench.test_sweep import ROOT, bench
 
 PG_URL = os.environ.get("TASKITO_TEST_POSTGRES_URL", "")
 ENABLE = (
@@ -304,6 +307,51 @@ def test_the_schema_of_a_cell_killed_at_its_time_limit_is_dropped_by_the_sweep(
     assert row["error"].endswith("killed after 10s")
     assert bench_schemas(psycopg, pg_url) <= before
     assert list(tmp_path.iterdir()) == [], "the cell's folder is removed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_a_sweep_drops_the_schema_of_the_cell_it_stopped(
+    pg_url: str, psycopg: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("procrastinate", reason=f"this cell is procrastinate's ({BENCH_EXTRA})")
+    before = bench_schemas(psycopg, pg_url)
+    out = tmp_path / "stopped.csv"
+    # 20,000 five-millisecond jobs to warm up on one worker: minutes.
+    command = [
+        sys.executable, "-m", "benchmarks", "sweep", "--engines", "procrastinate", "--db", "postgres",
+        "--workers", "1", "--tasks", "io_sleep", "--jobs", "2", "--repeat", "1", "--samples", "1",
+        "--warmup", "20000", "--pg-url", pg_url, "--out", str(out),
+    ]  # fmt: skip
+    with subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as sweep:
+        try:
+            made = wait_for_new_schema(psycopg, pg_url, before, "bench_procrastinate_", timeout=60)
+            sweep.send_signal(signal.SIGINT)
+            _, stderr = sweep.communicate(timeout=60)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+                sweep.communicate()
+    assert sweep.returncode == 130, stderr
+    assert stderr.splitlines()[-2:] == [
+        f"dropped the schemas the cell left: {made}",
+        f"stopped by Ctrl-C before any cell finished: {out} has only the header",
+    ], stderr
+    assert made not in bench_schemas(psycopg, pg_url)
+
+
+def wait_for_new_schema(psycopg: Any, url: str, before: set[str], prefix: str, timeout: float) -> str:
+    """The name of a schema starting with ``prefix`` not in ``before``, once
+    there is one. Polls the server: nothing else says when a cell has made
+    its schema."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = {name for name in bench_schemas(psycopg, url) - before if name.startswith(prefix)}
+        if new:
+            return new.pop()
+        time.sleep(0.05)
+    pytest.fail(f"no cell made a schema within {timeout}s")
 
 
 def test_a_cell_schema_is_listed_before_it_is_made_and_dropped_with_all_in_it(

@@ -75,3 +75,37 @@ def test_the_cross_process_configurations_are_one_and_two_worker_processes() -> 
         True,
     )
     assert (two.label, two.processes, two.idle) == ("taskito file workers=2, 2 processes", 2, False)
+
+
+# A run small enough to finish in seconds, were a bad flag let through.
+TINY = ["--jobs", "20", "--latency-samples", "2", "--warmup", "2", "--repeat", "1"]
+TINY += ["--cross-samples", "2", "--idle-samples", "1", "--idle-gap", "0.01", "--cell-timeout", "60"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--warmup", "-1", "must be at least 0, got -1"),
+        ("--cell-timeout", "0", "must be at least 0.001, got 0.0"),
+        ("--cell-timeout", "-5", "must be at least 0.001, got -5.0"),
+        ("--cell-timeout", "nan", "'nan' is not a finite number"),
+        ("--idle-gap", "0", "must be at least 0.001, got 0.0"),
+        ("--idle-gap", "inf", "'inf' is not a finite number"),
+        ("--jobs", "1", "must be at least 2, got 1"),
+        ("--jobs", "2.5", "'2.5' is not a whole number"),
+        ("--jobs", "many", "'many' is not a number"),
+        ("--repeat", "0", "must be at least 1, got 0"),
+        ("--latency-samples", "0", "must be at least 1, got 0"),
+        ("--cross-samples", "-3", "must be at least 1, got -3"),
+        ("--idle-samples", "0", "must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_numeric_flag_is_one_usage_error(
+    flag: str, value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        targets.main([*TINY, flag, value])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m benchmarks.targets ")
+    assert err.splitlines()[-1] == f"python -m benchmarks.targets: error: argument {flag}: {message}"
