@@ -21,7 +21,7 @@ use super::runner::RunningTasks;
 use super::watch::AsyncWatch;
 use crate::engine::{self, Worker, WorkerConfig};
 use crate::error::{Error, Result};
-use crate::job::{format_id, micros, now_micros, parse_id, JobFilter, JobOptions, Status};
+use crate::job::{format_id, parse_id, JobFilter, JobOptions, Status};
 use crate::storage::{CancelRequest, Durability, SqliteConfig, SqliteStorage, Storage};
 
 /// Longest wait accepted; `None` timeouts mean this.
@@ -290,21 +290,17 @@ impl NativeQueue {
 
     /// Deletes dead jobs that died more than `older_than` seconds ago.
     fn purge_dead(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
-        let age = micros(seconds(older_than, "older_than")?);
+        let age = seconds(older_than, "older_than")?;
         let engine = self.engine(py)?;
-        Ok(py.detach(|| engine.storage.purge_dead(now_micros().saturating_sub(age)))?)
+        Ok(py.detach(|| engine.storage.purge_dead(age))?)
     }
 
     /// Deletes completed and cancelled jobs that finished more than
     /// `older_than` seconds ago.
     fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
-        let age = micros(seconds(older_than, "older_than")?);
+        let age = seconds(older_than, "older_than")?;
         let engine = self.engine(py)?;
-        Ok(py.detach(|| {
-            engine
-                .storage
-                .purge_finished(now_micros().saturating_sub(age))
-        })?)
+        Ok(py.detach(|| engine.storage.purge_finished(age))?)
     }
 
     /// Blocks (without the GIL) until the job is final; returns
@@ -488,14 +484,14 @@ impl NativeQueue {
     /// The workers serving this database, as the registry records them.
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let engine = self.engine(py)?;
-        let workers = py.detach(|| engine.storage.workers(now_micros()))?;
+        let workers = py.detach(|| engine.storage.workers())?;
         workers.iter().map(|w| worker_dict(py, w)).collect()
     }
 
     /// Jobs waiting for a task no live worker has, counted by task name.
     fn unserved_tasks(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
         let engine = self.engine(py)?;
-        Ok(py.detach(|| engine.storage.unserved_tasks(now_micros()))?)
+        Ok(py.detach(|| engine.storage.unserved_tasks())?)
     }
 
     /// Why this database's wake-ups do not cross processes (other

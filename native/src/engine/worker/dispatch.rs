@@ -169,7 +169,7 @@ pub(super) fn dispatcher(
         let due_hint = wakeups.due_hint();
         if next_due.min(due_hint) <= now || last_promote.elapsed() >= promote_every {
             last_promote = Instant::now();
-            match shared.storage().promote_due(now) {
+            match shared.storage().promote_due() {
                 Ok(due) => {
                     next_due = due.unwrap_or(i64::MAX);
                     wakeups.settle_due(due_hint, next_due);

@@ -9,7 +9,7 @@ use super::commit::WriterMsg;
 use super::{Held, Shared};
 use crate::engine::Event;
 use crate::error::Result;
-use crate::job::{now_micros, AttemptRef, ClaimedJob, Outcome};
+use crate::job::{AttemptRef, ClaimedJob, Outcome};
 
 impl Shared {
     /// Records freshly claimed jobs as held by this worker; those marked
@@ -36,7 +36,7 @@ impl Shared {
     /// taken back since they were claimed: they are forgotten, unrun.
     pub(super) fn start_held(&self, jobs: Vec<ClaimedJob>) -> Result<Vec<ClaimedJob>> {
         let refs: Vec<AttemptRef> = jobs.iter().map(ClaimedJob::attempt_ref).collect();
-        let started = self.storage().start_claimed(&refs, now_micros())?;
+        let started = self.storage().start_claimed(&refs)?;
         let mut run = Vec::with_capacity(jobs.len());
         let mut held = self.held.lock();
         for (mut job, ok) in jobs.into_iter().zip(started) {
