@@ -1,8 +1,10 @@
-//! Where jobs live. The engine talks to storage only through [`Storage`], so a
-//! second backend (PostgreSQL, for workers on many machines) slots in beside
-//! SQLite without touching the dispatcher, the executors or the bindings.
+//! Where jobs live. The engine talks to storage only through [`Storage`]:
+//! SQLite (one machine, `sqlite/`) and PostgreSQL (workers on many machines,
+//! `postgres/`) sit behind it, and the dispatcher, the executors and the
+//! bindings do not know which one they talk to.
 
 mod common;
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::job::{
 };
 use crate::wakeup::Wakeups;
 
+pub use postgres::{redact as redact_url, PostgresConfig, PostgresStorage, APPLICATION_NAME};
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
 /// What a worker asks for when it claims jobs: `start` jobs its executors

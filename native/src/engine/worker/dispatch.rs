@@ -215,7 +215,7 @@ pub(super) fn dispatcher(
                     idle = config.idle_poll_min;
                     next_due = i64::MIN;
                 }
-                Ok(false) => idle = (idle * 2).min(config.idle_poll_max),
+                Ok(false) => idle = (idle * 2).min(wakeups.idle_poll_max(config.idle_poll_max)),
                 Err(e) => shared.report("checking for new work", &e),
             }
             hand_back_if_better_waits(&shared, &mut prefetched);

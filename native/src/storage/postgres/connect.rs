@@ -1,0 +1,272 @@
+//! Where the server is and how to open a connection to it: the URL parsed
+//! once, its password kept out of every string shown to a person, and
+//! failures to connect turned into errors that name the server.
+
+use std::time::Duration;
+
+use postgres::config::Host;
+use postgres::{Client, NoTls};
+
+use crate::error::{describe_postgres, Error, Result};
+
+/// How `application_name` starts on every connection this backend opens
+/// (then a space and the schema), so an operator can find, and a test can
+/// kill, taskito's connections.
+pub const APPLICATION_NAME: &str = "taskito";
+
+/// A server and a schema on it, ready to open connections to.
+#[derive(Clone)]
+pub(crate) struct Target {
+    config: postgres::Config,
+    /// The URL without its password: what errors and `repr` show.
+    pub shown: String,
+    /// `host:port` (the first of each), for messages.
+    pub server: String,
+}
+
+impl Target {
+    /// Parses `url` (`postgresql://...`, `postgres://...` or `key=value`
+    /// pairs). Every connection's `search_path` is `schema`, so that the
+    /// statements name tables without it.
+    pub fn new(url: &str, schema: &str, connect_timeout: Duration) -> Result<Target> {
+        let shown = redact(url);
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            Error::invalid(format!(
+                "db_url {shown:?} is not a PostgreSQL URL: {}",
+                describe_postgres(&e)
+            ))
+        })?;
+        if connect_timeout.is_zero() {
+            return Err(Error::invalid("connect_timeout must be greater than 0"));
+        }
+        config.connect_timeout(connect_timeout);
+        // Notice a server that vanished without closing the socket (a
+        // machine that died) instead of waiting on it for ever.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name(&format!("{APPLICATION_NAME} {schema}"));
+        }
+        // The schema is checked to be a plain identifier; quoting keeps its
+        // case.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c search_path=\"{schema}\""),
+            None => format!("-c search_path=\"{schema}\""),
+        };
+        config.options(&options);
+        let server = server_of(&config);
+        Ok(Target {
+            config,
+            shown,
+            server,
+        })
+    }
+
+    /// Opens a connection, or says which server could not be reached and
+    /// why, within the connect timeout.
+    pub fn connect(&self) -> Result<Client> {
+        self.config.connect(NoTls).map_err(|e| self.unreachable(&e))
+    }
+
+    /// The error for a connection that could not be opened or was lost.
+    pub fn unreachable(&self, error: &postgres::Error) -> Error {
+        Error::Connection(format!(
+            "cannot reach PostgreSQL at {} ({}): {}",
+            self.server,
+            self.shown,
+            describe_postgres(error)
+        ))
+    }
+}
+
+fn server_of(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(name)) => name.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// `url` without its password, in either form PostgreSQL accepts: the
+/// `user:password@` of a URL (and a `password=` query parameter), or a
+/// `password=...` pair of a key/value string.
+pub fn redact(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let (scheme, rest) = url.split_at(scheme_end + 3);
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let authority = match authority.rfind('@') {
+            Some(at) => {
+                let user_info = &authority[..at];
+                let user = user_info.split(':').next().unwrap_or("");
+                format!("{user}@{}", &authority[at + 1..])
+            }
+            None => authority.to_string(),
+        };
+        return format!("{scheme}{authority}{}", redact_query(tail));
+    }
+    redact_pairs(url)
+}
+
+/// Drops `password=` from the query string of a URL's tail.
+fn redact_query(tail: &str) -> String {
+    let Some(q) = tail.find('?') else {
+        return tail.to_string();
+    };
+    let (path, query) = tail.split_at(q);
+    let kept: Vec<&str> = query[1..]
+        .split('&')
+        .filter(|pair| !pair.to_ascii_lowercase().starts_with("password="))
+        .collect();
+    if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Drops `password=...` (quoted or not) from `key=value` pairs.
+fn redact_pairs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let Some(at) = find_key(&lower, "password") else {
+            out.push_str(rest);
+            return out.trim_end().to_string();
+        };
+        out.push_str(&rest[..at]);
+        // Past the key, the spaces and the `=`, then the value.
+        let mut value = rest[at + "password".len()..].trim_start();
+        value = value.strip_prefix('=').unwrap_or(value).trim_start();
+        rest = skip_value(value).trim_start();
+    }
+}
+
+/// Where `key` starts as a key (at the start, or after a space, and followed
+/// by `=`) in `lower`.
+fn find_key(lower: &str, key: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find(key) {
+        let at = from + pos;
+        let starts_word = at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace();
+        let after = lower[at + key.len()..].trim_start();
+        if starts_word && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + key.len();
+    }
+    None
+}
+
+/// What follows a value: a quoted value ends at its closing quote (`\'`
+/// escapes one), a bare one at the next space.
+fn skip_value(value: &str) -> &str {
+    if let Some(quoted) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return &quoted[i + 1..],
+                _ => escaped = false,
+            }
+        }
+        return "";
+    }
+    match value.find(char::is_whitespace) {
+        Some(end) => &value[end..],
+        None => "",
+    }
+}
+
+/// Whether `name` can be a schema: a plain identifier that PostgreSQL keeps
+/// as it is written once quoted, short enough for names built from it.
+pub fn check_schema(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain && name.len() <= 48 {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "schema must be a name of letters, digits and underscores, not starting with a digit, \
+         at most 48 characters; got {name:?}"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        for (url, shown) in [
+            (
+                "postgresql://app:s3cret@db.example:6543/jobs",
+                "postgresql://app@db.example:6543/jobs",
+            ),
+            (
+                "postgres://app:p%40ss@h/d?sslmode=disable",
+                "postgres://app@h/d?sslmode=disable",
+            ),
+            (
+                "postgresql://h/d?password=s3cret&connect_timeout=3",
+                "postgresql://h/d?connect_timeout=3",
+            ),
+            ("postgresql://h/d?password=s3cret", "postgresql://h/d"),
+            ("postgresql://app@h", "postgresql://app@h"),
+            (
+                "host=h user=app password=s3cret dbname=d",
+                "host=h user=app dbname=d",
+            ),
+            (
+                "host=h password = 'it is s3cret' dbname=d",
+                "host=h dbname=d",
+            ),
+            ("password='a \\' b' host=h", "host=h"),
+            ("host=h mypassword=x", "host=h mypassword=x"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn schemas_are_plain_identifiers() {
+        for good in ["taskito", "T_1", "_x"] {
+            check_schema(good).unwrap();
+        }
+        for bad in ["", "1a", "a-b", "a\"b", "a b", &"x".repeat(49)] {
+            assert!(check_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_server_is_named_without_the_password() {
+        // Port 1 on the loopback: refused at once.
+        let target = Target::new(
+            "postgresql://u:hunter2@127.0.0.1:1/d",
+            "s",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let Err(Error::Connection(message)) = target.connect() else {
+            panic!("expected a connection error")
+        };
+        assert!(message.contains("127.0.0.1:1"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        let bad = Target::new(
+            "postgresql://u:hunter2@h:notaport/d",
+            "s",
+            Duration::from_secs(1),
+        );
+        let Err(Error::InvalidArgument(message)) = bad else {
+            panic!("expected a bad URL")
+        };
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}
