@@ -19,6 +19,10 @@ use crate::wakeup::Wakeups;
 pub use postgres::{redact as redact_url, PostgresConfig, PostgresStorage, APPLICATION_NAME};
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
+/// A schema of its own on the PostgreSQL test server, for tests elsewhere.
+#[cfg(test)]
+pub(crate) use postgres::tests::Scratch as PostgresScratch;
+
 /// What a worker asks for when it claims jobs: `start` jobs its executors
 /// start now (marked running), then `hold` more it keeps as claimed (its
 /// prefetch: leased, not started), all in claim order.

@@ -148,3 +148,10 @@ fn a_job_no_worker_ever_had_the_task_of_is_dead_lettered_after_the_grace() {
         1
     );
 }
+
+on_postgres!(
+    a_held_job_is_not_started_and_cancelling_it_means_it_never_runs,
+    a_better_job_takes_the_place_of_held_ones_and_runs_first,
+    a_worker_claims_only_its_tasks_and_is_in_the_registry_while_it_runs,
+    a_job_no_worker_ever_had_the_task_of_is_dead_lettered_after_the_grace,
+);
