@@ -51,7 +51,12 @@ class NativeQueue:
         durability: str = "normal",
         busy_timeout: float = 5.0,
         max_payload_size: int = ...,
+        *,
+        db_url: str | None = None,
+        schema: str = "taskito",
+        connect_timeout: float = 10.0,
     ) -> NativeQueue: ...
+    def drop_schema(self) -> None: ...
     @property
     def path(self) -> str: ...
     @property

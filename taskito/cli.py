@@ -75,7 +75,21 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the Queue's tasks and job counts")
     info.add_argument("--app", required=True, help="the Queue to inspect, as module:attribute")
     info.add_argument("--json", action="store_true", help="print JSON")
+    for command in (worker, info):
+        command.add_argument(
+            "--db-url",
+            help="serve (or inspect) this PostgreSQL database instead of the Queue's own "
+            "(postgresql://user:password@host:port/database; the Queue's schema and other "
+            "settings stay)",
+        )
     return parser
+
+
+def on_database(queue: Queue, db_url: str) -> Queue:
+    """A Queue like ``queue`` (settings, serializer) on the PostgreSQL
+    database ``db_url``, for ``queue.redirect``."""
+    settings = {**queue.settings, "backend": "postgres", "db_url": db_url}
+    return Queue(**settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +99,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         queue = load_app(args.app)
     except AppError as exc:
         parser.error(str(exc))
+    if args.db_url:
+        # The app's tasks, run and read on the given database.
+        target = on_database(queue, args.db_url)
+        try:
+            with queue.redirect(target):
+                return _run(parser, args, queue)
+        finally:
+            target.close()
+    return _run(parser, args, queue)
 
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, queue: Queue) -> int:
     if args.command == "worker":
         logging.basicConfig(
             level=args.log_level,

@@ -18,6 +18,10 @@ pub const APPLICATION_NAME: &str = "taskito";
 #[derive(Clone)]
 pub(crate) struct Target {
     config: postgres::Config,
+    /// The whole of opening a connection (the driver's own timeout covers
+    /// only the socket's connect, not a server that accepts and never
+    /// answers).
+    timeout: Duration,
     /// The URL without its password: what errors and `repr` show.
     pub shown: String,
     /// `host:port` (the first of each), for messages.
@@ -57,15 +61,31 @@ impl Target {
         let server = server_of(&config);
         Ok(Target {
             config,
+            timeout: connect_timeout,
             shown,
             server,
         })
     }
 
     /// Opens a connection, or says which server could not be reached and
-    /// why, within the connect timeout.
+    /// why, within the connect timeout. The attempt runs in a thread of its
+    /// own, left to finish (and drop what it gets) if it runs out of time.
     pub fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| self.unreachable(&e))
+        let (sender, result) = crossbeam_channel::bounded(1);
+        let config = self.config.clone();
+        std::thread::Builder::new()
+            .name("taskito-connect".into())
+            .spawn(move || {
+                let _ = sender.send(config.connect(NoTls));
+            })
+            .map_err(|e| Error::io("cannot start a thread to connect to PostgreSQL", e))?;
+        match result.recv_timeout(self.timeout) {
+            Ok(connected) => connected.map_err(|e| self.unreachable(&e)),
+            Err(_) => Err(Error::Connection(format!(
+                "cannot reach PostgreSQL at {} ({}): no answer within {:?}",
+                self.server, self.shown, self.timeout
+            ))),
+        }
     }
 
     /// The error for a connection that could not be opened or was lost.

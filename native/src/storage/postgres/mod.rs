@@ -118,6 +118,18 @@ impl PostgresStorage {
         })
     }
 
+    /// Drops the schema `config` names, with every table and job in it.
+    pub fn drop_schema(config: &PostgresConfig) -> Result<()> {
+        connect::check_schema(&config.schema)?;
+        let target = Target::new(&config.url, &config.schema, config.connect_timeout)?;
+        let mut client = target.connect()?;
+        client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            config.schema
+        ))?;
+        Ok(())
+    }
+
     /// Runs `op` on a pooled connection (again on a fresh one if the server
     /// closed the first).
     fn run<T>(&self, op: impl FnMut(&mut Conn) -> Result<T>) -> Result<T> {
