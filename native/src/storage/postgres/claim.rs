@@ -44,6 +44,11 @@ fn filters(
 
 /// Takes up to `$2` ready jobs in claim order for worker `$1`, leased for
 /// `$4` µs: the first `$3` running (started now), the rest claimed.
+///
+/// The locked ids travel as one array, unnested with their rank, so that
+/// the update looks each one up by primary key whatever the planner
+/// guesses `LIMIT $2` to be (a generic plan guesses a tenth of the table,
+/// and would merge-join the whole of it).
 fn claim_sql(filters: &str) -> String {
     format!(
         concat!(
@@ -52,19 +57,20 @@ fn claim_sql(filters: &str) -> String {
             state_sql!(Ready),
             "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT $2::int8 \
              FOR UPDATE SKIP LOCKED), \
-             ranked AS (SELECT id, row_number() OVER \
-             (ORDER BY priority DESC, scheduled_at, id) <= $3::int8 AS running FROM picked) \
-             UPDATE jobs j SET status = CASE WHEN r.running THEN ",
+             ordered AS (SELECT array_agg(id ORDER BY priority DESC, scheduled_at, id) AS ids \
+             FROM picked) \
+             UPDATE jobs j SET status = CASE WHEN u.rank <= $3::int8 THEN ",
             state_sql!(Running),
             " ELSE ",
             state_sql!(Claimed),
-            " END, started_at = CASE WHEN r.running THEN now() END, \
+            " END, started_at = CASE WHEN u.rank <= $3::int8 THEN now() END, \
              attempt = j.attempt + 1, lease_token = j.lease_token + 1, worker_id = $1::text, \
              lease_expires_at = now() + ",
             micros_sql!("4"),
-            " FROM ranked r WHERE j.id = r.id \
+            " FROM ordered o, unnest(o.ids) WITH ORDINALITY AS u(id, rank) WHERE j.id = u.id \
              RETURNING j.id, j.queue, j.task_name, j.payload, j.priority, j.scheduled_at, \
-             j.attempt, j.lease_token, j.max_retries, j.retry_backoff, j.timeout_ms, r.running"
+             j.attempt, j.lease_token, j.max_retries, j.retry_backoff, j.timeout_ms, \
+             u.rank <= $3::int8"
         ),
         filters = filters
     )
@@ -112,18 +118,20 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
     })
 }
 
-/// Starts the claimed attempts `$1`/`$2` (ids/tokens) still held, locking
-/// them in id order (every multi-row write here does, so two never wait on
-/// each other in a cycle); returns the ids started.
+/// Starts the claimed attempts `$1`/`$2` (ids/tokens, sorted by id) still
+/// held; returns the ids started.
+///
+/// Statements that look jobs up by id walk the given ids in order, each
+/// through the primary key (see `outcomes` for why the order matters). They
+/// say `status + 0` rather than `status`, so that no plan walks an index by
+/// status instead: the entries a status index keeps for every job that ever
+/// had that status (until vacuum) would make each batch cost as much as the
+/// queue's history.
 const START_CLAIMED: &str = concat!(
-    "WITH t AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS t(id, token)), \
-     locked AS MATERIALIZED (SELECT j.id FROM jobs j JOIN t ON t.id = j.id \
-     AND j.lease_token = t.token WHERE j.status = ",
-    state_sql!(Claimed),
-    " ORDER BY j.id FOR UPDATE OF j) \
-     UPDATE jobs j SET status = ",
+    "UPDATE jobs j SET status = ",
     state_sql!(Running),
-    ", started_at = now() FROM locked WHERE j.id = locked.id AND j.status = ",
+    ", started_at = now() FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
+     WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 = ",
     state_sql!(Claimed),
     " RETURNING j.id"
 );
@@ -140,9 +148,11 @@ pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> R
     Ok(jobs.iter().map(|j| started.contains(&j.id)).collect())
 }
 
-/// Ids and lease tokens of attempts, as two arrays to bind.
+/// Ids and lease tokens of attempts, as two arrays to bind, in id order.
 pub(super) fn ids_and_tokens(jobs: &[AttemptRef]) -> (Vec<i64>, Vec<i64>) {
-    jobs.iter().map(|j| (j.id, j.token)).unzip()
+    let mut pairs: Vec<(i64, i64)> = jobs.iter().map(|j| (j.id, j.token)).collect();
+    pairs.sort_unstable();
+    pairs.into_iter().unzip()
 }
 
 pub(super) fn best_ready_priority(

@@ -14,6 +14,20 @@ use crate::error::{describe_postgres, Error, Result};
 /// kill, taskito's connections.
 pub const APPLICATION_NAME: &str = "taskito";
 
+/// Planner settings of every connection. Each of this backend's statements
+/// reads and writes a handful of rows through an index (the claim index, or
+/// the primary key), and statements are prepared once per connection: a
+/// plan cached while the table was empty (a worker that started before the
+/// first enqueue) would otherwise hash-join a sequential scan of the whole
+/// table into every completion, or sort every ready job to claim one, from
+/// then on (measured: 20,000 noop jobs drained at 700 jobs/s). Nested loops
+/// over the given ids, in the order given, are also what makes batches lock
+/// their rows in id order (see `outcomes`). JIT compilation, which the
+/// disabled plans' costs would trigger, costs far more than these
+/// statements run.
+const INDEX_PLANS: &str = "-c enable_seqscan=off -c enable_bitmapscan=off \
+    -c enable_hashjoin=off -c enable_mergejoin=off -c jit=off";
+
 /// A server and a schema on it, ready to open connections to.
 #[derive(Clone)]
 pub(crate) struct Target {
@@ -53,9 +67,10 @@ impl Target {
         }
         // The schema is checked to be a plain identifier; quoting keeps its
         // case.
+        let ours = format!("-c search_path=\"{schema}\" {INDEX_PLANS}");
         let options = match config.get_options() {
-            Some(given) => format!("{given} -c search_path=\"{schema}\""),
-            None => format!("-c search_path=\"{schema}\""),
+            Some(given) => format!("{given} {ours}"),
+            None => ours,
         };
         config.options(&options);
         let server = server_of(&config);

@@ -20,9 +20,9 @@ use crate::storage::ReapedJob;
 const PROMOTE_DUE: &str = concat!(
     "WITH due AS (UPDATE jobs SET status = ",
     state_sql!(Ready),
-    " WHERE id IN (SELECT id FROM jobs WHERE status IN (",
+    " WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") AND scheduled_at <= now() FOR UPDATE SKIP LOCKED) RETURNING 1) \
+    ") AND scheduled_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING 1) \
      SELECT (SELECT nextval('changes') FROM (SELECT pg_notify($1::text, 'w') \
      FROM due LIMIT 1) AS n) AS notified, \
      (SELECT (EXTRACT(EPOCH FROM min(scheduled_at) - now()) * 1000000)::int8 FROM jobs \

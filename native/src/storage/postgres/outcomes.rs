@@ -1,9 +1,12 @@
 //! How running jobs end or go back: a batch of outcomes in one statement
 //! (rows from arrays), lease renewals, releases, cancellation, and reviving
 //! dead jobs. Every change to a running job is fenced by its lease token,
-//! as on SQLite, and every multi-row write locks its rows in id order first,
-//! so that two writers (a worker's commit and its lease renewal, say) never
-//! wait on each other in a cycle.
+//! as on SQLite.
+//!
+//! Multi-row writes pass their ids sorted, and the plan (nested loops, see
+//! `connect::INDEX_PLANS`) visits and locks the rows in that order, so two
+//! writers touching the same jobs (a worker's commit and its lease renewal,
+//! say) wait for each other at most, never in a cycle.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -30,24 +33,16 @@ macro_rules! ago {
     };
 }
 
-/// Records a batch of attempts' outcomes, each fenced by its lease token;
-/// a failure also records its error, and moves the job to the state `$7`
-/// unless its cancellation was requested. Ages (`$5`, `$6`) are how long
-/// ago, by the sender's clock, the attempt finished and started; `$8` the
-/// retry's delay after the finish. `{reaping}` adds a condition for
-/// reaping: the lease must have run out.
+/// Records a batch of attempts' outcomes (sorted by id), each fenced by its
+/// lease token; a failure also records its error, and moves the job to the
+/// state `$7` unless its cancellation was requested. Ages (`$5`, `$6`) are
+/// how long ago, by the sender's clock, the attempt finished and started;
+/// `$8` the retry's delay after the finish. `{reaping}` adds a condition
+/// for reaping: the lease must have run out.
 fn complete_sql(reaping: &str) -> String {
     format!(
         concat!(
-            "WITH o AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::bytea[], \
-             $5::int8[], $6::int8[], $7::int2[], $8::int8[], $9::int4[], $10::text[], \
-             $11::text[], $12::text[]) AS o(id, token, kind, result, finished_age, started_age, \
-             next_status, retry_delay, attempt, error_type, message, traceback)), \
-             locked AS MATERIALIZED (SELECT j.id FROM jobs j JOIN o ON o.id = j.id \
-             AND j.lease_token = o.token WHERE j.status = ",
-            state_sql!(Running),
-            "{reaping} ORDER BY j.id FOR UPDATE OF j), \
-             upd AS (UPDATE jobs j SET \
+            "WITH upd AS (UPDATE jobs j SET \
              status = CASE o.kind WHEN 0 THEN ",
             state_sql!(Complete),
             " WHEN 2 THEN ",
@@ -69,14 +64,19 @@ fn complete_sql(reaping: &str) -> String {
              started_at = COALESCE(",
             ago!("o.started_age"),
             ", j.started_at), lease_expires_at = NULL \
-             FROM o, locked WHERE j.id = o.id AND j.id = locked.id AND j.status = ",
+             FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::bytea[], $5::int8[], \
+             $6::int8[], $7::int2[], $8::int8[], $9::int4[], $10::text[], $11::text[], \
+             $12::text[]) AS o(id, token, kind, result, finished_age, started_age, \
+             next_status, retry_delay, attempt, error_type, message, traceback) \
+             WHERE j.id = o.id AND j.lease_token = o.token AND j.status + 0 = ",
             state_sql!(Running),
-            " AND j.lease_token = o.token RETURNING j.id, j.status), \
+            "{reaping} RETURNING j.id, j.status, o.kind, o.attempt, o.error_type, o.message, \
+             o.traceback, o.finished_age), \
              errs AS (INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, \
-             failed_at) SELECT o.id, o.attempt, o.error_type, o.message, o.traceback, ",
-            ago!("o.finished_age"),
-            " FROM upd JOIN o ON o.id = upd.id WHERE o.kind = 1) \
-             SELECT upd.id, upd.status, {notify} FROM upd"
+             failed_at) SELECT id, attempt, error_type, message, traceback, ",
+            ago!("finished_age"),
+            " FROM upd WHERE kind = 1) \
+             SELECT id, status, {notify} FROM upd"
         ),
         reaping = reaping,
         notify = notify_sql(13, 14, 15)
@@ -252,13 +252,11 @@ impl<'a> Rows<'a> {
 /// Extends the leases of attempts `$1`/`$2` (running or claimed) to `$3`
 /// µs from now.
 const RENEW_LEASES: &str = concat!(
-    "WITH t AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS t(id, token)), \
-     locked AS MATERIALIZED (SELECT j.id FROM jobs j JOIN t ON t.id = j.id \
-     AND j.lease_token = t.token WHERE j.status IN (",
+    "UPDATE jobs j SET lease_expires_at = now() + $3::int8 * interval '1 microsecond' \
+     FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
+     WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 IN (",
     state_sql!(Running, Claimed),
-    ") ORDER BY j.id FOR UPDATE OF j) \
-     UPDATE jobs j SET lease_expires_at = now() + $3::int8 * interval '1 microsecond' \
-     FROM locked WHERE j.id = locked.id"
+    ")"
 );
 
 pub(super) fn renew_leases(
@@ -279,18 +277,16 @@ pub(super) fn renew_leases(
 fn release_sql(reaping: &str) -> String {
     format!(
         concat!(
-            "WITH t AS (SELECT * FROM unnest($1::int8[], $2::int8[]) AS t(id, token)), \
-             locked AS MATERIALIZED (SELECT j.id FROM jobs j JOIN t ON t.id = j.id \
-             AND j.lease_token = t.token WHERE j.status IN (",
-            state_sql!(Running, Claimed),
-            "){reaping} ORDER BY j.id FOR UPDATE OF j), \
-             upd AS (UPDATE jobs j SET status = CASE WHEN j.cancel_requested THEN ",
+            "WITH upd AS (UPDATE jobs j SET status = CASE WHEN j.cancel_requested THEN ",
             state_sql!(Cancelled),
             " ELSE ",
             state_sql!(Ready),
             " END, finished_at = CASE WHEN j.cancel_requested THEN now() END, \
              attempt = j.attempt - $3::int4, worker_id = NULL, lease_expires_at = NULL, \
-             started_at = NULL FROM locked WHERE j.id = locked.id RETURNING j.id) \
+             started_at = NULL FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
+             WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 IN (",
+            state_sql!(Running, Claimed),
+            "){reaping} RETURNING j.id) \
              SELECT id, {notify} FROM upd"
         ),
         reaping = reaping,

@@ -108,3 +108,27 @@ fn an_unreachable_server_fails_within_the_timeout_naming_it() {
     );
     assert!(!message.contains("hunter2"), "{message}");
 }
+
+#[test]
+fn connections_name_the_schema_and_plan_by_index() {
+    let (scratch, s) = storage!();
+    let shown: Vec<String> = s
+        .run(|conn| {
+            let mut values = Vec::new();
+            for setting in ["search_path", "enable_seqscan", "enable_hashjoin", "jit"] {
+                let row = conn.client.query_one(&format!("SHOW {setting}"), &[])?;
+                values.push(row.get(0));
+            }
+            Ok(values)
+        })
+        .unwrap();
+    assert_eq!(
+        shown,
+        [
+            format!("\"{}\"", scratch.schema),
+            "off".into(),
+            "off".into(),
+            "off".into()
+        ]
+    );
+}
