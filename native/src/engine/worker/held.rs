@@ -17,12 +17,16 @@ impl Shared {
     pub(super) fn hold(&self, jobs: &[ClaimedJob]) {
         let running = jobs.iter().filter(|job| job.running).count();
         self.inflight.fetch_add(running, Ordering::SeqCst);
+        // Counted from now, though the claim began earlier: the margin in
+        // `lease::holds_until` covers the difference.
+        let lease_until = super::lease::holds_until(Instant::now(), self.config.lease);
         let mut held = self.held.lock();
         for job in jobs {
             held.insert(
                 job.id,
                 Held {
                     job: job.attempt_ref(),
+                    lease_until,
                     started: None,
                     timeout: job.timeout,
                     timed_out: false,

@@ -102,8 +102,10 @@ fn heartbeat(shared: &Shared) {
     shared.renew_registration();
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
-        if let Err(e) = storage.renew_leases(&held, config.lease) {
-            shared.report("renewing leases", &e);
+        let asked = Instant::now();
+        match storage.renew_leases(&held, config.lease) {
+            Ok(_) => shared.leases_renewed(&held, asked),
+            Err(e) => shared.report("renewing leases", &e),
         }
     }
     match storage.reap_expired() {

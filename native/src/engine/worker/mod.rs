@@ -10,6 +10,7 @@ mod commit;
 mod dispatch;
 mod execute;
 mod held;
+mod lease;
 mod maintain;
 mod registry;
 
@@ -104,6 +105,8 @@ impl WorkerConfig {
 /// A job this worker holds a lease on (claimed, outcome not yet committed).
 struct Held {
     job: AttemptRef,
+    /// Until when its lease surely holds (see `lease`).
+    lease_until: Instant,
     started: Option<Instant>,
     timeout: Option<Duration>,
     timed_out: bool,
