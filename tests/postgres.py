@@ -29,7 +29,8 @@ def _problem() -> str | None:
     if not url:
         return f"{URL_ENV} is not set"
     try:
-        Queue(db_url=url, backend="postgres", schema="taskito_probe", connect_timeout=5).close()
+        # Opening creates the schema: drop it again.
+        Queue(db_url=url, backend="postgres", schema=fresh_schema(), connect_timeout=5).drop_schema()
     except StorageError as exc:
         return f"{URL_ENV} is set but its server cannot be reached: {exc}"
     return None
