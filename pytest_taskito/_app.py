@@ -29,8 +29,9 @@ from taskito import Queue
 
 # The Queue settings the plugin decides itself instead of copying them from
 # the app: the database, the thread count, and how long closing may wait
-# (--taskito-db, --taskito-workers, --taskito-timeout).
-DECIDED_BY_THE_PLUGIN = frozenset({"db_path", "workers", "shutdown_timeout"})
+# (--taskito-db and --taskito-db-url, --taskito-workers, --taskito-timeout).
+DATABASE_SETTINGS = frozenset({"db_path", "backend", "db_url", "schema"})
+DECIDED_BY_THE_PLUGIN = DATABASE_SETTINGS | {"workers", "shutdown_timeout"}
 
 
 def load_app(spec: str, source: str = "taskito_app") -> Queue:

@@ -7,13 +7,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
-DB_MODES = ("memory", "file")
+DB_MODES = ("memory", "file", "postgres")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _APP_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -29,6 +31,24 @@ def parse_db(value: Any) -> str:
     if text not in DB_MODES:
         raise ValueError(f"expected one of {', '.join(DB_MODES)}, got {value!r}")
     return str(text)
+
+
+def parse_db_url(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or not value.strip().startswith(POSTGRES_SCHEMES):
+        raise ValueError("expected a PostgreSQL URL (postgresql://user@host:port/database)")
+    return value.strip()
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its password, as the report header shows it."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def parse_timeout(value: Any) -> float:
@@ -66,6 +86,8 @@ class Option:
     # What a TOML config may hold besides a string (pytest >= 9.2 checks
     # TOML value types; `parse` accepts all of them).
     toml: Any = None
+    # The environment variable, when it is not PYTEST_TASKITO_<KEY>.
+    env_name: str | None = None
 
     @property
     def ini_type(self) -> Any:
@@ -75,7 +97,7 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--taskito-" + self.key
+        return "--taskito-" + self.key.replace("_", "-")
 
     @property
     def dest(self) -> str:
@@ -87,7 +109,7 @@ class Option:
 
     @property
     def env(self) -> str:
-        return "PYTEST_TASKITO_" + self.key.upper()
+        return self.env_name or "PYTEST_TASKITO_" + self.key.upper()
 
 
 OPTIONS = (
@@ -104,9 +126,19 @@ OPTIONS = (
         "db",
         "memory",
         parse_db,
-        "memory|file",
-        "database of each test's queue: a private in-memory one, or a file under tmp_path",
+        "memory|file|postgres",
+        "database of each test's queue: a private in-memory one, a file under tmp_path, or a "
+        "schema of its own on --taskito-db-url's PostgreSQL server (dropped after the test)",
         marker=True,
+    ),
+    Option(
+        "db_url",
+        None,
+        parse_db_url,
+        "URL",
+        "the PostgreSQL server of --taskito-db=postgres (postgresql://user@host:port/database)",
+        marker=False,
+        env_name="TASKITO_DB_URL",
     ),
     Option(
         "timeout",
@@ -137,6 +169,7 @@ class Settings:
     db: str
     timeout: float
     app: str | None
+    db_url: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self, overridden: Mapping[str, tuple[str, str]] | None = None) -> str:
@@ -145,6 +178,10 @@ class Settings:
         parts = []
         for option in OPTIONS:
             value = getattr(self, option.key)
+            if option.key == "db_url":
+                if value is None:
+                    continue  # said only where there is one
+                value = shown_url(value)
             shown = "none" if value is None else f"{value:g}s" if option.key == "timeout" else value
             source = self.sources.get(option.key, "default")
             if overridden and option.key in overridden:
@@ -154,6 +191,15 @@ class Settings:
                 shown, source = replacement, where
             parts.append(f"{option.key}={shown} ({source})")
         return ", ".join(parts)
+
+    def check(self) -> Settings:
+        """These settings, if they make sense together."""
+        if self.db == "postgres" and self.db_url is None:
+            raise pytest.UsageError(
+                "taskito: db=postgres needs a server: --taskito-db-url "
+                "(or env TASKITO_DB_URL, ini taskito_db_url)"
+            )
+        return self
 
     def with_markers(self, markers: Iterable[pytest.Mark]) -> Settings:
         """These settings overridden by ``@pytest.mark.taskito(...)`` markers,
@@ -177,7 +223,7 @@ class Settings:
             return self
         sources = dict(self.sources)
         sources.update(dict.fromkeys(changes, "marker"))
-        return replace(self, sources=sources, **changes)
+        return replace(self, sources=sources, **changes).check()
 
 
 def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
@@ -203,7 +249,7 @@ def resolve(config: pytest.Config, environ: Mapping[str, str] | None = None) -> 
         except ValueError as exc:
             raise pytest.UsageError(f"taskito: bad value for {source}: {exc}") from None
         sources[option.key] = source
-    return Settings(sources=sources, **values)
+    return Settings(sources=sources, **values).check()
 
 
 def add_options(parser: pytest.Parser) -> None:

@@ -11,6 +11,7 @@ See docs/testing.md.
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
 import types
 from collections.abc import Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pytest_taskito._app import app_settings, check_app, copy_tasks, load_app, redirected
+from pytest_taskito._app import DATABASE_SETTINGS, app_settings, check_app, copy_tasks, load_app, redirected
 from pytest_taskito._jobs import newest_job_id
 from pytest_taskito._settings import Settings, add_options, resolve
 from pytest_taskito._teardown import drain, stop_worker
@@ -33,9 +34,12 @@ SETTINGS = pytest.StashKey[Settings]()
 APP = pytest.StashKey[Queue | None]()
 
 MARKER = (
-    "taskito(workers=N, db='memory'|'file', timeout=SECONDS): "
+    "taskito(workers=N, db='memory'|'file'|'postgres', timeout=SECONDS): "
     "override the taskito plugin's options for one test"
 )
+
+# Numbers the PostgreSQL schemas of this process's tests.
+_SCHEMAS = itertools.count()
 
 
 # ── hooks ─────────────────────────────────────────────────────────────────
@@ -153,24 +157,45 @@ def taskito_settings(request: pytest.FixtureRequest) -> Settings:
 # ── per-test queue and worker ─────────────────────────────────────────────
 
 
+def database(settings: Settings, config: pytest.Config, where: Path | None, name: str) -> dict[str, Any]:
+    """``Queue()`` keyword arguments for a test database named ``name``: in
+    memory, a file in ``where``, or a PostgreSQL schema of its own (named
+    after this xdist process, so parallel processes never share one)."""
+    worker = xdist_worker_id(config)
+    if settings.db == "memory":
+        return {"db_path": ":memory:"}
+    if settings.db == "file":
+        assert where is not None
+        return {"db_path": str(where / f"taskito-{worker}.db")}
+    schema = f"taskito_{worker}_{os.getpid()}_{name}"
+    return {"backend": "postgres", "db_url": settings.db_url, "schema": schema}
+
+
 def make_queue(
-    db_path: str, settings: Settings, app: Queue | None, options: Mapping[str, Any], stack: ExitStack
+    database: Mapping[str, Any],
+    settings: Settings,
+    app: Queue | None,
+    options: Mapping[str, Any],
+    stack: ExitStack,
 ) -> Queue:
-    """A test Queue on ``db_path``, closed by ``stack`` (with the app, if
-    any, pointed at it until then)."""
+    """A test Queue on ``database``, closed by ``stack`` (with the app, if
+    any, pointed at it until then); a PostgreSQL schema is dropped then."""
     if not isinstance(options, Mapping):
         raise pytest.UsageError(f"taskito_queue_options must be a dict, got {type(options).__name__}")
-    for key, instead in (("db_path", "--taskito-db"), ("workers", "--taskito-workers")):
-        if key in options:
-            raise pytest.UsageError(f"taskito_queue_options cannot set {key}: use {instead}")
+    clash = sorted(DATABASE_SETTINGS & set(options))
+    if clash:
+        raise pytest.UsageError(f"taskito_queue_options cannot set {clash[0]}: use --taskito-db")
+    if "workers" in options:
+        raise pytest.UsageError("taskito_queue_options cannot set workers: use --taskito-workers")
     kwargs: dict[str, Any] = {"workers": settings.workers, "shutdown_timeout": settings.timeout}
     if app is not None:
         app = check_app(app)
         kwargs.update(app_settings(app))
     kwargs.update(options)
-    kwargs["db_path"] = db_path
+    kwargs.update(database)
     test_queue = Queue(**kwargs)
-    stack.callback(test_queue.close)
+    # drop_schema() closes the queue first.
+    stack.callback(test_queue.drop_schema if "db_url" in database else test_queue.close)
     if app is not None:
         stack.enter_context(redirected(app, test_queue))
     return test_queue
@@ -195,14 +220,12 @@ def queue(
     taskito_app: Queue | None,
     taskito_queue_options: dict[str, Any],
 ) -> Iterator[Queue]:
-    """A fresh Queue on a database of its own, closed after the test."""
-    if taskito_settings.db == "memory":
-        db_path = ":memory:"
-    else:
-        tmp_path: Path = request.getfixturevalue("tmp_path")
-        db_path = str(tmp_path / f"taskito-{xdist_worker_id(request.config)}.db")
+    """A fresh Queue on a database of its own, closed (and a PostgreSQL
+    schema dropped) after the test."""
+    where: Path | None = request.getfixturevalue("tmp_path") if taskito_settings.db == "file" else None
+    db = database(taskito_settings, request.config, where, str(next(_SCHEMAS)))
     with ExitStack() as stack:
-        test_queue = make_queue(db_path, taskito_settings, taskito_app, taskito_queue_options, stack)
+        test_queue = make_queue(db, taskito_settings, taskito_app, taskito_queue_options, stack)
         yield test_queue
         close_queue(test_queue, stack.pop_all(), taskito_settings.timeout, "queue teardown")
 
@@ -246,13 +269,10 @@ def _taskito_session(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[_Session]:
     settings = pytestconfig.stash[SETTINGS]
-    if settings.db == "memory":
-        db_path = ":memory:"
-    else:
-        folder = tmp_path_factory.mktemp("taskito-session")
-        db_path = str(folder / f"taskito-{xdist_worker_id(pytestconfig)}.db")
+    where = tmp_path_factory.mktemp("taskito-session") if settings.db == "file" else None
+    db = database(settings, pytestconfig, where, "session")
     with ExitStack() as stack:
-        session_queue = make_queue(db_path, settings, taskito_app, taskito_queue_options, stack)
+        session_queue = make_queue(db, settings, taskito_app, taskito_queue_options, stack)
         yield _Session(session_queue, settings)
         close_queue(session_queue, stack.pop_all(), settings.timeout, "session queue teardown")
 

@@ -12,6 +12,7 @@ from taskito.serializers import Serializer
 
 if TYPE_CHECKING:
     from taskito._native import NativeQueue
+    from taskito._storage import Storage
     from taskito.task import TaskWrapper
 
 
@@ -26,25 +27,31 @@ class Client:
     Client that made it, so it reads the database its job was written to.
     """
 
-    __slots__ = ("db_path", "default_priority", "default_retry", "default_timeout", "engine", "serializer")
+    __slots__ = ("default_priority", "default_retry", "default_timeout", "engine", "serializer", "storage")
 
     # Set by the Queue once the database is open (after every setting is checked).
     engine: NativeQueue
 
     def __init__(
         self,
-        db_path: str,
+        storage: Storage,
         serializer: Serializer,
         *,
         default_retry: int,
         default_timeout: float | None,
         default_priority: int,
     ) -> None:
-        self.db_path = db_path
+        self.storage = storage
         self.serializer = serializer
         self.default_retry = default_retry
         self.default_timeout = default_timeout
         self.default_priority = default_priority
+
+    @property
+    def db_path(self) -> str:
+        """Where the jobs are: the SQLite path, or the PostgreSQL URL without
+        its password."""
+        return self.engine.path
 
     # ── serializing ──────────────────────────────────────────────────────
 

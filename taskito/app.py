@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 import taskito._client as _client
 from taskito import _execution, _logging, _options, _stopping
 from taskito._native import NativeQueue
+from taskito._storage import Storage
 from taskito.context import _current
 from taskito.exceptions import (
     InvalidArgumentError,
@@ -40,12 +41,19 @@ class Queue:
 
     ``db_path`` is a SQLite file (its folders are created; the file is made
     readable by its owner only) or ``":memory:"`` for a private in-memory
-    database. A relative path is resolved against the current folder when
-    the Queue is created, so ``db_path`` is always absolute. ``workers`` is
-    how many tasks a worker of this queue runs at once (0: the CPU count).
-    ``default_retry`` is how many times a failing job is retried,
-    ``default_timeout`` the seconds an attempt may run, ``result_ttl`` the
-    seconds completed jobs are kept (None: forever).
+    database. ``db_url="postgresql://user:password@host:5432/database"``
+    (or ``postgres://``) puts the queue in PostgreSQL instead, so that
+    workers on many machines share it: its tables live in ``schema``
+    (created on first use), and ``connect_timeout`` seconds is how long
+    reaching the server may take before ``StorageConnectionError``.
+    ``backend`` (``"sqlite"`` or ``"postgres"``) is needed only for a
+    ``key=value`` connection string; the password never appears in logs,
+    errors or ``repr``. A relative ``db_path`` is resolved against the current folder
+    when the Queue is created, so ``db_path`` is always absolute.
+    ``workers`` is how many tasks a worker of this queue runs at
+    once (0: the CPU count). ``default_retry`` is how many times a failing
+    job is retried, ``default_timeout`` the seconds an attempt may run,
+    ``result_ttl`` the seconds completed jobs are kept (None: forever).
     ``durability="full"`` makes every enqueue survive a power cut, not only
     a crash of the process. Idle workers and result waiters in other
     processes on the same machine are woken as soon as work or a result is
@@ -88,15 +96,16 @@ class Queue:
         max_payload_size: int = 16 * 1024 * 1024,
         prefetch: int | None = None,
         unknown_task_grace: float | None = 300.0,
+        backend: str | None = None,
+        db_url: str | None = None,
+        schema: str = "taskito",
+        connect_timeout: float = 10.0,
     ) -> None:
-        if not isinstance(db_path, str | os.PathLike):
-            raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
-        given = os.fspath(db_path)
-        path = _absolute_db_path(given)
+        storage = Storage.resolve(db_path, backend, db_url, schema, connect_timeout)
         # The spelling a relative path was given in, and the folder it was
         # resolved against: `taskito worker` shows both, so an operator sees
         # which file a relative path meant.
-        self._relative_db_path = None if path == given else (given, os.getcwd())
+        self._relative_db_path = storage.relative
         workers = _options.count("workers", workers)
         # Executor threads of a worker this Queue starts (workers() lists the
         # workers that serve the database).
@@ -125,14 +134,16 @@ class Queue:
         # What enqueueing and reading jobs go through (redirect() swaps it
         # whole); it gets the database once that is open, below.
         self._client = _client.Client(
-            path, codec, default_retry=retry, default_timeout=timeout, default_priority=priority
+            storage, codec, default_retry=retry, default_timeout=timeout, default_priority=priority
         )
         self._tasks: dict[str, TaskWrapper[Any, Any]] = {}
         # The engine this Queue's worker runs on, told of tasks registered
         # while it runs.
         self._worker_engine: NativeQueue | None = None
         self._worker_lock = threading.Lock()
-        self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
+        # This Queue's own database, the one close() closes.
+        self._storage = storage
+        self._engine = storage.open(durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
         self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
@@ -145,8 +156,8 @@ class Queue:
 
     @property
     def db_path(self) -> str:
-        """The database this Queue's jobs go to: ``target``'s inside
-        ``redirect(target)``."""
+        """The database this Queue's jobs go to (a PostgreSQL URL without its
+        password): ``target``'s inside ``redirect(target)``."""
         return self._client.db_path
 
     @property
@@ -183,9 +194,12 @@ class Queue:
         (the ``serializer`` given is then the signing one that holds it), so
         ``Queue(**queue.settings)`` makes a queue like this one. A new dict
         each time: changing it changes nothing. Inside ``redirect(target)``,
-        ``db_path``, ``serializer`` and the ``default_*`` are target's."""
+        the storage settings (``db_path``, ``backend``, ``db_url``, ``schema``,
+        ``connect_timeout``), ``serializer`` and the ``default_*`` are
+        target's."""
+        storage = self._client.storage.settings()
         return {
-            "db_path": self.db_path,
+            "db_path": storage.pop("db_path"),
             "workers": self.worker_threads,
             "default_retry": self.default_retry,
             "default_timeout": self.default_timeout,
@@ -201,6 +215,7 @@ class Queue:
             "max_payload_size": self.max_payload_size,
             "prefetch": self.prefetch,
             "unknown_task_grace": self.unknown_task_grace,
+            **storage,
         }
 
     # ── tasks ────────────────────────────────────────────────────────────
@@ -555,7 +570,9 @@ class Queue:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Queue {self.db_path!r} workers={self.worker_threads}>"
+        storage = self._client.storage
+        schema = f" schema={storage.schema!r}" if storage.is_postgres else ""
+        return f"<Queue {self.db_path!r}{schema} workers={self.worker_threads}>"
 
     # ── for tests and tooling ────────────────────────────────────────────
 
@@ -589,6 +606,16 @@ class Queue:
         finally:
             self._client = replaced
 
+    def drop_schema(self) -> None:
+        """For tests and tooling: closes this Queue and deletes its PostgreSQL
+        schema with every job in it (``DROP SCHEMA ... CASCADE``). The next
+        Queue on that schema starts empty. Raises ``InvalidArgumentError``
+        for a SQLite queue."""
+        if not self._storage.is_postgres:
+            raise InvalidArgumentError("drop_schema() is for PostgreSQL queues; this one is on SQLite")
+        self.close()
+        self._engine.drop_schema()
+
     def running_tasks(self) -> dict[str, int]:
         """For tooling and plugins: the jobs this Queue's worker is running
         right now, each with the ident of the thread running it (what
@@ -603,14 +630,6 @@ class Queue:
         """The engine's ``execute`` callback: one attempt, with this Queue's
         tasks and serializer (see ``_execution.execute`` for the arguments)."""
         return _execution.execute(self._tasks, self._client, *attempt)
-
-
-def _absolute_db_path(path: str) -> str:
-    """``path`` made absolute against the current folder (``:memory:`` and
-    the empty string, which the engine refuses, stay as they are)."""
-    if not path or path == ":memory:" or os.path.isabs(path):
-        return path
-    return os.path.abspath(path)
 
 
 def _import_name(module: str) -> str:

@@ -51,7 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print the Queue's tasks and job counts")
     info.add_argument("--app", required=True, help="the Queue to inspect, as module:attribute")
     info.add_argument("--json", action="store_true", help="print JSON")
+    for command in (worker, info):
+        command.add_argument(
+            "--db-url",
+            help="serve (or inspect) this PostgreSQL database instead of the Queue's own "
+            "(postgresql://user:password@host:port/database; the Queue's schema and other "
+            "settings stay)",
+        )
     return parser
+
+
+def on_database(queue: Queue, db_url: str) -> Queue:
+    """A Queue like ``queue`` (settings, serializer) on the PostgreSQL
+    database ``db_url``, for ``queue.redirect``."""
+    settings = {**queue.settings, "backend": "postgres", "db_url": db_url}
+    return Queue(**settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,11 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:
         _fail(str(exc), status=2)
     try:
-        if args.command == "worker":
-            return _worker(queue, args)
-        return _info(queue, as_json=args.json)
+        if not args.db_url:
+            return _command(queue, args)
+        # The app's tasks, run and read on the given database.
+        target = on_database(queue, args.db_url)
+        try:
+            with queue.redirect(target):
+                return _command(queue, args)
+        finally:
+            target.close()
     except TaskitoError as exc:
         _fail(f"{type(exc).__name__}: {exc}", status=1)
+
+
+def _command(queue: Queue, args: argparse.Namespace) -> int:
+    if args.command == "worker":
+        return _worker(queue, args)
+    return _info(queue, as_json=args.json)
 
 
 def _fail(message: str, *, status: int) -> NoReturn:

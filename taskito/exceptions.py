@@ -11,7 +11,8 @@ means the same thing, taskito's class subclasses it as well:
 - ``SerializationError``: ``TypeError``
 - ``QueueClosedError``: ``RuntimeError``
 - ``StorageError``: ``OSError`` (``StorageNotFoundError``: ``FileNotFoundError``,
-  ``StoragePermissionError``: ``PermissionError``)
+  ``StoragePermissionError``: ``PermissionError``, ``StorageConnectionError``:
+  ``ConnectionError``, a database server that cannot be reached)
 
 ``TaskInterrupted`` is not an error callers see: it is raised inside a task to
 stop it (timeout, end of the shutdown grace period) and derives from
@@ -29,6 +30,7 @@ from taskito._native import (
     QueueClosedError,
     SerializationError,
     SignatureError,
+    StorageConnectionError,
     StorageError,
     StorageNotFoundError,
     StoragePermissionError,
@@ -48,6 +50,7 @@ __all__ = [
     "QueueClosedError",
     "SerializationError",
     "SignatureError",
+    "StorageConnectionError",
     "StorageError",
     "StorageNotFoundError",
     "StoragePermissionError",

@@ -18,6 +18,7 @@ from typing import TextIO
 import pytest
 
 from taskito import Queue, TaskFailedError
+from tests.postgres import scratch_schema
 
 APP = """
 from taskito import Queue
@@ -223,6 +224,33 @@ def test_a_bad_log_level_is_a_usage_error(app: ModuleType, tmp_path: Path) -> No
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "invalid choice: 'LOUD'" in err
+
+
+def test_db_url_runs_the_apps_tasks_on_a_postgres_database(tmp_path: Path) -> None:
+    # The app's own Queue is a SQLite file; --db-url serves its tasks from
+    # PostgreSQL instead, in the app's schema.
+    with scratch_schema() as postgres:
+        app = APP.format(db=str(tmp_path / "jobs.db")).replace(
+            "workers=2)", f"workers=2, schema={postgres['schema']!r})"
+        )
+        (tmp_path / "pgapp.py").write_text(app)
+        url = postgres["db_url"]
+        with Queue(**postgres) as producer:
+            producer.task(name="pgapp.add")(lambda a, b: a + b)
+            job = producer.enqueue("pgapp.add", (2, 3))
+            worker = taskito(tmp_path, "worker", "--app", "pgapp:queue", "--db-url", url)
+            try:
+                assert job.result(timeout=30) == 5
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                out, err = worker.communicate(timeout=30)
+            assert worker.returncode == 0, err
+            assert url.partition("://")[2] in err, "the log names the database it serves"
+        info = taskito(tmp_path, "info", "--app", "pgapp:queue", "--db-url", url, "--json")
+        out, err = info.communicate(timeout=30)
+        assert info.returncode == 0, err
+        shown = json.loads(out)
+        assert shown["db_path"] == url and shown["stats"]["complete"] == 1
 
 
 def run_taskito(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

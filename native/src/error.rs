@@ -43,6 +43,17 @@ pub enum Error {
         source: Option<rusqlite::Error>,
     },
 
+    /// PostgreSQL refused an operation. Shown with its causes (the
+    /// server's message), never with the connection's password.
+    #[error("PostgreSQL error: {}", describe_postgres(.0))]
+    Postgres(#[from] postgres::Error),
+
+    /// The database server cannot be reached (at start, or its connection
+    /// was lost and could not be replaced). Names the server, never the
+    /// password.
+    #[error("{0}")]
+    Connection(String),
+
     /// The filesystem refused to create or open the database.
     #[error("{context}: {source}")]
     Io {
@@ -71,6 +82,19 @@ pub enum DatabaseFault {
     Gone,
     /// Anything else SQLite reports (disk full, I/O error...).
     Other,
+}
+
+/// A PostgreSQL error and its causes, one after the other: the driver's own
+/// text says only what kind of error it was ("db error").
+pub fn describe_postgres(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl Error {

@@ -1,19 +1,13 @@
 //! Plain data types shared by storage, engine and bindings.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use crate::clock::now_micros;
 use crate::error::{Error, Result};
 
 /// Microseconds since the Unix epoch: the unit of every stored timestamp.
 pub type Micros = i64;
-
-pub fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as Micros)
-        .unwrap_or(0)
-}
 
 pub fn micros(d: Duration) -> Micros {
     d.as_micros().min(i64::MAX as u128) as Micros

@@ -4,6 +4,7 @@
 //! `python` feature; `--no-default-features` builds the engine alone.
 
 pub mod backoff;
+pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod job;

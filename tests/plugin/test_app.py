@@ -13,6 +13,7 @@ from pytest_taskito._app import DECIDED_BY_THE_PLUGIN, copy_tasks
 from pytest_taskito._settings import Settings
 from pytest_taskito.plugin import make_queue
 from taskito import JsonSerializer, Queue
+from tests.postgres import scratch_schema
 
 from .conftest import ini
 
@@ -207,6 +208,10 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
     # serializer that holds it), and the app gives each a value other than
     # its default: a setting the plugin forgot to copy would show.
     parameters = inspect.signature(Queue.__init__).parameters
+    # The app is on PostgreSQL, so that its database settings differ from
+    # the defaults too (skipped without a server; see tests/postgres.py).
+    app_database = ExitStack()
+    postgres = app_database.enter_context(scratch_schema())
     app_values = {
         "db_path": str(tmp_path / "app.db"),
         "workers": 3,
@@ -225,19 +230,30 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
         "max_payload_size": 4096,
         "prefetch": 4,
         "unknown_task_grace": 60.0,
+        "backend": "postgres",
+        "db_url": postgres["db_url"],
+        "schema": postgres["schema"],
+        "connect_timeout": 3.0,
     }
     assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
-    with Queue(**app_values) as app, ExitStack() as stack:
+    with app_database, Queue(**app_values) as app, ExitStack() as stack:
         assert list(app.settings) == [name for name in app_values if name != "signing_key"]
         for name, value in app.settings.items():
             assert value != parameters[name].default, name
         settings = Settings(workers=2, db="memory", timeout=1.5, app=None)
-        test_queue = make_queue(":memory:", settings, app, {}, stack)
+        test_queue = make_queue({"db_path": ":memory:"}, settings, app, {}, stack)
         copied = {name: value for name, value in app.settings.items() if name not in DECIDED_BY_THE_PLUGIN}
         assert {name: test_queue.settings[name] for name in copied} == copied
         assert test_queue.settings["serializer"] is app.settings["serializer"]
         decided = {name: test_queue.settings[name] for name in DECIDED_BY_THE_PLUGIN}
-        assert decided == {"db_path": ":memory:", "workers": 2, "shutdown_timeout": 1.5}
+        assert decided == {
+            "db_path": ":memory:",
+            "backend": "sqlite",
+            "db_url": None,
+            "schema": "taskito",
+            "workers": 2,
+            "shutdown_timeout": 1.5,
+        }
 
 
 def test_every_task_option_is_copied(tmp_path: Path) -> None:

@@ -91,7 +91,11 @@ def test_every_option_has_its_three_forms(project: pytest.Pytester, monkeypatch:
             "--taskito-workers=two",
             "bad value for --taskito-workers: expected a whole number*got 'two'",
         ),
-        ("cli", "--taskito-db=disk", "bad value for --taskito-db: expected one of memory, file, got 'disk'"),
+        (
+            "cli",
+            "--taskito-db=disk",
+            "bad value for --taskito-db: expected one of memory, file, postgres, got 'disk'",
+        ),
         (
             "cli",
             "--taskito-timeout=-1",
@@ -103,7 +107,7 @@ def test_every_option_has_its_three_forms(project: pytest.Pytester, monkeypatch:
         (
             "ini",
             "taskito_db = sqlite",
-            "bad value for ini taskito_db: expected one of memory, file, got 'sqlite'",
+            "bad value for ini taskito_db: expected one of memory, file, postgres, got 'sqlite'",
         ),
     ],
 )
@@ -160,7 +164,7 @@ def test_the_marker_overrides_options_for_one_test(project: pytest.Pytester) -> 
         ("taskito(threads=8)", " got threads=; it accepts workers, db, timeout"),
         ("taskito(app='x:y')", " got app=; it accepts workers, db, timeout"),
         ("taskito(workers=0)", "(workers=...): expected a whole number of worker threads >= 1, got 0"),
-        ("taskito(db='disk')", "(db=...): expected one of memory, file, got 'disk'"),
+        ("taskito(db='disk')", "(db=...): expected one of memory, file, postgres, got 'disk'"),
     ],
 )
 def test_bad_markers_error_the_test(project: pytest.Pytester, marker: str, message: str) -> None:

@@ -6,8 +6,8 @@
 use std::io::ErrorKind;
 
 use pyo3::exceptions::{
-    PyBaseException, PyException, PyFileNotFoundError, PyKeyError, PyOSError, PyPermissionError,
-    PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
+    PyBaseException, PyConnectionError, PyException, PyFileNotFoundError, PyKeyError, PyOSError,
+    PyPermissionError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -77,6 +77,8 @@ hierarchy! {
         [ours(&STORAGE), std::<PyFileNotFoundError>];
     STORAGE_PERMISSION = "StoragePermissionError", "The filesystem does not allow taskito to open or create the database.",
         [ours(&STORAGE), std::<PyPermissionError>];
+    STORAGE_CONNECTION = "StorageConnectionError", "The database server cannot be reached (at start within connect_timeout, or its connection was lost and could not be replaced). The message names the host and port, never the password.",
+        [ours(&STORAGE), std::<PyConnectionError>];
     TASK_INTERRUPTED = "TaskInterrupted", "Raised asynchronously inside a task to stop it: it ran past its timeout, or the worker's shutdown grace period ended. A BaseException, like KeyboardInterrupt, so that `except Exception` in task code does not swallow it. The job's outcome is already decided when it is raised.",
         [std::<PyBaseException>];
     FOREIGN_SQLITE = "ForeignSQLiteError", "Another SQLite library in this process (such as the sqlite3 module) has the database open.",
@@ -123,6 +125,8 @@ impl From<Error> for PyErr {
                 | DatabaseFault::Gone
                 | DatabaseFault::Other => &STORAGE,
             },
+            Error::Postgres(_) => &STORAGE,
+            Error::Connection(_) => &STORAGE_CONNECTION,
             Error::Io { source, .. } => match source.kind() {
                 ErrorKind::NotFound => &STORAGE_NOT_FOUND,
                 ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => &STORAGE_PERMISSION,

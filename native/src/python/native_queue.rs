@@ -1,7 +1,8 @@
 //! `NativeQueue`, the pyclass wrapping the engine of one Python `Queue`:
-//! converts the arguments, releases the GIL around every storage call and
-//! wait, starts and stops the worker, and reopens the database in a child
-//! made by `fork()`.
+//! opens its database (a SQLite file or `:memory:`, or a PostgreSQL schema:
+//! after that, nothing here knows which), converts the arguments, releases
+//! the GIL around every storage call and wait, starts and stops the worker,
+//! and reopens the database in a child made by `fork()`.
 
 use std::collections::HashMap;
 use std::ffi::c_ulong;
@@ -21,8 +22,11 @@ use super::runner::RunningTasks;
 use super::watch::AsyncWatch;
 use crate::engine::{self, Worker, WorkerConfig};
 use crate::error::{Error, Result};
-use crate::job::{format_id, micros, now_micros, parse_id, JobFilter, JobOptions, Status};
-use crate::storage::{CancelRequest, Durability, SqliteConfig, SqliteStorage, Storage};
+use crate::job::{format_id, parse_id, JobFilter, JobOptions, Status};
+use crate::storage::{
+    CancelRequest, Durability, PostgresConfig, PostgresStorage, SqliteConfig, SqliteStorage,
+    Storage,
+};
 
 /// Longest wait accepted; `None` timeouts mean this.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -31,7 +35,7 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// [`engine::Engine`], the Python-free state it wraps.
 #[pyclass(module = "taskito._native", frozen)]
 pub struct NativeQueue {
-    config: SqliteConfig,
+    config: Backend,
     max_payload_size: usize,
     state: RwLock<Option<Open>>,
 }
@@ -53,8 +57,28 @@ struct ActiveWorker {
     notices: crossbeam_channel::Sender<Notice>,
 }
 
-fn open(config: &SqliteConfig) -> Result<Open> {
-    let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(config.clone())?);
+/// Which database a Queue opens.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteConfig),
+    Postgres(PostgresConfig),
+}
+
+impl Backend {
+    /// Where the jobs are, as messages show it (a URL without its password).
+    fn shown(&self) -> String {
+        match self {
+            Backend::Sqlite(config) => config.path.clone(),
+            Backend::Postgres(config) => config.shown(),
+        }
+    }
+}
+
+fn open(config: &Backend) -> Result<Open> {
+    let storage: Arc<dyn Storage> = match config {
+        Backend::Sqlite(config) => Arc::new(SqliteStorage::open(config.clone())?),
+        Backend::Postgres(config) => Arc::new(PostgresStorage::open(config.clone())?),
+    };
     Ok(Open {
         engine: engine::Engine::new(storage),
         worker: None,
@@ -87,7 +111,7 @@ impl NativeQueue {
             return Ok(engine);
         }
         std::mem::forget(current);
-        if self.config.path == crate::storage::MEMORY {
+        if matches!(&self.config, Backend::Sqlite(c) if c.path == crate::storage::MEMORY) {
             return Err(Error::Closed(
                 "a Queue on :memory: cannot be used after fork(): the child has no access to the \
                  parent's in-memory database. Use a file database, or create the Queue in the child."
@@ -118,19 +142,35 @@ impl NativeQueue {
 
 #[pymethods]
 impl NativeQueue {
+    /// A SQLite database at `path`, or, with `db_url`, the PostgreSQL
+    /// schema `schema` on that server (`path`, `durability` and
+    /// `busy_timeout` then unused).
     #[new]
-    #[pyo3(signature = (path, durability = "normal", busy_timeout = 5.0, max_payload_size = 16 << 20))]
+    #[pyo3(signature = (
+        path, durability = "normal", busy_timeout = 5.0, max_payload_size = 16 << 20, *,
+        db_url = None, schema = "taskito", connect_timeout = 10.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: String,
         durability: &str,
         busy_timeout: f64,
         max_payload_size: usize,
+        db_url: Option<String>,
+        schema: &str,
+        connect_timeout: f64,
     ) -> PyResult<Self> {
-        let config = SqliteConfig {
-            path,
-            durability: Durability::parse(durability)?,
-            busy_timeout: seconds(busy_timeout, "busy_timeout")?,
+        let config = match db_url {
+            Some(url) => Backend::Postgres(PostgresConfig {
+                connect_timeout: seconds(connect_timeout, "connect_timeout")?,
+                ..PostgresConfig::new(url, schema)
+            }),
+            None => Backend::Sqlite(SqliteConfig {
+                path,
+                durability: Durability::parse(durability)?,
+                busy_timeout: seconds(busy_timeout, "busy_timeout")?,
+            }),
         };
         let opened = py.detach(|| open(&config))?;
         Ok(NativeQueue {
@@ -140,9 +180,20 @@ impl NativeQueue {
         })
     }
 
+    /// The SQLite path, or the PostgreSQL URL without its password.
     #[getter]
-    fn path(&self) -> &str {
-        &self.config.path
+    fn path(&self) -> String {
+        self.config.shown()
+    }
+
+    /// For tests and tooling: closes this queue and drops its PostgreSQL
+    /// schema with every job in it. Refused for SQLite.
+    fn drop_schema(&self, py: Python<'_>) -> PyResult<()> {
+        let Backend::Postgres(config) = &self.config else {
+            return Err(Error::invalid("drop_schema() is for PostgreSQL queues").into());
+        };
+        self.close(py, 0.0)?;
+        Ok(py.detach(|| PostgresStorage::drop_schema(config))?)
     }
 
     /// Enqueues one job per payload in one transaction; returns their ids.
@@ -288,21 +339,17 @@ impl NativeQueue {
 
     /// Deletes dead jobs that died more than `older_than` seconds ago.
     fn purge_dead(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
-        let age = micros(seconds(older_than, "older_than")?);
+        let age = seconds(older_than, "older_than")?;
         let engine = self.engine(py)?;
-        Ok(py.detach(|| engine.storage.purge_dead(now_micros().saturating_sub(age)))?)
+        Ok(py.detach(|| engine.storage.purge_dead(age))?)
     }
 
     /// Deletes completed and cancelled jobs that finished more than
     /// `older_than` seconds ago.
     fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
-        let age = micros(seconds(older_than, "older_than")?);
+        let age = seconds(older_than, "older_than")?;
         let engine = self.engine(py)?;
-        Ok(py.detach(|| {
-            engine
-                .storage
-                .purge_finished(now_micros().saturating_sub(age))
-        })?)
+        Ok(py.detach(|| engine.storage.purge_finished(age))?)
     }
 
     /// Blocks (without the GIL) until the job is final; returns
@@ -511,14 +558,14 @@ impl NativeQueue {
     /// The workers serving this database, as the registry records them.
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let engine = self.engine(py)?;
-        let workers = py.detach(|| engine.storage.workers(now_micros()))?;
+        let workers = py.detach(|| engine.storage.workers())?;
         workers.iter().map(|w| worker_dict(py, w)).collect()
     }
 
     /// Jobs waiting for a task no live worker has, counted by task name.
     fn unserved_tasks(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
         let engine = self.engine(py)?;
-        Ok(py.detach(|| engine.storage.unserved_tasks(now_micros()))?)
+        Ok(py.detach(|| engine.storage.unserved_tasks())?)
     }
 
     /// Why this database's wake-ups do not cross processes (other

@@ -1,8 +1,10 @@
-//! Where jobs live. The engine talks to storage only through [`Storage`], so a
-//! second backend (PostgreSQL, for workers on many machines) slots in beside
-//! SQLite without touching the dispatcher, the executors or the bindings.
+//! Where jobs live. The engine talks to storage only through [`Storage`]:
+//! SQLite (one machine, `sqlite/`) and PostgreSQL (workers on many machines,
+//! `postgres/`) sit behind it, and the dispatcher, the executors and the
+//! bindings do not know which one they talk to.
 
 mod common;
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
@@ -14,7 +16,12 @@ use crate::job::{
 };
 use crate::wakeup::Wakeups;
 
+pub use postgres::{redact as redact_url, PostgresConfig, PostgresStorage, APPLICATION_NAME};
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
+
+/// A schema of its own on the PostgreSQL test server, for tests elsewhere.
+#[cfg(test)]
+pub(crate) use postgres::tests::Scratch as PostgresScratch;
 
 /// What a worker asks for when it claims jobs: `start` jobs its executors
 /// start now (marked running), then `hold` more it keeps as claimed (its
@@ -90,6 +97,23 @@ pub struct DirectClaim<'a> {
     pub lease: Duration,
 }
 
+/// What a worker records about itself in the registry. The backend stamps
+/// the times, with its own clock.
+#[derive(Clone, Debug)]
+pub struct WorkerRegistration<'a> {
+    pub id: &'a str,
+    pub host: &'a str,
+    pub pid: u32,
+    /// Executor threads.
+    pub threads: u32,
+    /// The queues it serves; `None`: every queue.
+    pub queues: Option<&'a [String]>,
+    /// The task names it can run.
+    pub tasks: &'a [String],
+    /// Counted as gone once this passes without a heartbeat.
+    pub lease: Duration,
+}
+
 /// A job whose lease ran out while it was running (its worker died or hung).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReapedJob {
@@ -108,6 +132,12 @@ pub enum CancelRequest {
     NotFound,
 }
 
+/// Times: the engine hands storage durations, never instants, and a
+/// backend measures them from its own clock: SQLite from this process's
+/// (`clock::now_micros`), PostgreSQL from the database server's `now()`, so
+/// that workers on machines whose clocks disagree still agree on leases and
+/// due times. Times that come back to the engine (a retry's due time, the
+/// next due job) are converted to this process's clock.
 pub trait Storage: Send + Sync {
     /// Inserts one job per payload, all with `options`, in one transaction.
     /// Returns their ids in payload order.
@@ -132,33 +162,37 @@ pub trait Storage: Send + Sync {
     /// Returned in claim order.
     fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>>;
 
-    /// Starts claimed jobs (claimed to running, started at `now`) that are
+    /// Starts claimed jobs (claimed to running, started now) that are
     /// still this attempt's; one flag per job, false for a job that was
     /// cancelled or taken back meanwhile (it must not run).
-    fn start_claimed(&self, jobs: &[AttemptRef], now: Micros) -> Result<Vec<bool>>;
+    fn start_claimed(&self, jobs: &[AttemptRef]) -> Result<Vec<bool>>;
 
     /// The highest priority among ready jobs in `scope`, if any is ready.
     fn best_ready_priority(&self, scope: JobScope) -> Result<Option<i64>>;
 
     /// Records finished attempts in one transaction. Each outcome is fenced:
     /// it applies only while its job is still running under the same attempt.
+    /// The outcomes' times are this process's clock; a retry's due time
+    /// comes back in it too.
     fn complete(&self, outcomes: &[Outcome]) -> Result<Vec<Applied>>;
 
     /// Makes delayed jobs and retries whose time has come claimable. Returns
-    /// when the next waiting job falls due, if any does.
-    fn promote_due(&self, now: Micros) -> Result<Option<Micros>>;
+    /// when the next waiting job falls due, if any does, in this process's
+    /// clock.
+    fn promote_due(&self) -> Result<Option<Micros>>;
 
-    /// Extends the leases of these attempts (those still running or claimed).
-    fn renew_leases(&self, jobs: &[AttemptRef], until: Micros) -> Result<usize>;
+    /// Extends the leases of these attempts (those still running or claimed)
+    /// to `lease` from now.
+    fn renew_leases(&self, jobs: &[AttemptRef], lease: Duration) -> Result<usize>;
 
     /// Hands running or claimed jobs back so that any worker can take them.
     /// With `refund_attempt` the attempt is not counted (it never started).
     fn release(&self, jobs: &[AttemptRef], refund_attempt: bool) -> Result<usize>;
 
-    /// Recovers running and claimed jobs whose lease expired before `now`:
-    /// a running one failed its attempt (`WorkerLost`), a claimed one never
-    /// started and is simply ready again.
-    fn reap_expired(&self, now: Micros) -> Result<Vec<ReapedJob>>;
+    /// Recovers running and claimed jobs whose lease has expired: a running
+    /// one failed its attempt (`WorkerLost`), a claimed one never started
+    /// and is simply ready again.
+    fn reap_expired(&self) -> Result<Vec<ReapedJob>>;
 
     /// Cancels a job that has not started. False if it is running or final.
     fn cancel(&self, id: i64) -> Result<bool>;
@@ -173,8 +207,8 @@ pub trait Storage: Send + Sync {
     /// fresh set of attempts. False if the job is not dead.
     fn retry_dead(&self, id: i64) -> Result<bool>;
 
-    /// Deletes dead jobs that died before `before`.
-    fn purge_dead(&self, before: Micros) -> Result<usize>;
+    /// Deletes dead jobs that died more than `older_than` ago.
+    fn purge_dead(&self, older_than: Duration) -> Result<usize>;
 
     fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
 
@@ -188,8 +222,9 @@ pub trait Storage: Send + Sync {
 
     fn stats(&self) -> Result<Stats>;
 
-    /// Deletes completed and cancelled jobs that finished before `before`.
-    fn purge_finished(&self, before: Micros) -> Result<usize>;
+    /// Deletes completed and cancelled jobs that finished more than
+    /// `older_than` ago.
+    fn purge_finished(&self, older_than: Duration) -> Result<usize>;
 
     /// True when another process committed since the last call: the cheap
     /// check idle workers make before they look for work.
@@ -204,24 +239,26 @@ pub trait Storage: Send + Sync {
     fn wakeups(&self) -> &Wakeups;
 
     /// Records a worker in the registry (or updates its row: its tasks
-    /// change as they are registered), and its task names as known.
-    fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
+    /// change as they are registered), and its task names as known. Its
+    /// heartbeat is now, and lapses after `worker.lease`.
+    fn register_worker(&self, worker: &WorkerRegistration) -> Result<()>;
 
-    /// Renews a worker's heartbeat; false if its row is gone (others took
-    /// it for dead), in which case the worker registers again.
-    fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool>;
+    /// Renews a worker's heartbeat for another `lease`; false if its row is
+    /// gone (others took it for dead), in which case the worker registers
+    /// again.
+    fn renew_worker(&self, id: &str, lease: Duration) -> Result<bool>;
 
     fn unregister_worker(&self, id: &str) -> Result<()>;
 
-    /// Workers whose heartbeat has not lapsed at `now`.
-    fn workers(&self, now: Micros) -> Result<Vec<WorkerRecord>>;
+    /// Workers whose heartbeat has not lapsed.
+    fn workers(&self) -> Result<Vec<WorkerRecord>>;
 
-    /// Deletes the rows of workers whose heartbeat lapsed before `now`.
-    fn forget_lapsed_workers(&self, now: Micros) -> Result<usize>;
+    /// Deletes the rows of workers whose heartbeat lapsed.
+    fn forget_lapsed_workers(&self) -> Result<usize>;
 
     /// Jobs waiting (pending, or failed and due to retry) for a task that no
-    /// live worker at `now` has, counted by task name.
-    fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>>;
+    /// live worker has, counted by task name.
+    fn unserved_tasks(&self) -> Result<Vec<(String, u64)>>;
 
     /// Fails if the database is no longer where it was opened (its file
     /// deleted or replaced), so that a worker stops instead of serving a
@@ -238,11 +275,8 @@ pub trait Storage: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Dead-letters, with `UnknownTaskError`, ready jobs enqueued before
-    /// `enqueued_before` whose task no worker has ever registered.
-    fn fail_unknown_tasks(
-        &self,
-        enqueued_before: Micros,
-        now: Micros,
-    ) -> Result<Vec<UnknownTaskJob>>;
+    /// Dead-letters, with `UnknownTaskError`, ready jobs enqueued more than
+    /// `grace` ago whose task no worker has ever registered (none without a
+    /// grace period), and those whose task name cannot be read at all.
+    fn fail_unknown_tasks(&self, grace: Option<Duration>) -> Result<Vec<UnknownTaskJob>>;
 }

@@ -11,8 +11,9 @@
 //! polls the engine keeps as a safety net.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 mod beacon;
 mod shared_file;
@@ -112,7 +113,16 @@ pub struct Wakeups {
     /// Why a database file's wake-ups stay in this process (other
     /// processes' commits are then found by polling).
     fallback: Option<String>,
+    /// For a board in private memory that a feed of the database's own
+    /// (PostgreSQL's LISTEN) bumps for other processes' commits: whether
+    /// that feed is connected now.
+    feed: Option<AtomicBool>,
 }
+
+/// How far idle workers back off their safety-net polls while a feed
+/// brings other processes' wake-ups: a feed loses nothing while it is
+/// connected, so the polls only cover what a reconnection could miss.
+pub const FED_POLL_MAX: Duration = Duration::from_secs(1);
 
 /// Set to `poll` to keep wake-ups inside each process, as where the
 /// wake-up file cannot be used (for tests, and for filesystems whose shared
@@ -126,6 +136,43 @@ impl Wakeups {
         Wakeups {
             memory: Memory::Private(Box::new(Board::new())),
             fallback: None,
+            feed: None,
+        }
+    }
+
+    /// Wake-ups in private memory that the database's own notifications
+    /// (PostgreSQL's LISTEN/NOTIFY, fed by a listener thread) bump for
+    /// other processes' commits. They cross processes while the feed is
+    /// connected (`set_fed`).
+    pub fn fed() -> Wakeups {
+        Wakeups {
+            feed: Some(AtomicBool::new(false)),
+            ..Wakeups::private()
+        }
+    }
+
+    /// These wake-ups, with the reason they do not cross processes (for
+    /// `fallback`).
+    pub fn with_fallback(self, reason: String) -> Wakeups {
+        Wakeups {
+            fallback: Some(reason),
+            ..self
+        }
+    }
+
+    /// A fed board's feed connected or went away.
+    pub fn set_fed(&self, connected: bool) {
+        if let Some(feed) = &self.feed {
+            feed.store(connected, Ordering::SeqCst);
+        }
+    }
+
+    /// How far idle workers back off their polls for other processes'
+    /// work: `configured`, or [`FED_POLL_MAX`] while a feed is connected.
+    pub fn idle_poll_max(&self, configured: Duration) -> Duration {
+        match &self.feed {
+            Some(feed) if feed.load(Ordering::SeqCst) => FED_POLL_MAX.max(configured),
+            _ => configured,
         }
     }
 
@@ -144,6 +191,7 @@ impl Wakeups {
                     return Wakeups {
                         memory: Memory::Shared(file),
                         fallback: None,
+                        feed: None,
                     }
                 }
                 Err(e) => format!("cannot use {}: {e}", path.display()),
@@ -167,8 +215,19 @@ impl Wakeups {
         }
     }
 
-    /// True when other processes see these wake-ups.
+    /// True when other processes see these wake-ups (through the shared
+    /// file, or a connected feed).
     pub fn crosses_processes(&self) -> bool {
+        self.shared_memory()
+            || self
+                .feed
+                .as_ref()
+                .is_some_and(|feed| feed.load(Ordering::SeqCst))
+    }
+
+    /// Whether the beacons are in memory other processes map (their
+    /// futexes must then not be process-private).
+    fn shared_memory(&self) -> bool {
         matches!(self.memory, Memory::Shared(_))
     }
 
@@ -182,18 +241,18 @@ impl Wakeups {
 
     /// Idle workers wait on this; producers notify it after committing work.
     pub fn work(&self) -> Beacon<'_> {
-        Beacon::new(&self.board().work, self.crosses_processes())
+        Beacon::new(&self.board().work, self.shared_memory())
     }
 
     /// What a waiter for job `id` sleeps on.
     pub fn done_for(&self, id: i64) -> Beacon<'_> {
         let bucket = id.rem_euclid(DONE_BUCKETS as i64) as usize;
-        Beacon::new(&self.board().done[bucket], self.crosses_processes())
+        Beacon::new(&self.board().done[bucket], self.shared_memory())
     }
 
     /// What a waiter for many jobs at once sleeps on (woken by any job).
     pub fn done_any(&self) -> Beacon<'_> {
-        Beacon::new(&self.board().done_any, self.crosses_processes())
+        Beacon::new(&self.board().done_any, self.shared_memory())
     }
 
     /// Tells the waiters of these jobs that they reached a final state. Call

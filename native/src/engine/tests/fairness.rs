@@ -127,7 +127,7 @@ fn a_worker_claims_only_its_tasks_and_is_in_the_registry_while_it_runs() {
     let mut config = config(1);
     config.tasks = Some(vec!["old".to_string()]);
     let (worker, _) = start(&engine, config, echo);
-    let live = engine.storage.workers(now_micros()).unwrap();
+    let live = engine.storage.workers().unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(
         (live[0].id.as_str(), &live[0].tasks[..]),
@@ -137,7 +137,7 @@ fn a_worker_claims_only_its_tasks_and_is_in_the_registry_while_it_runs() {
     let new = engine.enqueue(&options("new"), &[vec![]]).unwrap()[0];
     wait(&engine, old);
     assert_eq!(
-        engine.storage.unserved_tasks(now_micros()).unwrap(),
+        engine.storage.unserved_tasks().unwrap(),
         vec![("new".to_string(), 1)]
     );
     assert_eq!(
@@ -150,7 +150,7 @@ fn a_worker_claims_only_its_tasks_and_is_in_the_registry_while_it_runs() {
         .unwrap();
     wait(&engine, new);
     worker.stop(WAIT);
-    assert!(engine.storage.workers(now_micros()).unwrap().is_empty());
+    assert!(engine.storage.workers().unwrap().is_empty());
 }
 
 #[test]
@@ -170,3 +170,10 @@ fn a_job_no_worker_ever_had_the_task_of_is_dead_lettered_after_the_grace() {
         1
     );
 }
+
+on_postgres!(
+    a_held_job_is_not_started_and_cancelling_it_means_it_never_runs,
+    a_better_job_takes_the_place_of_held_ones_and_runs_first,
+    a_worker_claims_only_its_tasks_and_is_in_the_registry_while_it_runs,
+    a_job_no_worker_ever_had_the_task_of_is_dead_lettered_after_the_grace,
+);

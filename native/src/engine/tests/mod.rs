@@ -6,7 +6,10 @@ use parking_lot::Mutex;
 
 use super::*;
 use crate::job::{now_micros, Failure, OutcomeKind, Status};
-use crate::storage::{ClaimRequest, SqliteConfig, SqliteStorage};
+use crate::storage::ClaimRequest;
+
+mod backends;
+use backends::{engine, file_engine, on_postgres};
 
 /// Runs jobs with a Rust closure.
 struct FnRunner<F>(F);
@@ -48,19 +51,6 @@ impl Events {
     fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
         self.0.lock().iter().filter(|e| f(e)).count()
     }
-}
-
-/// An engine on a database file; several on one path stand for processes.
-fn file_engine(path: &std::path::Path) -> Arc<Engine> {
-    Engine::new(Arc::new(
-        SqliteStorage::open(SqliteConfig::new(path.to_str().unwrap())).unwrap(),
-    ))
-}
-
-fn engine() -> Arc<Engine> {
-    Engine::new(Arc::new(
-        SqliteStorage::open(SqliteConfig::new(":memory:")).unwrap(),
-    ))
 }
 
 fn config(concurrency: usize) -> WorkerConfig {
@@ -620,3 +610,25 @@ fn more_executors_than_a_claim_holds_still_claim() {
 }
 
 mod fairness;
+
+on_postgres!(
+    runs_every_job_once_and_wakes_waiters,
+    executors_run_jobs_in_parallel,
+    a_job_enqueued_while_idle_is_picked_up_at_once,
+    failures_are_retried_then_dead_lettered,
+    delayed_jobs_run_once_due,
+    an_overrunning_job_is_failed_and_its_late_result_discarded,
+    jobs_of_a_dead_worker_are_recovered_after_its_lease,
+    leases_of_long_jobs_are_renewed,
+    stop_finishes_running_jobs_and_releases_unstarted_ones,
+    stop_gives_up_on_a_stuck_job_after_the_grace_period,
+    wait_times_out_and_reports_unknown_jobs,
+    cancelling_wakes_the_waiter,
+    a_worker_serves_only_its_queues,
+    bad_worker_settings_are_refused,
+    two_workers_on_one_file_share_the_work_without_duplicates,
+    a_lone_job_goes_straight_to_an_idle_worker,
+    a_runner_panic_hands_its_jobs_back,
+    delayed_jobs_from_another_process_run_on_time_under_a_backlog,
+    more_executors_than_a_claim_holds_still_claim,
+);

@@ -169,7 +169,7 @@ pub(super) fn dispatcher(
         let due_hint = wakeups.due_hint();
         if next_due.min(due_hint) <= now || last_promote.elapsed() >= promote_every {
             last_promote = Instant::now();
-            match shared.storage().promote_due(now) {
+            match shared.storage().promote_due() {
                 Ok(due) => {
                     next_due = due.unwrap_or(i64::MAX);
                     wakeups.settle_due(due_hint, next_due);
@@ -215,7 +215,7 @@ pub(super) fn dispatcher(
                     idle = config.idle_poll_min;
                     next_due = i64::MIN;
                 }
-                Ok(false) => idle = (idle * 2).min(config.idle_poll_max),
+                Ok(false) => idle = (idle * 2).min(wakeups.idle_poll_max(config.idle_poll_max)),
                 Err(e) => shared.report("checking for new work", &e),
             }
             hand_back_if_better_waits(&shared, &mut prefetched);

@@ -34,6 +34,9 @@ pub(super) fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
             shared.inflight.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
+        if !shared.lease_holds(&first) {
+            continue;
+        }
         shared.mark_started(&first);
         // When nothing else is waiting (no job for this executor, nothing
         // queued for the writer), the executor commits the last outcome
@@ -44,11 +47,12 @@ pub(super) fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
         // Handed to the runner and not yet reported: what a runner panic strands.
         let in_hand = RefCell::new(vec![first.attempt_ref()]);
         let mut taken = 1;
-        let mut next = || {
+        let mut next = || loop {
             if taken >= limit || shared.stopping() {
                 return None;
             }
             match jobs.try_recv() {
+                Ok(job) if !shared.lease_holds(&job) => continue,
                 Ok(job) => {
                     if let Some(outcome) = held_back.borrow_mut().take() {
                         shared.send_to_writer(outcome);
@@ -56,9 +60,9 @@ pub(super) fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
                     taken += 1;
                     shared.mark_started(&job);
                     in_hand.borrow_mut().push(job.attempt_ref());
-                    Some(job)
+                    return Some(job);
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return None,
             }
         };
         let mut done = |outcome: Outcome| {

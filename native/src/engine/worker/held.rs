@@ -9,7 +9,7 @@ use super::commit::WriterMsg;
 use super::{Held, Shared};
 use crate::engine::Event;
 use crate::error::Result;
-use crate::job::{now_micros, AttemptRef, ClaimedJob, Outcome};
+use crate::job::{AttemptRef, ClaimedJob, Outcome};
 
 impl Shared {
     /// Records freshly claimed jobs as held by this worker; those marked
@@ -17,6 +17,9 @@ impl Shared {
     pub(super) fn hold(&self, jobs: &[ClaimedJob]) {
         let running = jobs.iter().filter(|job| job.running).count();
         self.inflight.fetch_add(running, Ordering::SeqCst);
+        // Counted from now, though the claim began earlier: the margin in
+        // `lease::holds_until` covers the difference.
+        let lease_until = super::lease::holds_until(Instant::now(), self.config.lease);
         let mut held = self.held.lock();
         for job in jobs {
             held.insert(
@@ -24,6 +27,7 @@ impl Shared {
                 Held {
                     job: job.attempt_ref(),
                     task: job.task_name.clone(),
+                    lease_until,
                     started: None,
                     timeout: job.timeout,
                     timed_out: false,
@@ -37,7 +41,7 @@ impl Shared {
     /// taken back since they were claimed: they are forgotten, unrun.
     pub(super) fn start_held(&self, jobs: Vec<ClaimedJob>) -> Result<Vec<ClaimedJob>> {
         let refs: Vec<AttemptRef> = jobs.iter().map(ClaimedJob::attempt_ref).collect();
-        let started = self.storage().start_claimed(&refs, now_micros())?;
+        let started = self.storage().start_claimed(&refs)?;
         let mut run = Vec::with_capacity(jobs.len());
         let mut held = self.held.lock();
         for (mut job, ok) in jobs.into_iter().zip(started) {

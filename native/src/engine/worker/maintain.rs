@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::commit::WriterMsg;
 use super::Shared;
 use crate::engine::Event;
-use crate::job::{micros, now_micros, Applied, AttemptRef, Failure, Outcome, OutcomeKind};
+use crate::job::{now_micros, Applied, AttemptRef, Failure, Outcome, OutcomeKind};
 
 /// How often the maintenance thread checkpoints the write-ahead log.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
@@ -118,13 +118,13 @@ fn heartbeat(shared: &Shared) {
     quarantine_unreadable(shared);
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
-        if let Err(e) =
-            storage.renew_leases(&held, now_micros().saturating_add(micros(config.lease)))
-        {
-            shared.report("renewing leases", &e);
+        let asked = Instant::now();
+        match storage.renew_leases(&held, config.lease) {
+            Ok(_) => shared.leases_renewed(&held, asked),
+            Err(e) => shared.report("renewing leases", &e),
         }
     }
-    match storage.reap_expired(now_micros()) {
+    match storage.reap_expired() {
         Ok(reaped) => {
             for job in reaped {
                 let dead = job.applied == Applied::Dead;
@@ -146,7 +146,7 @@ fn heartbeat(shared: &Shared) {
         Err(e) => shared.report("recovering expired leases", &e),
     }
     if let Some(ttl) = config.result_ttl {
-        if let Err(e) = storage.purge_finished(now_micros().saturating_sub(micros(ttl))) {
+        if let Err(e) = storage.purge_finished(ttl) {
             shared.report("purging expired results", &e);
         }
     }

@@ -10,6 +10,7 @@ mod commit;
 mod dispatch;
 mod execute;
 mod held;
+mod lease;
 mod maintain;
 mod registry;
 
@@ -24,7 +25,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::{Engine, Event, EventSink, LocalWorker, Runner};
 use crate::error::{Error, Result};
-use crate::job::{now_micros, AttemptRef, ClaimedJob, JobOptions, Micros};
+use crate::job::{AttemptRef, ClaimedJob, JobOptions};
 use crate::storage::Storage;
 use commit::WriterMsg;
 
@@ -121,6 +122,8 @@ impl WorkerConfig {
 struct Held {
     job: AttemptRef,
     task: String,
+    /// Until when its lease surely holds (see `lease`).
+    lease_until: Instant,
     started: Option<Instant>,
     timeout: Option<Duration>,
     timed_out: bool,
@@ -146,7 +149,6 @@ struct Shared {
     held: Mutex<HashMap<i64, Held>>,
     /// The task names it can run (they grow as tasks are registered).
     tasks: RwLock<Option<Arc<Vec<String>>>>,
-    started_at: Micros,
     /// Jobs drained from the channel after stop began: never started.
     unstarted: Mutex<Vec<AttemptRef>>,
     outcomes: Sender<WriterMsg>,
@@ -253,7 +255,6 @@ impl Worker {
             refill_at: AtomicUsize::new(config.concurrency),
             held: Mutex::new(HashMap::new()),
             tasks: RwLock::new(config.tasks.clone().map(Arc::new)),
-            started_at: now_micros(),
             unstarted: Mutex::new(Vec::new()),
             outcomes: outcomes_tx,
             direct: Mutex::new(Some(jobs_tx.clone())),

@@ -10,33 +10,27 @@ use std::sync::Arc;
 use super::{Shared, Worker};
 use crate::engine::Event;
 use crate::error::Result;
-use crate::job::{micros, now_micros, WorkerRecord};
+use crate::storage::WorkerRegistration;
 
 impl Shared {
-    fn record(&self, now: i64) -> WorkerRecord {
-        WorkerRecord {
-            id: self.id.clone(),
-            host: hostname(),
+    pub(super) fn register(&self) -> Result<()> {
+        let tasks = self.tasks();
+        let host = hostname();
+        self.storage().register_worker(&WorkerRegistration {
+            id: &self.id,
+            host: &host,
             pid: std::process::id(),
             threads: self.config.concurrency as u32,
-            queues: self.config.queues.clone(),
-            tasks: self.tasks().map(|t| t.to_vec()).unwrap_or_default(),
-            started_at: self.started_at,
-            heartbeat_at: now,
-            expires_at: now.saturating_add(micros(self.config.lease)),
-        }
-    }
-
-    pub(super) fn register(&self) -> Result<()> {
-        self.storage().register_worker(&self.record(now_micros()))
+            queues: self.config.queues.as_deref(),
+            tasks: tasks.as_deref().map_or(&[], |t| t.as_slice()),
+            lease: self.config.lease,
+        })
     }
 
     /// Renews the heartbeat; registers again if others took this worker for
     /// dead and deleted its row (it was frozen past its lease, say).
     pub(super) fn renew_registration(&self) {
-        let now = now_micros();
-        let expires_at = now.saturating_add(micros(self.config.lease));
-        let renewed = match self.storage().renew_worker(&self.id, now, expires_at) {
+        let renewed = match self.storage().renew_worker(&self.id, self.config.lease) {
             Ok(true) => Ok(()),
             Ok(false) => self.register(),
             Err(e) => Err(e),
@@ -44,7 +38,7 @@ impl Shared {
         if let Err(e) = renewed {
             self.report("renewing the worker's registration", &e);
         }
-        if let Err(e) = self.storage().forget_lapsed_workers(now) {
+        if let Err(e) = self.storage().forget_lapsed_workers() {
             self.report("forgetting workers that stopped", &e);
         }
     }
@@ -63,19 +57,14 @@ impl Shared {
         if self.inflight.load(Ordering::SeqCst) > 0 {
             return;
         }
-        let now = now_micros();
-        // Without a grace period only unreadable task names are taken out.
-        let cutoff = self
-            .config
-            .unknown_task_grace
-            .map_or(i64::MIN, |grace| now.saturating_sub(micros(grace)));
-        match self.storage().fail_unknown_tasks(cutoff, now) {
+        let grace = self.config.unknown_task_grace;
+        match self.storage().fail_unknown_tasks(grace) {
             Ok(failed) => {
                 for job in &failed {
                     self.events.event(Event::UnknownTask {
                         id: job.id,
                         task_name: job.task_name.clone(),
-                        waited: self.config.unknown_task_grace.unwrap_or_default(),
+                        waited: grace.unwrap_or_default(),
                     });
                 }
                 self.storage()

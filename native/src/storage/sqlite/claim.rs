@@ -8,7 +8,7 @@ use rusqlite::{params, Statement, Transaction};
 use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, now_micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
+use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
 use crate::storage::common::{json_names, sort_in_claim_order, timeout_from_millis};
 use crate::storage::{ClaimRequest, JobScope};
 
@@ -87,7 +87,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         tasks: request.tasks.is_some(),
         above_priority: request.above_priority.is_some(),
     });
-    let now = now_micros();
+    let now = storage.now();
     let (jobs, quarantined) = storage.write(|tx| {
         let mut quarantined = Vec::new();
         let mut jobs = take(
@@ -230,14 +230,11 @@ pub(super) const START_CLAIMED: &str = concat!(
     " AND lease_token = ?2"
 );
 
-pub(super) fn start_claimed(
-    storage: &SqliteStorage,
-    jobs: &[AttemptRef],
-    now: Micros,
-) -> Result<Vec<bool>> {
+pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    let now = storage.now();
     storage.write(|tx| {
         let mut stmt = tx.prepare_cached(START_CLAIMED)?;
         let mut started = Vec::with_capacity(jobs.len());

@@ -5,7 +5,7 @@ use rusqlite::Transaction;
 
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, now_micros, state_sql, ClaimedJob, JobOptions, Micros, IDS};
+use crate::job::{micros, state_sql, ClaimedJob, JobOptions, Micros, IDS};
 use crate::storage::common::{claimed_at_enqueue, due_time, initial_state, timeout_millis};
 use crate::storage::DirectClaim;
 
@@ -15,7 +15,8 @@ pub(super) fn enqueue(
     payloads: &[Vec<u8>],
 ) -> Result<Vec<i64>> {
     options.validate()?;
-    storage.write(|tx| insert_jobs(tx, options, payloads, now_micros(), None))
+    let now = storage.now();
+    storage.write(|tx| insert_jobs(tx, options, payloads, now, None))
 }
 
 /// Whether a claimable job is waiting: a job enqueued now would queue behind it.
@@ -32,7 +33,7 @@ pub(super) fn enqueue_claimed(
     claim: &DirectClaim,
 ) -> Result<(i64, Option<ClaimedJob>)> {
     options.validate()?;
-    let now = now_micros();
+    let now = storage.now();
     let immediate = options.delay.is_none_or(|d| d.is_zero());
     storage.write(|tx| {
         let others_waiting: bool = tx

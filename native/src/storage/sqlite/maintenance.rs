@@ -8,6 +8,7 @@
 //! a query's WHERE clause visibly implies it.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -15,7 +16,7 @@ use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::outcomes::{fail_attempt, RELEASE_ATTEMPT};
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{state_sql, Applied, AttemptRef, Micros, State};
+use crate::job::{micros, state_sql, Applied, AttemptRef, Micros, State};
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
@@ -35,7 +36,8 @@ pub(super) const NEXT_DUE: &str = concat!(
     ")"
 );
 
-pub(super) fn promote_due(storage: &SqliteStorage, now: Micros) -> Result<Option<Micros>> {
+pub(super) fn promote_due(storage: &SqliteStorage) -> Result<Option<Micros>> {
+    let now = storage.now();
     storage.write(|tx| {
         tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
         Ok(tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?)
@@ -53,7 +55,8 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
     ") AND lease_expires_at < ?1"
 );
 
-pub(super) fn reap_expired(storage: &SqliteStorage, now: Micros) -> Result<Vec<ReapedJob>> {
+pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
+    let now = storage.now();
     let (reaped, quarantined) = storage.write(|tx| {
         // (the attempt, who held it, its state), or the row's id and what of
         // it cannot be read.
@@ -141,7 +144,8 @@ pub(super) const PURGE_DEAD: &str = concat!(
     " AND finished_at < ?1"
 );
 
-pub(super) fn purge_dead(storage: &SqliteStorage, before: Micros) -> Result<usize> {
+pub(super) fn purge_dead(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
+    let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
         tx.prepare_cached(PURGE_DEAD_ERRORS)?.execute([before])?;
         Ok(tx.prepare_cached(PURGE_DEAD)?.execute([before])?)
@@ -165,7 +169,8 @@ pub(super) const PURGE_FINISHED: &str = concat!(
     ") AND finished_at < ?1"
 );
 
-pub(super) fn purge_finished(storage: &SqliteStorage, before: Micros) -> Result<usize> {
+pub(super) fn purge_finished(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
+    let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
         tx.prepare_cached(PURGE_FINISHED_ERRORS)?
             .execute([before])?;

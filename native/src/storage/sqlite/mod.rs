@@ -48,12 +48,12 @@ use self::foreign::OwnedFile;
 use self::maintenance::data_version;
 use super::{
     CancelRequest, ClaimRequest, DirectClaim, JobScope, QuarantinedJob, ReapedJob, Storage,
-    UnknownTaskJob,
+    UnknownTaskJob, WorkerRegistration,
 };
 use crate::error::{DatabaseFault, Error, Result};
 use crate::job::{
-    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
-    Micros, Outcome, Stats, WorkerRecord,
+    now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions,
+    JobRecord, Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
@@ -118,6 +118,8 @@ pub struct SqliteStorage {
     last_data_version: AtomicI64,
     /// Jobs claims quarantined, until maintenance collects them to log.
     quarantined: Mutex<Vec<QuarantinedJob>>,
+    /// Added to this process's clock: tests move it to make time pass.
+    clock_offset: AtomicI64,
     /// Frames in the log after the writer's last commit (see
     /// `watch_log_size`): whether a checkpoint is worth its cost.
     wal_frames: Arc<AtomicI64>,
@@ -148,6 +150,7 @@ impl SqliteStorage {
                 readers: None,
                 config,
                 last_data_version: AtomicI64::new(0),
+                clock_offset: AtomicI64::new(0),
                 wal_frames: Arc::new(AtomicI64::new(0)),
                 quarantined: Mutex::new(Vec::new()),
                 wakeups: Wakeups::private(),
@@ -167,6 +170,7 @@ impl SqliteStorage {
             readers: Some(Mutex::new(Vec::new())),
             config,
             last_data_version: AtomicI64::new(version),
+            clock_offset: AtomicI64::new(0),
             wal_frames,
             quarantined: Mutex::new(Vec::new()),
             wakeups: Wakeups::for_database(&path),
@@ -176,6 +180,18 @@ impl SqliteStorage {
 
     pub fn is_memory(&self) -> bool {
         self.readers.is_none()
+    }
+
+    /// Now, as this backend stamps and compares times: the process's clock.
+    fn now(&self) -> Micros {
+        now_micros().saturating_add(self.clock_offset.load(Ordering::Relaxed))
+    }
+
+    /// Moves this storage's clock forward, for tests of leases and due times.
+    #[cfg(test)]
+    pub(crate) fn travel(&self, by: Duration) {
+        self.clock_offset
+            .fetch_add(crate::job::micros(by), Ordering::Relaxed);
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
@@ -347,8 +363,8 @@ impl Storage for SqliteStorage {
         claim::claim(self, request)
     }
 
-    fn start_claimed(&self, jobs: &[AttemptRef], now: Micros) -> Result<Vec<bool>> {
-        claim::start_claimed(self, jobs, now)
+    fn start_claimed(&self, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
+        claim::start_claimed(self, jobs)
     }
 
     fn best_ready_priority(&self, scope: JobScope) -> Result<Option<i64>> {
@@ -359,20 +375,20 @@ impl Storage for SqliteStorage {
         outcomes::complete(self, outcomes)
     }
 
-    fn promote_due(&self, now: Micros) -> Result<Option<Micros>> {
-        maintenance::promote_due(self, now)
+    fn promote_due(&self) -> Result<Option<Micros>> {
+        maintenance::promote_due(self)
     }
 
-    fn renew_leases(&self, jobs: &[AttemptRef], until: Micros) -> Result<usize> {
-        outcomes::renew_leases(self, jobs, until)
+    fn renew_leases(&self, jobs: &[AttemptRef], lease: Duration) -> Result<usize> {
+        outcomes::renew_leases(self, jobs, lease)
     }
 
     fn release(&self, jobs: &[AttemptRef], refund_attempt: bool) -> Result<usize> {
         outcomes::release(self, jobs, refund_attempt)
     }
 
-    fn reap_expired(&self, now: Micros) -> Result<Vec<ReapedJob>> {
-        maintenance::reap_expired(self, now)
+    fn reap_expired(&self) -> Result<Vec<ReapedJob>> {
+        maintenance::reap_expired(self)
     }
 
     fn cancel(&self, id: i64) -> Result<bool> {
@@ -391,8 +407,8 @@ impl Storage for SqliteStorage {
         outcomes::retry_dead(self, id)
     }
 
-    fn purge_dead(&self, before: Micros) -> Result<usize> {
-        maintenance::purge_dead(self, before)
+    fn purge_dead(&self, older_than: Duration) -> Result<usize> {
+        maintenance::purge_dead(self, older_than)
     }
 
     fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
@@ -415,8 +431,8 @@ impl Storage for SqliteStorage {
         reads::stats(self)
     }
 
-    fn purge_finished(&self, before: Micros) -> Result<usize> {
-        maintenance::purge_finished(self, before)
+    fn purge_finished(&self, older_than: Duration) -> Result<usize> {
+        maintenance::purge_finished(self, older_than)
     }
 
     fn external_change(&self) -> Result<bool> {
@@ -431,12 +447,12 @@ impl Storage for SqliteStorage {
         &self.wakeups
     }
 
-    fn register_worker(&self, worker: &WorkerRecord) -> Result<()> {
+    fn register_worker(&self, worker: &WorkerRegistration) -> Result<()> {
         registry::register_worker(self, worker)
     }
 
-    fn renew_worker(&self, id: &str, now: Micros, expires_at: Micros) -> Result<bool> {
-        registry::renew_worker(self, id, now, expires_at)
+    fn renew_worker(&self, id: &str, lease: Duration) -> Result<bool> {
+        registry::renew_worker(self, id, lease)
     }
 
     fn check_still_there(&self) -> Result<()> {
@@ -467,24 +483,20 @@ impl Storage for SqliteStorage {
         registry::unregister_worker(self, id)
     }
 
-    fn workers(&self, now: Micros) -> Result<Vec<WorkerRecord>> {
-        registry::workers(self, now)
+    fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        registry::workers(self)
     }
 
-    fn forget_lapsed_workers(&self, now: Micros) -> Result<usize> {
-        registry::forget_lapsed_workers(self, now)
+    fn forget_lapsed_workers(&self) -> Result<usize> {
+        registry::forget_lapsed_workers(self)
     }
 
-    fn unserved_tasks(&self, now: Micros) -> Result<Vec<(String, u64)>> {
-        registry::unserved_tasks(self, now)
+    fn unserved_tasks(&self) -> Result<Vec<(String, u64)>> {
+        registry::unserved_tasks(self)
     }
 
-    fn fail_unknown_tasks(
-        &self,
-        enqueued_before: Micros,
-        now: Micros,
-    ) -> Result<Vec<UnknownTaskJob>> {
-        registry::fail_unknown_tasks(self, enqueued_before, now)
+    fn fail_unknown_tasks(&self, grace: Option<Duration>) -> Result<Vec<UnknownTaskJob>> {
+        registry::fail_unknown_tasks(self, grace)
     }
 }
 

@@ -3,13 +3,15 @@
 //! job is fenced by its lease token, so a worker that lost its lease cannot
 //! overwrite what happened since.
 
+use std::time::Duration;
+
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::cells::Cells;
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{
-    now_micros, state_sql, Applied, AttemptRef, Failure, Micros, Outcome, OutcomeKind, State,
+    micros, state_sql, Applied, AttemptRef, Failure, Micros, Outcome, OutcomeKind, State,
 };
 use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
@@ -148,8 +150,9 @@ pub(super) const RENEW_LEASE: &str = concat!(
 pub(super) fn renew_leases(
     storage: &SqliteStorage,
     jobs: &[AttemptRef],
-    until: Micros,
+    lease: Duration,
 ) -> Result<usize> {
+    let until = storage.now().saturating_add(micros(lease));
     storage.write(|tx| {
         let mut stmt = tx.prepare_cached(RENEW_LEASE)?;
         let mut renewed = 0;
@@ -185,7 +188,7 @@ pub(super) fn release(
     }
     storage.write(|tx| {
         let mut stmt = tx.prepare_cached(RELEASE_ATTEMPT)?;
-        let now = now_micros();
+        let now = storage.now();
         let mut released = 0;
         for job in jobs {
             released += stmt.execute(params![job.id, job.token, refund_attempt as i64, now])?;
@@ -195,7 +198,7 @@ pub(super) fn release(
 }
 
 pub(super) fn cancel(storage: &SqliteStorage, id: i64) -> Result<bool> {
-    let now = now_micros();
+    let now = storage.now();
     storage.write(|tx| cancel_unstarted(tx, id, now))
 }
 
@@ -205,7 +208,7 @@ pub(super) const STATE_OF_JOB: &str = "SELECT status FROM jobs WHERE id = ?1";
 pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1";
 
 pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
-    let now = now_micros();
+    let now = storage.now();
     storage.write(|tx| {
         let state: Option<Option<State>> = tx
             .prepare_cached(STATE_OF_JOB)?
@@ -261,7 +264,7 @@ pub(super) const REVIVE_DEAD: &str = concat!(
 );
 
 pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
-    let now = now_micros();
+    let now = storage.now();
     storage.write(|tx| {
         let changed = tx.prepare_cached(REVIVE_DEAD)?.execute(params![id, now])?;
         Ok(changed == 1)

@@ -4,15 +4,17 @@
 //! an operator which jobs wait for whom, and what finally dead-letters a job
 //! whose task no worker has ever known.
 
+use std::time::Duration;
+
 use rusqlite::{params, Connection, Row};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::outcomes::RECORD_ERROR;
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{state_sql, Micros, WorkerRecord};
+use crate::job::{micros, state_sql, WorkerRecord};
 use crate::storage::common::{json_names, unknown_task};
-use crate::storage::UnknownTaskJob;
+use crate::storage::{UnknownTaskJob, WorkerRegistration};
 
 /// Records worker `?1` (or updates its row when it registers again).
 pub(super) const REGISTER: &str = "INSERT INTO workers \
@@ -25,22 +27,23 @@ pub(super) const REGISTER: &str = "INSERT INTO workers \
 pub(super) const KNOW_TASK: &str = "INSERT INTO known_tasks (name, first_seen, last_seen) \
     VALUES (?1, ?2, ?2) ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen";
 
-pub(super) fn register_worker(storage: &SqliteStorage, worker: &WorkerRecord) -> Result<()> {
+pub(super) fn register_worker(storage: &SqliteStorage, worker: &WorkerRegistration) -> Result<()> {
+    let now = storage.now();
     storage.write(|tx| {
         tx.prepare_cached(REGISTER)?.execute(params![
             worker.id,
             worker.host,
             worker.pid,
             worker.threads,
-            worker.queues.as_deref().map(json_names),
-            json_names(&worker.tasks),
-            worker.started_at,
-            worker.heartbeat_at,
-            worker.expires_at,
+            worker.queues.map(json_names),
+            json_names(worker.tasks),
+            now,
+            now,
+            now.saturating_add(micros(worker.lease)),
         ])?;
         let mut know = tx.prepare_cached(KNOW_TASK)?;
-        for task in &worker.tasks {
-            know.execute(params![task, worker.heartbeat_at])?;
+        for task in worker.tasks {
+            know.execute(params![task, now])?;
         }
         Ok(())
     })
@@ -49,12 +52,9 @@ pub(super) fn register_worker(storage: &SqliteStorage, worker: &WorkerRecord) ->
 pub(super) const RENEW_WORKER: &str =
     "UPDATE workers SET heartbeat_at = ?2, expires_at = ?3 WHERE id = ?1";
 
-pub(super) fn renew_worker(
-    storage: &SqliteStorage,
-    id: &str,
-    now: Micros,
-    expires_at: Micros,
-) -> Result<bool> {
+pub(super) fn renew_worker(storage: &SqliteStorage, id: &str, lease: Duration) -> Result<bool> {
+    let now = storage.now();
+    let expires_at = now.saturating_add(micros(lease));
     storage.write(|tx| {
         Ok(tx
             .prepare_cached(RENEW_WORKER)?
@@ -75,7 +75,8 @@ pub(super) fn unregister_worker(storage: &SqliteStorage, id: &str) -> Result<()>
 pub(super) const LIVE_WORKERS: &str = "SELECT id, host, pid, threads, queues, tasks, \
     started_at, heartbeat_at, expires_at FROM workers WHERE expires_at >= ?1 ORDER BY started_at, id";
 
-pub(super) fn workers(storage: &SqliteStorage, now: Micros) -> Result<Vec<WorkerRecord>> {
+pub(super) fn workers(storage: &SqliteStorage) -> Result<Vec<WorkerRecord>> {
+    let now = storage.now();
     storage.read(|conn| {
         let rows: Vec<(WorkerRecord, Option<String>, String)> = conn
             .prepare_cached(LIVE_WORKERS)?
@@ -119,7 +120,8 @@ fn names(conn: &Connection, json: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
-pub(super) fn forget_lapsed_workers(storage: &SqliteStorage, now: Micros) -> Result<usize> {
+pub(super) fn forget_lapsed_workers(storage: &SqliteStorage) -> Result<usize> {
+    let now = storage.now();
     storage.write(|tx| {
         Ok(tx
             .prepare_cached("DELETE FROM workers WHERE expires_at < ?1")?
@@ -136,7 +138,8 @@ pub(super) const UNSERVED_TASKS: &str = concat!(
      WHERE w.expires_at >= ?1) GROUP BY task_name ORDER BY task_name"
 );
 
-pub(super) fn unserved_tasks(storage: &SqliteStorage, now: Micros) -> Result<Vec<(String, u64)>> {
+pub(super) fn unserved_tasks(storage: &SqliteStorage) -> Result<Vec<(String, u64)>> {
+    let now = storage.now();
     storage.read(|conn| {
         let rows = conn
             .prepare_cached(UNSERVED_TASKS)?
@@ -167,9 +170,11 @@ pub(super) const KILL_READY: &str = concat!(
 
 pub(super) fn fail_unknown_tasks(
     storage: &SqliteStorage,
-    enqueued_before: Micros,
-    now: Micros,
+    grace: Option<Duration>,
 ) -> Result<Vec<UnknownTaskJob>> {
+    let now = storage.now();
+    // Without a grace period, only task names that cannot be read are taken.
+    let enqueued_before = grace.map_or(i64::MIN, |grace| now.saturating_sub(micros(grace)));
     let (failed, quarantined) = storage.write(|tx| {
         // (id, attempt, task name), or the id and what cannot be read.
         type Found = std::result::Result<(i64, i64, String), (i64, String)>;

@@ -10,14 +10,12 @@ fn delayed_jobs_wait_for_their_time() {
     let id = s.enqueue(&delayed, &payloads(1)).unwrap()[0];
     assert_eq!(state(&s, id), State::Scheduled);
     assert_eq!(state(&s, id).status(), Status::Pending);
-    let due = s
-        .promote_due(now_micros())
-        .unwrap()
-        .expect("a job is waiting");
+    let due = s.promote_due().unwrap().expect("a job is waiting");
     assert!(due > now_micros() + 50_000_000);
     assert!(claim(&s, 10).is_empty());
     // An hour later it is promoted and claimable.
-    assert_eq!(s.promote_due(now_micros() + 3_600_000_000).unwrap(), None);
+    s.travel(Duration::from_secs(3600));
+    assert_eq!(s.promote_due().unwrap(), None);
     assert_eq!(claim(&s, 10)[0].id, id);
 }
 
@@ -30,12 +28,13 @@ fn expired_leases_are_recovered_until_attempts_run_out() {
     let id = s.enqueue(&o, &payloads(1)).unwrap()[0];
     claim(&s, 1);
     // Leases that have not expired are left alone.
-    assert!(s.reap_expired(now_micros()).unwrap().is_empty());
-    let later = now_micros() + 60_000_000;
-    let r = s.reap_expired(later).unwrap();
+    assert!(s.reap_expired().unwrap().is_empty());
+    s.travel(Duration::from_secs(60));
+    let r = s.reap_expired().unwrap();
     assert!(matches!(r[0].applied, Applied::Retry(_)));
     claim(&s, 1);
-    let r = s.reap_expired(now_micros() + 60_000_000).unwrap();
+    s.travel(Duration::from_secs(60));
+    let r = s.reap_expired().unwrap();
     assert_eq!(
         r,
         vec![ReapedJob {
@@ -52,10 +51,10 @@ fn renewed_leases_are_not_reaped() {
     let s = memory();
     s.enqueue(&opts("t"), &payloads(2)).unwrap();
     let jobs = claim(&s, 2);
-    let in_a_minute = now_micros() + 60_000_000;
     let refs = [jobs[0].attempt_ref()];
-    assert_eq!(s.renew_leases(&refs, in_a_minute + 60_000_000).unwrap(), 1);
-    let reaped = s.reap_expired(in_a_minute).unwrap();
+    assert_eq!(s.renew_leases(&refs, Duration::from_secs(120)).unwrap(), 1);
+    s.travel(Duration::from_secs(60));
+    let reaped = s.reap_expired().unwrap();
     assert_eq!(
         reaped.iter().map(|r| r.id).collect::<Vec<_>>(),
         vec![jobs[1].id]
@@ -70,8 +69,9 @@ fn purge_removes_old_completed_and_cancelled_jobs_only() {
     s.complete(&[success(&jobs[0], b""), failure(&jobs[1], false)])
         .unwrap();
     s.cancel(ids[2]).unwrap();
-    assert_eq!(s.purge_finished(now_micros() - 60_000_000).unwrap(), 0);
-    assert_eq!(s.purge_finished(now_micros() + 1).unwrap(), 2);
+    assert_eq!(s.purge_finished(Duration::from_secs(60)).unwrap(), 0);
+    s.travel(Duration::from_micros(1));
+    assert_eq!(s.purge_finished(Duration::ZERO).unwrap(), 2);
     assert_eq!(s.get_job(ids[0]).unwrap(), None);
     assert_eq!(state(&s, ids[1]), State::Dead, "dead letters stay");
 }
@@ -83,8 +83,9 @@ fn purge_dead_deletes_only_old_dead_jobs() {
     let jobs = claim(&s, 2);
     s.complete(&[failure(&jobs[0], false), success(&jobs[1], b"")])
         .unwrap();
-    assert_eq!(s.purge_dead(now_micros() - 60_000_000).unwrap(), 0);
-    assert_eq!(s.purge_dead(now_micros() + 1).unwrap(), 1);
+    assert_eq!(s.purge_dead(Duration::from_secs(60)).unwrap(), 0);
+    s.travel(Duration::from_micros(1));
+    assert_eq!(s.purge_dead(Duration::ZERO).unwrap(), 1);
     assert_eq!(s.get_job(ids[0]).unwrap(), None);
     assert!(s.errors(ids[0]).unwrap().is_empty());
     assert_eq!(state(&s, ids[1]), State::Complete);

@@ -97,7 +97,8 @@ fn an_expired_lease_on_a_bad_row_does_not_stop_the_others_being_recovered() {
     let jobs = claim(&s, 2);
     assert_eq!(jobs.len(), 2);
     spoil(&s, ids[0], "max_retries", "'many'");
-    let reaped = s.reap_expired(now_micros() + 3_600_000_000).unwrap();
+    s.travel(Duration::from_secs(3600));
+    let reaped = s.reap_expired().unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].id, ids[1]);
     assert_eq!(state(&s, ids[0]), State::Dead);

@@ -47,12 +47,12 @@ fn a_held_job_starts_once_and_a_cancelled_one_never() {
     let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
     let held = hold(&s, 2);
     assert!(s.cancel(ids[1]).unwrap(), "a held job has not started");
-    let started = s.start_claimed(&held, now_micros()).unwrap();
+    let started = s.start_claimed(&held).unwrap();
     assert_eq!(started, [true, false]);
     assert_eq!(state(&s, ids[0]), State::Running);
     assert_eq!(state(&s, ids[1]), State::Cancelled);
     assert_eq!(
-        s.start_claimed(&held[..1], now_micros()).unwrap(),
+        s.start_claimed(&held[..1]).unwrap(),
         [false],
         "started once"
     );
@@ -63,13 +63,14 @@ fn held_jobs_keep_their_lease_and_go_back_unstarted() {
     let s = memory();
     let ids = s.enqueue(&opts("t"), &payloads(2)).unwrap();
     let held = hold(&s, 2);
-    assert_eq!(s.renew_leases(&held, now_micros() + 60_000_000).unwrap(), 2);
+    assert_eq!(s.renew_leases(&held, Duration::from_secs(60)).unwrap(), 2);
     assert_eq!(s.release(&held[..1], true).unwrap(), 1);
     let back = s.get_job(ids[0]).unwrap().unwrap();
     assert_eq!((back.state, back.attempt), (State::Ready, 0));
     // A dead worker's held job is ready again, its attempt not counted and
     // no failure recorded: it never ran.
-    let reaped = s.reap_expired(now_micros() + 120_000_000).unwrap();
+    s.travel(Duration::from_secs(120));
+    let reaped = s.reap_expired().unwrap();
     assert_eq!(reaped.len(), 1);
     let job = s.get_job(ids[1]).unwrap().unwrap();
     assert_eq!((job.state, job.attempt), (State::Ready, 0));

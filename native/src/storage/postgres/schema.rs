@@ -1,0 +1,155 @@
+//! The PostgreSQL schema, versioned in its own one-row table.
+//!
+//! Each entry of [`MIGRATIONS`] moves the schema from version `i` to
+//! `i + 1`; append new entries, never edit one that has shipped. Migrations
+//! run in one transaction under an advisory lock keyed by the schema's
+//! name, so twenty workers starting at once on an empty database migrate
+//! once: the first creates everything, the others wait for its commit and
+//! find the version current.
+
+use super::pool::Conn;
+use crate::error::{Error, Result};
+
+// States are spelled as numbers, as in the SQLite schema: a shipped
+// migration is history. The claim order index and the partial predicates
+// match the SQLite ones; statements name the states with `state_sql!`.
+const V1: &str = r#"
+-- One row per job; `id` is the engine's time-ordered 64-bit id. Times are
+-- the database server's (now()), never a worker's.
+CREATE TABLE jobs (
+    id               bigint      PRIMARY KEY,
+    queue            text        NOT NULL,
+    task_name        text        NOT NULL,
+    status           smallint    NOT NULL,   -- job::State
+    priority         bigint      NOT NULL,
+    payload          bytea       NOT NULL,
+    created_at       timestamptz NOT NULL,
+    scheduled_at     timestamptz NOT NULL,   -- due time
+    attempt          integer     NOT NULL DEFAULT 0,
+    lease_token      bigint      NOT NULL DEFAULT 0,   -- claims so far: fences completions
+    max_retries      bigint      NOT NULL,
+    retry_backoff    float8      NOT NULL,   -- seconds
+    timeout_ms       bigint,
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    worker_id        text,
+    lease_expires_at timestamptz,
+    cancel_requested boolean     NOT NULL DEFAULT false,
+    result           bytea
+);
+
+-- Claimable jobs in claim order: the claim walks this index, skipping rows
+-- other workers have locked.
+CREATE INDEX jobs_ready ON jobs (priority DESC, scheduled_at, id) WHERE status = 0;
+-- Delayed jobs and retries waiting for their time.
+CREATE INDEX jobs_due ON jobs (scheduled_at) WHERE status IN (1, 4);
+-- Everything else by status: stats, listings, lease reaping, purges.
+CREATE INDEX jobs_status ON jobs (status, finished_at) WHERE status <> 0;
+
+-- Every failed attempt, oldest first by seq.
+CREATE TABLE job_errors (
+    seq        bigserial   PRIMARY KEY,
+    job_id     bigint      NOT NULL,
+    attempt    integer     NOT NULL,
+    error_type text        NOT NULL,
+    message    text        NOT NULL,
+    traceback  text        NOT NULL,
+    failed_at  timestamptz NOT NULL
+);
+CREATE INDEX job_errors_by_job ON job_errors (job_id, seq);
+
+-- The workers registry (see the SQLite schema's V2).
+CREATE TABLE workers (
+    id           text        PRIMARY KEY,
+    host         text        NOT NULL,
+    pid          bigint      NOT NULL,
+    threads      bigint      NOT NULL,
+    queues       text[],                 -- NULL: every queue
+    tasks        text[]      NOT NULL,
+    started_at   timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL,
+    expires_at   timestamptz NOT NULL
+);
+
+CREATE TABLE known_tasks (
+    name       text        PRIMARY KEY,
+    first_seen timestamptz NOT NULL,
+    last_seen  timestamptz NOT NULL
+);
+
+-- Bumped (nextval) by every statement that makes jobs claimable, in the
+-- same statement: idle workers whose notifications may have been lost read
+-- last_value to learn cheaply whether to look for work. A sequence, not a
+-- counter row: nextval takes no row lock, so writers never queue on it.
+CREATE SEQUENCE changes;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1];
+
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings `schema` up to [`VERSION`], creating it on first use. Refuses a
+/// schema a newer taskito wrote.
+pub(crate) fn migrate(conn: &mut Conn, schema: &str) -> Result<()> {
+    let table = format!("\"{schema}\".schema_version");
+    // Without the lock first: a current schema needs no privilege to
+    // create anything, and starting workers do not queue on the lock.
+    if current_version(conn, &table)? == Some(VERSION) {
+        return Ok(());
+    }
+    let mut tx = conn.client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('taskito schema ' || $1::text))",
+        &[&schema],
+    )?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
+         CREATE TABLE IF NOT EXISTS {table} (version bigint NOT NULL)"
+    ))?;
+    let found: Option<i64> = tx
+        .query_opt(&format!("SELECT version FROM {table}"), &[])?
+        .map(|row| row.get(0));
+    let current = found.unwrap_or(0);
+    refuse_newer(schema, current)?;
+    for sql in MIGRATIONS.iter().skip(current as usize) {
+        // search_path names the schema: the statements create their
+        // objects in it.
+        tx.batch_execute(sql)?;
+    }
+    if found.is_none() {
+        tx.execute(&format!("INSERT INTO {table} VALUES ($1)"), &[&VERSION])?;
+    } else if current != VERSION {
+        tx.execute(&format!("UPDATE {table} SET version = $1"), &[&VERSION])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn current_version(conn: &mut Conn, table: &str) -> Result<Option<i64>> {
+    let exists: bool = conn
+        .client
+        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&table])?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let version: Option<i64> = conn
+        .client
+        .query_opt(&format!("SELECT version FROM {table}"), &[])?
+        .map(|row| row.get(0));
+    if let Some(v) = version {
+        let schema = table.split('.').next().unwrap_or(table).trim_matches('"');
+        refuse_newer(schema, v)?;
+    }
+    Ok(version)
+}
+
+fn refuse_newer(schema: &str, version: i64) -> Result<()> {
+    if version > VERSION {
+        return Err(Error::invalid(format!(
+            "the PostgreSQL schema {schema:?} was created by a newer taskito (schema version \
+             {version}, this one knows {VERSION}): upgrade taskito, or use another schema"
+        )));
+    }
+    Ok(())
+}
