@@ -20,6 +20,7 @@ where
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        _defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     ) {
         let mut job = Some(first);
         while let Some(j) = job {
@@ -539,6 +540,7 @@ impl Runner for PanickyRunner {
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        _defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     ) {
         if first.payload == [0] && first.attempt == 1 {
             panic!("a bug in the runner");
@@ -619,4 +621,5 @@ fn more_executors_than_a_claim_holds_still_claim() {
     worker.stop(WAIT);
 }
 
+mod deferred;
 mod fairness;

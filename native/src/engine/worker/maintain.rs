@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::WriterMsg;
+use super::deferred::CANCEL_LOOK_EVERY;
 use super::Shared;
 use crate::engine::Event;
 use crate::job::{micros, now_micros, Applied, AttemptRef, Failure, Outcome, OutcomeKind};
@@ -23,6 +24,7 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
     let mut last_heartbeat = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut last_unknown_check = Instant::now();
+    let mut last_cancel_look = Instant::now();
     let unknown_every = config
         .unknown_task_grace
         .map_or(UNKNOWN_TASKS_EVERY, |grace| {
@@ -44,6 +46,10 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
             heartbeat(&shared);
         }
         enforce_timeouts(&shared);
+        if last_cancel_look.elapsed() >= CANCEL_LOOK_EVERY {
+            last_cancel_look = Instant::now();
+            shared.look_for_cancel_requests();
+        }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
             if let Err(e) = shared.storage().checkpoint() {
