@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _execution, _logging, _options, _stopping
+from taskito import _async, _execution, _logging, _options, _stopping
 from taskito._native import NativeQueue
 from taskito.context import _current
 from taskito.exceptions import (
@@ -66,6 +67,9 @@ class Queue:
     ``signing_key`` HMAC-signs every payload and result and refuses to
     decode one that does not carry a valid signature. Arguments that
     serialize to more than ``max_payload_size`` bytes are refused at enqueue.
+
+    ``async_concurrency`` is how many coroutine tasks (``async def``) a
+    worker runs at once on its event loop, beside its ``workers`` threads.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class Queue:
         max_payload_size: int = 16 * 1024 * 1024,
         prefetch: int | None = None,
         unknown_task_grace: float | None = 300.0,
+        async_concurrency: int = 100,
     ) -> None:
         if not isinstance(db_path, str | os.PathLike):
             raise TypeError(f"db_path must be a path or ':memory:', got {db_path!r}")
@@ -119,6 +124,7 @@ class Queue:
         self.unknown_task_grace = _options.optional_seconds(
             "unknown_task_grace", unknown_task_grace, allow_zero=False
         )
+        self.async_concurrency = _options.count("async_concurrency", async_concurrency, minimum=1)
         codec = resolve(serializer)
         if signing_key is not None:
             codec = SignedSerializer(codec, signing_key)
@@ -132,10 +138,14 @@ class Queue:
         # while it runs.
         self._worker_engine: NativeQueue | None = None
         self._worker_lock = threading.Lock()
+        # Where its worker runs coroutine tasks (a thread starts with the first).
+        self._event_loop = _async.EventLoop()
         self._engine = NativeQueue(self.db_path, durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
-        self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
+        self._finalizer = weakref.finalize(
+            self, _close_engine, self._engine, self.shutdown_timeout, self._event_loop
+        )
         # self._engine stays this Queue's own database, the one close() closes;
         # everything else reaches the database through the client.
         self._client.engine = self._engine
@@ -201,6 +211,7 @@ class Queue:
             "max_payload_size": self.max_payload_size,
             "prefetch": self.prefetch,
             "unknown_task_grace": self.unknown_task_grace,
+            "async_concurrency": self.async_concurrency,
         }
 
     # ── tasks ────────────────────────────────────────────────────────────
@@ -400,6 +411,11 @@ class Queue:
         project, not a key of its own."""
         return JobCounts(self._client.engine.stats())
 
+    async def astats(self) -> JobCounts:
+        """``stats()`` for asyncio: the database read runs in a worker thread,
+        never on the event loop's."""
+        return await asyncio.to_thread(self.stats)
+
     def workers(self) -> list[dict[str, Any]]:
         """The workers serving this database, oldest first, as each records
         itself: id, host, pid, threads, queues (None: all), tasks (the task
@@ -423,14 +439,15 @@ class Queue:
         *,
         workers: int | None = None,
         prefetch: int | None = None,
+        async_concurrency: int | None = None,
     ) -> None:
         """Starts a worker in background threads and returns at once.
 
         Serves every queue when ``queues`` is None, and runs only jobs of the
         tasks registered on this Queue (registered before or while it
         runs); jobs of other tasks wait for a worker that has them.
-        ``workers`` and ``prefetch`` override the Queue's for this worker.
-        Stop it with ``shutdown()``.
+        ``workers``, ``prefetch`` and ``async_concurrency`` override the
+        Queue's for this worker. Stop it with ``shutdown()``.
         """
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
@@ -442,6 +459,11 @@ class Queue:
             else (_options.count("workers", workers) or os.cpu_count() or 1)
         )
         held = self.prefetch if prefetch is None else _options.count("prefetch", prefetch)
+        coroutines = (
+            self.async_concurrency
+            if async_concurrency is None
+            else _options.count("async_concurrency", async_concurrency, minimum=1)
+        )
         global _workers_started
         with self._worker_lock:
             engine = self._client.engine
@@ -458,7 +480,9 @@ class Queue:
                 held,
                 self.unknown_task_grace,
                 _logging.debug_events(),
+                coroutines,
             )
+            self._event_loop.concurrency = coroutines
             self._worker_engine = engine
             _workers_started += 1
 
@@ -468,6 +492,7 @@ class Queue:
         *,
         workers: int | None = None,
         prefetch: int | None = None,
+        async_concurrency: int | None = None,
     ) -> None:
         """Runs a worker until ``shutdown()`` is called (from another thread),
         or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
@@ -485,7 +510,7 @@ class Queue:
         signals = _stopping.StopSignals(engine, self.shutdown_timeout)
         signals.install()
         try:
-            self.start_worker(queues, workers=workers, prefetch=prefetch)
+            self.start_worker(queues, workers=workers, prefetch=prefetch, async_concurrency=async_concurrency)
         except BaseException:
             signals.restore()  # and leave alone a worker that was already running
             raise
@@ -521,6 +546,8 @@ class Queue:
             threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
             return 0
         left = self._client.engine.stop_worker(grace)
+        # Coroutines still running were interrupted: give them a moment.
+        self._event_loop.close()
         self._worker_engine = None
         if left:
             logger.warning(
@@ -609,7 +636,15 @@ class Queue:
         queue: str,
     ) -> _execution.AttemptOutcome:
         return _execution.execute(
-            self._tasks, self._client, task_name, payload, job_id, attempt, max_retries, queue
+            self._tasks,
+            self._client,
+            self._event_loop,
+            task_name,
+            payload,
+            job_id,
+            attempt,
+            max_retries,
+            queue,
         )
 
 
@@ -657,7 +692,8 @@ def _warn_if_polling(engine: NativeQueue) -> None:
         )
 
 
-def _close_engine(engine: NativeQueue, grace: float | None) -> None:
+def _close_engine(engine: NativeQueue, grace: float | None, event_loop: _async.EventLoop) -> None:
     left = engine.close(grace or 0.0)
+    event_loop.close()
     if left:
         logger.warning("%d task(s) were still running when the queue closed", left)

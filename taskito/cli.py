@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
         "0: only what idle threads start)",
     )
     worker.add_argument(
+        "--async-concurrency",
+        type=int,
+        help="coroutine tasks (async def) to run at once on the worker's event loop "
+        "(default: the Queue's async_concurrency, 100)",
+    )
+    worker.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
@@ -62,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--workers must be at least 1")
         if args.prefetch is not None and args.prefetch < 0:
             parser.error("--prefetch must be 0 or more")
+        if args.async_concurrency is not None and args.async_concurrency < 1:
+            parser.error("--async-concurrency must be at least 1")
         # Before the import, so that what the app logs meanwhile is formatted too.
         _logging.configure(args.log_level, args.log_format)
     try:
@@ -104,7 +112,9 @@ def _worker(queue: Queue, args: argparse.Namespace) -> int:
             "enqueue jobs for this worker; give the Queue a file path",
             args.app,
         )
-    queue.run_worker(queues, workers=workers, prefetch=args.prefetch)
+    queue.run_worker(
+        queues, workers=workers, prefetch=args.prefetch, async_concurrency=args.async_concurrency
+    )
     logger.info("worker stopped")
     return 0
 

@@ -225,6 +225,7 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
         "max_payload_size": 4096,
         "prefetch": 4,
         "unknown_task_grace": 60.0,
+        "async_concurrency": 7,
     }
     assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
     with Queue(**app_values) as app, ExitStack() as stack:
