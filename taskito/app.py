@@ -20,6 +20,7 @@ from taskito.exceptions import (
     InvalidArgumentError,
     JobNotFoundError,
     StorageError,
+    TaskitoError,
     UnknownTaskError,
 )
 from taskito.result import JobCounts, JobResult
@@ -493,6 +494,8 @@ class Queue:
         workers: int | None = None,
         prefetch: int | None = None,
         async_concurrency: int | None = None,
+        processes: int | str | None = None,
+        app: str | None = None,
     ) -> None:
         """Runs a worker until ``shutdown()`` is called (from another thread),
         or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
@@ -504,13 +507,38 @@ class Queue:
         its own (its database file was deleted or replaced), this raises
         ``StorageError`` saying why. The calling thread does not hold the GIL
         while it waits.
+
+        With ``processes=N`` (or ``"auto"``: the CPU count), this process
+        supervises N worker processes of ``workers`` threads each instead,
+        as ``taskito worker --processes N`` does: each is a new interpreter
+        that imports ``app`` (``"module:attribute"``, naming this Queue),
+        and signals reach every one. It raises ``TaskitoError`` if a worker
+        process keeps failing to start.
         """
+        if processes is not None:
+            self._supervise(processes, app, queues, workers, prefetch, async_concurrency)
+            return
+        self._run_in_foreground(queues, workers, prefetch, async_concurrency)
+
+    def _run_in_foreground(
+        self,
+        queues: list[str] | None,
+        workers: int | None,
+        prefetch: int | None,
+        async_concurrency: int | None,
+        on_started: Callable[[_stopping.StopSignals], object] | None = None,
+    ) -> None:
+        """``run_worker`` in this process; ``on_started`` is called with its
+        stop signals once the worker runs (``taskito worker`` under a
+        supervisor tells it then, and hands it the supervisor's stops)."""
         engine = self._client.engine
         # Handlers first: a signal that arrives once jobs run must stop the worker.
         signals = _stopping.StopSignals(engine, self.shutdown_timeout)
         signals.install()
         try:
             self.start_worker(queues, workers=workers, prefetch=prefetch, async_concurrency=async_concurrency)
+            if on_started is not None:
+                on_started(signals)
         except BaseException:
             signals.restore()  # and leave alone a worker that was already running
             raise
@@ -528,6 +556,45 @@ class Queue:
             raise StorageError(error)
         if signals.hurried:
             raise SystemExit(signals.exit_status)
+
+    def _supervise(
+        self,
+        processes: int | str,
+        app: str | None,
+        queues: list[str] | None,
+        workers: int | None,
+        prefetch: int | None,
+        async_concurrency: int | None,
+    ) -> None:
+        from taskito import _supervisor
+
+        if not isinstance(app, str) or not app:
+            raise InvalidArgumentError(
+                "run_worker(processes=...) needs app='module:attribute' naming this Queue: "
+                "each worker process is a new interpreter that imports it"
+            )
+        count = _supervisor.process_count(processes)
+        if self.db_path == ":memory:":
+            raise InvalidArgumentError(_supervisor.MEMORY_REFUSED)
+        threads = self.worker_threads if workers is None else _options.count("workers", workers)
+        args = ["--workers", str(threads or os.cpu_count() or 1)]
+        if queues is not None:
+            args += ["--queues", ",".join(queues)]
+        if prefetch is not None:
+            args += ["--prefetch", str(_options.count("prefetch", prefetch))]
+        if async_concurrency is not None:
+            coroutines = _options.count("async_concurrency", async_concurrency, minimum=1)
+            args += ["--async-concurrency", str(coroutines)]
+        level = logging.getLevelName(logging.getLogger("taskito").getEffectiveLevel())
+        args += ["--log-level", level if level in _supervisor.LOG_LEVELS else "INFO"]
+        # The children import `app` where this process would: the folder of
+        # the script it runs (or the current one, under python -m) comes first.
+        supervisor = _supervisor.Supervisor(app, count, args, pythonpath=sys.path[0] if sys.path else None)
+        status = supervisor.run()
+        if supervisor.error is not None:
+            raise TaskitoError(supervisor.error)
+        if status:
+            raise SystemExit(status)
 
     def shutdown(self, timeout: float | None = None) -> int:
         """Stops the worker: claims nothing new, lets running jobs finish
