@@ -61,14 +61,18 @@ impl RunningTasks {
     }
 
     fn coroutine_started(&self, job: &ClaimedJob, thread: c_ulong, attempt: Py<PyAny>) {
-        self.coroutines
+        let replaced = self
+            .coroutines
             .lock()
             .insert((job.id, job.token), (thread, attempt));
+        // Released after the lock: dropping a Python object may run Python code.
+        drop(replaced);
     }
 
     /// The coroutine of this attempt reported: it no longer runs.
     pub(super) fn coroutine_finished(&self, job: &AttemptRef) {
-        self.coroutines.lock().remove(&(job.id, job.token));
+        let removed = self.coroutines.lock().remove(&(job.id, job.token));
+        drop(removed);
     }
 
     /// Stops the coroutine of this attempt, if one runs it: `reason` is
