@@ -242,6 +242,18 @@ fn an_overrunning_job_is_failed_and_its_late_result_discarded() {
         events.count(|e| matches!(e, Event::StaleOutcome { attempt: 1, .. })),
         1
     );
+    // Told in the order it happened: the timeout, then what became of the attempt.
+    let order: Vec<&'static str> = events
+        .0
+        .lock()
+        .iter()
+        .filter_map(|e| match e {
+            Event::TimedOut { attempt: 1, .. } => Some("timed out"),
+            Event::AttemptFailed { attempt: 1, .. } => Some("failed"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["timed out", "failed"]);
     let errors = engine.storage.errors(id).unwrap();
     assert_eq!(errors[0].error_type, "TaskTimeoutError");
     assert_eq!(

@@ -89,16 +89,17 @@ fn enforce_timeouts(shared: &Shared) {
             traceback: String::new(),
             retryable: true,
         };
+        // Reported before the writer can report the failed attempt it leads to.
+        shared.events.event(Event::TimedOut {
+            id: job.id,
+            attempt: job.attempt,
+        });
         let _ = shared.outcomes.send(WriterMsg::Outcome(Outcome {
             job,
             started_at: None,
             finished_at: now_micros(),
             kind: OutcomeKind::Failure(failure),
         }));
-        shared.events.event(Event::TimedOut {
-            id: job.id,
-            attempt: job.attempt,
-        });
         shared.runner.interrupt(&job);
     }
 }
