@@ -1,31 +1,38 @@
 """Running one attempt of a job, for the engine's executor threads: decode
 the arguments, call the task with ``current_job`` set, encode the result, and
-say how it went in the engine's terms (the ``OUTCOME_*`` tags)."""
+say how it went in the engine's terms (the ``OUTCOME_*`` tags). A coroutine
+is not run here: it goes to the worker's event loop (``_async``), and
+``coroutine_outcome`` says how it went once it ends."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from taskito._native import OUTCOME_CANCELLED, OUTCOME_FAILURE, OUTCOME_SUCCESS
+from taskito._native import OUTCOME_CANCELLED, OUTCOME_DEFERRED, OUTCOME_FAILURE, OUTCOME_SUCCESS
 from taskito.context import JobContext, _current
 from taskito.exceptions import JobCancelledError, SerializationError
 
 if TYPE_CHECKING:
+    from taskito._async import Attempt, EventLoop
     from taskito._client import Client
+    from taskito.serializers import Serializer
     from taskito.task import TaskWrapper
 
 # What an attempt hands the engine: (OUTCOME_SUCCESS, result bytes),
 # (OUTCOME_FAILURE, (type, message, traceback, retryable)) or
-# (OUTCOME_CANCELLED, message). Any other tag fails the attempt for good.
+# (OUTCOME_CANCELLED, message); or, for a coroutine, (OUTCOME_DEFERRED,
+# its Attempt). Any other tag fails the attempt for good.
 AttemptOutcome = tuple[int, Any]
 
 
 def execute(
     tasks: dict[str, TaskWrapper[Any, Any]],
     client: Client,
+    event_loop: EventLoop,
     task_name: str,
     payload: bytes,
     job_id: str,
@@ -46,7 +53,12 @@ def execute(
     try:
         value = task.fn(*args, **kwargs)
         if inspect.iscoroutine(value):
-            value = asyncio.run(value)
+            # Runs in a copy of this context, where current_job is this job.
+            coroutine = event_loop.attempt(
+                value, contextvars.copy_context(), context, task, client.serializer
+            )
+            context.probe = coroutine  # cancellation, without a storage read on the loop
+            return OUTCOME_DEFERRED, coroutine
     except JobCancelledError as exc:
         if context.cancel_requested():
             return OUTCOME_CANCELLED, str(exc)
@@ -56,8 +68,28 @@ def execute(
         return failure(exc, retryable=task.should_retry(exc))
     finally:
         _current.reset(token)
+    return encode_result(client.serializer, value)
+
+
+def coroutine_outcome(attempt: Attempt, task: asyncio.Task[Any]) -> AttemptOutcome | None:
+    """How a coroutine's attempt went, once its task is done; None when the
+    engine interrupted it (it already failed or released the job)."""
+    if attempt.reason == "interrupt":
+        return None
     try:
-        result = client.serializer.dumps(value)
+        value = task.result()
+    except (asyncio.CancelledError, JobCancelledError) as exc:
+        if attempt.reason == "cancel":
+            return OUTCOME_CANCELLED, f"job {attempt.job.id} was asked to stop"
+        return failure(exc, retryable=attempt.wrapper.should_retry(exc))
+    except BaseException as exc:
+        return failure(exc, retryable=attempt.wrapper.should_retry(exc))
+    return encode_result(attempt.serializer, value)
+
+
+def encode_result(serializer: Serializer, value: Any) -> AttemptOutcome:
+    try:
+        result = serializer.dumps(value)
         if not isinstance(result, bytes):
             raise SerializationError(f"the serializer returned {type(result).__name__}, not bytes")
     except Exception as exc:

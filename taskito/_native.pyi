@@ -5,10 +5,12 @@ from typing import Any, Final, final
 
 __all__ = [
     "OUTCOME_CANCELLED",
+    "OUTCOME_DEFERRED",
     "OUTCOME_FAILURE",
     "OUTCOME_SUCCESS",
     "SQLITE_VERSION",
     "AsyncWatch",
+    "AttemptHandle",
     "ForeignSQLiteError",
     "InvalidArgumentError",
     "JobCancelledError",
@@ -37,9 +39,13 @@ SQLITE_VERSION: str
 # (OUTCOME_SUCCESS, result bytes), (OUTCOME_FAILURE, (type, message,
 # traceback, retryable)) or (OUTCOME_CANCELLED, message). Any other tag, or
 # data of the wrong shape, fails the attempt for good (InvalidArgumentError).
+# `execute` may also return (OUTCOME_DEFERRED, attempt) for a coroutine:
+# attempt.thread (the event loop's), attempt.start(handle: AttemptHandle),
+# attempt.cancel(reason: "interrupt" | "cancel").
 OUTCOME_SUCCESS: Final = 0
 OUTCOME_FAILURE: Final = 1
 OUTCOME_CANCELLED: Final = 2
+OUTCOME_DEFERRED: Final = 3
 
 _Outcome = tuple[str, bytes | None, dict[str, Any] | None]
 
@@ -109,6 +115,7 @@ class NativeQueue:
         prefetch: int | None,
         unknown_task_grace: float | None,
         debug_events: bool,
+        async_concurrency: int = 100,
     ) -> str: ...
     def set_tasks(self, tasks: list[str]) -> None: ...
     def hurry_stop(self) -> None: ...
@@ -122,6 +129,14 @@ class NativeQueue:
     def running_tasks(self) -> dict[str, int]: ...
     def stop_worker(self, grace: float) -> int: ...
     def close(self, grace: float = 30.0) -> int: ...
+
+@final
+class AttemptHandle:
+    @property
+    def job_id(self) -> str: ...
+    def finish(self, outcome: tuple[int, Any]) -> None: ...
+    def discard(self) -> None: ...
+    def started(self) -> None: ...
 
 @final
 class AsyncWatch:

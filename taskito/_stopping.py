@@ -11,6 +11,11 @@ SIGINT, 143 after SIGTERM) without a traceback.
 Python runs signal handlers on the main thread only, between bytecodes, so
 the main thread never blocks in one long call while stopping: the stop runs
 in another thread and the main thread waits for it in short slices.
+
+A worker process under a supervisor (``taskito worker --processes N``) gets
+the supervisor's stops through ``forwarded`` instead: the same two steps,
+except that a graceful stop it already began on its own (a service manager
+that signals every process of the service) is not counted twice.
 """
 
 from __future__ import annotations
@@ -61,23 +66,44 @@ class StopSignals:
         return 128 + self.received[-1]
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
         self.received.append(signum)
+        again = " again" if self.hurried else ""
+        self._stop(f"received {signal.Signals(signum).name}{again}")
+
+    def forwarded(self, signum: int, *, at_once: bool) -> None:
+        """A stop the supervisor passes on (it received ``signum``): graceful,
+        or, ``at_once``, the second signal's stop."""
+        name = signal.Signals(signum).name
+        if at_once:
+            if not self.hurried:
+                self.received += [signum] * (2 - len(self.received))
+                self._stop(f"the supervisor received {name} again")
+        elif not self.received:
+            self.received.append(signum)
+            self._stop(f"the supervisor received {name}")
+
+    def supervisor_gone(self, pid: int) -> None:
+        """The supervisor exited (it was killed): stop gracefully, as on SIGTERM."""
+        if not self.received:
+            self.received.append(signal.SIGTERM)
+            self._stop(f"the supervisor (pid {pid}) is gone")
+
+    def _stop(self, why: str) -> None:
         running = len(self._engine.running_tasks())
-        if len(self.received) == 1:
+        if not self.hurried:
             logger.info(
-                "received %s: stopping gracefully: nothing new is claimed, and %d running task(s) "
+                "%s: stopping gracefully: nothing new is claimed, and %d running task(s) "
                 "get up to %gs to finish; send it again (Ctrl-C) to stop now",
-                name,
+                why,
                 running,
                 self._grace,
             )
             self._engine.request_stop()
         else:
             logger.warning(
-                "received %s again: stopping now: %d running task(s) are interrupted and their "
+                "%s: stopping now: %d running task(s) are interrupted and their "
                 "jobs handed back to the queue, their attempt not counted",
-                name,
+                why,
                 running,
             )
             self._engine.hurry_stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _execution, _logging, _options, _stopping
+from taskito import _async, _execution, _logging, _options, _stopping
 from taskito._native import NativeQueue
 from taskito._storage import Storage
 from taskito.context import _current
@@ -20,6 +21,7 @@ from taskito.exceptions import (
     InvalidArgumentError,
     JobNotFoundError,
     StorageError,
+    TaskitoError,
     UnknownTaskError,
 )
 from taskito.result import JobCounts, JobResult
@@ -74,6 +76,9 @@ class Queue:
     ``signing_key`` HMAC-signs every payload and result and refuses to
     decode one that does not carry a valid signature. Arguments that
     serialize to more than ``max_payload_size`` bytes are refused at enqueue.
+
+    ``async_concurrency`` is how many coroutine tasks (``async def``) a
+    worker runs at once on its event loop, beside its ``workers`` threads.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class Queue:
         db_url: str | None = None,
         schema: str = "taskito",
         connect_timeout: float = 10.0,
+        async_concurrency: int = 100,
     ) -> None:
         storage = Storage.resolve(db_path, backend, db_url, schema, connect_timeout)
         # The spelling a relative path was given in, and the folder it was
@@ -128,6 +134,7 @@ class Queue:
         self.unknown_task_grace = _options.optional_seconds(
             "unknown_task_grace", unknown_task_grace, allow_zero=False
         )
+        self.async_concurrency = _options.count("async_concurrency", async_concurrency, minimum=1)
         codec = resolve(serializer)
         if signing_key is not None:
             codec = SignedSerializer(codec, signing_key)
@@ -141,12 +148,16 @@ class Queue:
         # while it runs.
         self._worker_engine: NativeQueue | None = None
         self._worker_lock = threading.Lock()
+        # Where its worker runs coroutine tasks (a thread starts with the first).
+        self._event_loop = _async.EventLoop()
         # This Queue's own database, the one close() closes.
         self._storage = storage
         self._engine = storage.open(durability, self.busy_timeout, self.max_payload_size)
         # Stops the worker and closes the database when the Queue is
         # collected or the interpreter exits, whichever comes first.
-        self._finalizer = weakref.finalize(self, _close_engine, self._engine, self.shutdown_timeout)
+        self._finalizer = weakref.finalize(
+            self, _close_engine, self._engine, self.shutdown_timeout, self._event_loop
+        )
         # self._engine stays this Queue's own database, the one close() closes;
         # everything else reaches the database through the client.
         self._client.engine = self._engine
@@ -216,6 +227,7 @@ class Queue:
             "prefetch": self.prefetch,
             "unknown_task_grace": self.unknown_task_grace,
             **storage,
+            "async_concurrency": self.async_concurrency,
         }
 
     # ── tasks ────────────────────────────────────────────────────────────
@@ -415,6 +427,11 @@ class Queue:
         project, not a key of its own."""
         return JobCounts(self._client.engine.stats())
 
+    async def astats(self) -> JobCounts:
+        """``stats()`` for asyncio: the database read runs in a worker thread,
+        never on the event loop's."""
+        return await asyncio.to_thread(self.stats)
+
     def workers(self) -> list[dict[str, Any]]:
         """The workers serving this database, oldest first, as each records
         itself: id, host, pid, threads, queues (None: all), tasks (the task
@@ -438,14 +455,15 @@ class Queue:
         *,
         workers: int | None = None,
         prefetch: int | None = None,
+        async_concurrency: int | None = None,
     ) -> None:
         """Starts a worker in background threads and returns at once.
 
         Serves every queue when ``queues`` is None, and runs only jobs of the
         tasks registered on this Queue (registered before or while it
         runs); jobs of other tasks wait for a worker that has them.
-        ``workers`` and ``prefetch`` override the Queue's for this worker.
-        Stop it with ``shutdown()``.
+        ``workers``, ``prefetch`` and ``async_concurrency`` override the
+        Queue's for this worker. Stop it with ``shutdown()``.
         """
         if queues is not None:
             if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
@@ -457,6 +475,11 @@ class Queue:
             else (_options.count("workers", workers) or os.cpu_count() or 1)
         )
         held = self.prefetch if prefetch is None else _options.count("prefetch", prefetch)
+        coroutines = (
+            self.async_concurrency
+            if async_concurrency is None
+            else _options.count("async_concurrency", async_concurrency, minimum=1)
+        )
         global _workers_started
         with self._worker_lock:
             engine = self._client.engine
@@ -473,7 +496,9 @@ class Queue:
                 held,
                 self.unknown_task_grace,
                 _logging.debug_events(),
+                coroutines,
             )
+            self._event_loop.concurrency = coroutines
             self._worker_engine = engine
             _workers_started += 1
 
@@ -483,6 +508,9 @@ class Queue:
         *,
         workers: int | None = None,
         prefetch: int | None = None,
+        async_concurrency: int | None = None,
+        processes: int | str | None = None,
+        app: str | None = None,
     ) -> None:
         """Runs a worker until ``shutdown()`` is called (from another thread),
         or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
@@ -494,13 +522,38 @@ class Queue:
         its own (its database file was deleted or replaced), this raises
         ``StorageError`` saying why. The calling thread does not hold the GIL
         while it waits.
+
+        With ``processes=N`` (or ``"auto"``: the CPU count), this process
+        supervises N worker processes of ``workers`` threads each instead,
+        as ``taskito worker --processes N`` does: each is a new interpreter
+        that imports ``app`` (``"module:attribute"``, naming this Queue),
+        and signals reach every one. It raises ``TaskitoError`` if a worker
+        process keeps failing to start.
         """
+        if processes is not None:
+            self._supervise(processes, app, queues, workers, prefetch, async_concurrency)
+            return
+        self._run_in_foreground(queues, workers, prefetch, async_concurrency)
+
+    def _run_in_foreground(
+        self,
+        queues: list[str] | None,
+        workers: int | None,
+        prefetch: int | None,
+        async_concurrency: int | None,
+        on_started: Callable[[_stopping.StopSignals], object] | None = None,
+    ) -> None:
+        """``run_worker`` in this process; ``on_started`` is called with its
+        stop signals once the worker runs (``taskito worker`` under a
+        supervisor tells it then, and hands it the supervisor's stops)."""
         engine = self._client.engine
         # Handlers first: a signal that arrives once jobs run must stop the worker.
         signals = _stopping.StopSignals(engine, self.shutdown_timeout)
         signals.install()
         try:
-            self.start_worker(queues, workers=workers, prefetch=prefetch)
+            self.start_worker(queues, workers=workers, prefetch=prefetch, async_concurrency=async_concurrency)
+            if on_started is not None:
+                on_started(signals)
         except BaseException:
             signals.restore()  # and leave alone a worker that was already running
             raise
@@ -519,6 +572,45 @@ class Queue:
         if signals.hurried:
             raise SystemExit(signals.exit_status)
 
+    def _supervise(
+        self,
+        processes: int | str,
+        app: str | None,
+        queues: list[str] | None,
+        workers: int | None,
+        prefetch: int | None,
+        async_concurrency: int | None,
+    ) -> None:
+        from taskito import _supervisor
+
+        if not isinstance(app, str) or not app:
+            raise InvalidArgumentError(
+                "run_worker(processes=...) needs app='module:attribute' naming this Queue: "
+                "each worker process is a new interpreter that imports it"
+            )
+        count = _supervisor.process_count(processes)
+        if self.db_path == ":memory:":
+            raise InvalidArgumentError(_supervisor.MEMORY_REFUSED)
+        threads = self.worker_threads if workers is None else _options.count("workers", workers)
+        args = ["--workers", str(threads or os.cpu_count() or 1)]
+        if queues is not None:
+            args += ["--queues", ",".join(queues)]
+        if prefetch is not None:
+            args += ["--prefetch", str(_options.count("prefetch", prefetch))]
+        if async_concurrency is not None:
+            coroutines = _options.count("async_concurrency", async_concurrency, minimum=1)
+            args += ["--async-concurrency", str(coroutines)]
+        level = logging.getLevelName(logging.getLogger("taskito").getEffectiveLevel())
+        args += ["--log-level", level if level in _supervisor.LOG_LEVELS else "INFO"]
+        # The children import `app` where this process would: the folder of
+        # the script it runs (or the current one, under python -m) comes first.
+        supervisor = _supervisor.Supervisor(app, count, args, pythonpath=sys.path[0] if sys.path else None)
+        status = supervisor.run()
+        if supervisor.error is not None:
+            raise TaskitoError(supervisor.error)
+        if status:
+            raise SystemExit(status)
+
     def shutdown(self, timeout: float | None = None) -> int:
         """Stops the worker: claims nothing new, lets running jobs finish
         within ``timeout`` seconds (default ``shutdown_timeout``), and hands
@@ -536,6 +628,8 @@ class Queue:
             threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
             return 0
         left = self._client.engine.stop_worker(grace)
+        # Coroutines still running were interrupted: give them a moment.
+        self._event_loop.close()
         self._worker_engine = None
         if left:
             logger.warning(
@@ -628,8 +722,9 @@ class Queue:
 
     def _execute(self, *attempt: Any) -> _execution.AttemptOutcome:
         """The engine's ``execute`` callback: one attempt, with this Queue's
-        tasks and serializer (see ``_execution.execute`` for the arguments)."""
-        return _execution.execute(self._tasks, self._client, *attempt)
+        tasks, serializer and event loop (see ``_execution.execute`` for the
+        arguments)."""
+        return _execution.execute(self._tasks, self._client, self._event_loop, *attempt)
 
 
 def _import_name(module: str) -> str:
@@ -668,7 +763,8 @@ def _warn_if_polling(engine: NativeQueue) -> None:
         )
 
 
-def _close_engine(engine: NativeQueue, grace: float | None) -> None:
+def _close_engine(engine: NativeQueue, grace: float | None, event_loop: _async.EventLoop) -> None:
     left = engine.close(grace or 0.0)
+    event_loop.close()
     if left:
         logger.warning("%d task(s) were still running when the queue closed", left)

@@ -14,9 +14,13 @@ class CancelProbe(Protocol):
 
 
 class JobContext:
-    """What ``current_job`` knows about the attempt running in this context."""
+    """What ``current_job`` knows about the attempt running in this context.
 
-    __slots__ = ("_engine", "attempt", "id", "max_retries", "queue", "soft_timeout", "started", "task_name")
+    ``probe`` answers whether the job's cancellation was requested: the
+    engine (a storage read) for a task on a thread, the attempt itself (from
+    memory) for a coroutine, whose event loop must not wait for storage."""
+
+    __slots__ = ("attempt", "id", "max_retries", "probe", "queue", "soft_timeout", "started", "task_name")
 
     def __init__(
         self,
@@ -35,10 +39,10 @@ class JobContext:
         self.max_retries = max_retries
         self.soft_timeout = soft_timeout
         self.started = time.monotonic()
-        self._engine = engine
+        self.probe = engine
 
     def cancel_requested(self) -> bool:
-        return self._engine.cancel_requested(self.id)
+        return self.probe.cancel_requested(self.id)
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.task_name} attempt={self.attempt}>"
@@ -88,8 +92,10 @@ class _CurrentJob:
         """Raises ``JobCancelledError`` if ``queue.cancel_running_job()`` was
         called for this job. A task that lets it propagate ends cancelled.
 
-        Costs one small database read: call it between units of work, not in
-        a tight loop."""
+        In a task on a thread it costs one small database read: call it
+        between units of work, not in a tight loop. In a coroutine it reads
+        nothing (the worker cancels the coroutine when it learns of the
+        request, and this answers from what it learned)."""
         ctx = self._get()
         if ctx.cancel_requested():
             raise JobCancelledError(f"job {ctx.id} was asked to stop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
@@ -80,6 +81,33 @@ class TaskWrapper(Generic[P, R]):
             max_retries=max_retries,
             timeout=timeout,
         )[0]
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> JobResult:
+        """``delay()`` for asyncio: the enqueue (a database write) runs in a
+        worker thread, so the event loop goes on meanwhile."""
+        return await asyncio.to_thread(self.delay, *args, **kwargs)
+
+    async def aapply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> JobResult:
+        """``apply_async()`` for asyncio, its enqueue in a worker thread."""
+        return await asyncio.to_thread(
+            self.apply_async,
+            args,
+            kwargs,
+            priority=priority,
+            delay=delay,
+            queue=queue,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
 
     def map(self, iterable: Iterable[tuple[Any, ...] | list[Any]]) -> list[JobResult]:
         """Enqueues one job per argument tuple, all in one transaction.

@@ -253,6 +253,36 @@ def test_db_url_runs_the_apps_tasks_on_a_postgres_database(tmp_path: Path) -> No
         assert shown["db_path"] == url and shown["stats"]["complete"] == 1
 
 
+ASYNC_APP = """
+import asyncio
+from taskito import Queue
+
+queue = Queue(db_path={db!r}, workers=1)
+
+@queue.task(name="nap")
+async def nap(i):
+    await asyncio.sleep(0.01)
+    return i
+"""
+
+
+def test_the_worker_runs_coroutines_up_to_async_concurrency(tmp_path: Path) -> None:
+    (tmp_path / "asyncapp.py").write_text(ASYNC_APP.format(db=str(tmp_path / "a.db")))
+    worker = taskito(tmp_path, "worker", "--app", "asyncapp:queue", "--async-concurrency", "50")
+    try:
+        with Queue(str(tmp_path / "a.db")) as producer:
+            nap = producer.task(name="nap")(lambda i: i)
+            assert [j.result(timeout=30) for j in nap.map([(i,) for i in range(100)])] == list(range(100))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    proc = taskito(tmp_path, "worker", "--app", "asyncapp:queue", "--async-concurrency", "0")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "--async-concurrency must be at least 1" in err
+
+
 def run_taskito(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "taskito", *args], cwd=cwd, capture_output=True, text=True, timeout=60

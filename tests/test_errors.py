@@ -48,6 +48,7 @@ def test_bad_enqueue_arguments_raise_typed_errors(job_queue: Queue, call: Any, e
         ({"serializer": "yaml"}, InvalidArgumentError),
         ({"serializer": object()}, TypeError),
         ({"result_ttl": 0}, InvalidArgumentError),
+        ({"async_concurrency": 0}, InvalidArgumentError),
         ({"lease_duration": 1, "heartbeat_interval": 1}, InvalidArgumentError),
         ({"bogus": True}, TypeError),
     ],

@@ -234,6 +234,7 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
         "db_url": postgres["db_url"],
         "schema": postgres["schema"],
         "connect_timeout": 3.0,
+        "async_concurrency": 7,
     }
     assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
     with app_database, Queue(**app_values) as app, ExitStack() as stack:

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use hub::{Hub, Watch};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Deferred, Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
 use crate::job::{
@@ -29,18 +29,32 @@ pub trait Runner: Send + Sync + 'static {
     /// Runs `first`, reports it through `done`, then keeps going with jobs
     /// from `next` until it returns `None`. Lets an implementation pay a
     /// fixed cost (taking Python's GIL) once for several short jobs.
+    ///
+    /// A job whose work goes on elsewhere (a coroutine handed to an event
+    /// loop) is not reported through `done`: `defer` takes it off the
+    /// executors' count and returns the [`Deferred`] handle its outcome is
+    /// reported through later, from any thread.
     fn run(
         &self,
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     );
 
     /// Asks the task running this attempt to stop: it ran past its timeout,
-    /// or the worker is shutting down and its grace period is over. Best
-    /// effort; the attempt's outcome is fenced out either way. Called from
+    /// or the worker is shutting down and its grace period is over. The
+    /// engine has already disposed of the attempt (failed or released it):
+    /// best effort, and its outcome is fenced out either way. Called from
     /// the worker's own threads: must not block.
     fn interrupt(&self, _job: &AttemptRef) {}
+
+    /// The attempt's cancellation was requested (`request_cancel`): a task
+    /// that can be stopped from outside (a deferred attempt: a coroutine) is
+    /// stopped, and reports `OutcomeKind::Cancelled`. Only deferred attempts
+    /// are told; other tasks see the request when they ask storage. Called
+    /// from the worker's own threads or a producer's: must not block.
+    fn cancel(&self, _job: &AttemptRef) {}
 }
 
 /// What became of a job after a failed attempt.
@@ -120,6 +134,11 @@ trait LocalWorker: Send + Sync {
 
     /// Takes a job that was enqueued already claimed for this worker.
     fn accept(&self, job: ClaimedJob);
+
+    /// A running job's cancellation was requested in this process: if this
+    /// worker runs it as a deferred attempt, stop it now, rather than at the
+    /// next look the maintenance thread takes.
+    fn cancel_requested(&self, id: i64);
 }
 
 /// The state one `Queue` shares between its producers and its worker.
@@ -228,8 +247,15 @@ impl Engine {
     /// Cancels a job that has not started, or asks a running one to stop.
     pub fn request_cancel(&self, id: i64) -> Result<CancelRequest> {
         let request = self.storage.request_cancel(id)?;
-        if request == CancelRequest::Cancelled {
-            self.cancelled(id);
+        match request {
+            CancelRequest::Cancelled => self.cancelled(id),
+            CancelRequest::Requested => {
+                let local = self.local_worker.lock().as_ref().and_then(Weak::upgrade);
+                if let Some(worker) = local {
+                    worker.cancel_requested(id);
+                }
+            }
+            CancelRequest::AlreadyFinal | CancelRequest::NotFound => {}
         }
         Ok(request)
     }

@@ -18,6 +18,8 @@ use crate::job::{format_id, AttemptRef};
 pub(super) enum Notice {
     Event(Event),
     Interrupt(AttemptRef),
+    /// Its cancellation was requested: stop it if it is a coroutine.
+    Cancel(AttemptRef),
     /// Answers once everything sent before it has been handled.
     Flush(crossbeam_channel::Sender<()>),
 }
@@ -66,6 +68,7 @@ pub(super) fn python_side(
                     Python::attach(|py| match notice {
                         Notice::Event(event) => log_event(py, &on_event, event),
                         Notice::Interrupt(job) => tasks_here.interrupt(py, &job),
+                        Notice::Cancel(job) => tasks_here.cancel(py, &job),
                         Notice::Flush(ack) => {
                             let _ = ack.send(());
                         }
@@ -207,7 +210,10 @@ fn line(event: Event) -> Line {
             ..Line::new(
                 "timed_out",
                 Some(id),
-                format!("attempt {attempt} ran past its timeout and was failed; TaskInterrupted was raised in it"),
+                format!(
+                    "attempt {attempt} ran past its timeout and was failed; it was interrupted \
+                     (TaskInterrupted raised in a thread, CancelledError in a coroutine)"
+                ),
             )
         },
         Event::UnknownTask {

@@ -5,11 +5,12 @@
 //!
 //! `native_queue` is the pyclass one `Queue` drives; `watch` backs
 //! `aresult()`; `runner` and `events` are what the worker's threads call
-//! into Python through; `outcome` reads what a task's attempt returned;
+//! into Python through; `deferred` is how coroutines report back; `outcome` reads what a task's attempt returned;
 //! `convert` turns engine values into Python ones; `errors` is the
 //! exception hierarchy.
 
 mod convert;
+mod deferred;
 mod errors;
 mod events;
 mod native_queue;
@@ -24,6 +25,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;
     module.add_class::<native_queue::NativeQueue>()?;
     module.add_class::<watch::AsyncWatch>()?;
+    module.add_class::<deferred::AttemptHandle>()?;
     outcome::register(module)?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("SQLITE_VERSION", rusqlite::version())?;

@@ -389,7 +389,9 @@ impl NativeQueue {
     /// `outcome`); `on_event(kind, job_id, task, attempt, message)` receives
     /// what is worth logging (successes and claims too with `debug_events`).
     /// It claims only jobs of `tasks` (None: any task).
-    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace, debug_events))]
+    /// Coroutines (`OUTCOME_DEFERRED`) run `async_concurrency` at most at
+    /// once, beside the `workers` executors.
+    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace, debug_events, async_concurrency = 100))]
     #[allow(clippy::too_many_arguments)]
     fn start_worker(
         &self,
@@ -406,9 +408,11 @@ impl NativeQueue {
         prefetch: Option<usize>,
         unknown_task_grace: Option<f64>,
         debug_events: bool,
+        async_concurrency: usize,
     ) -> PyResult<String> {
         let config = WorkerConfig {
             concurrency: workers,
+            async_concurrency,
             queues,
             lease: seconds(lease, "lease_duration")?,
             heartbeat: seconds(heartbeat, "heartbeat_interval")?,
@@ -480,8 +484,8 @@ impl NativeQueue {
             .collect()
     }
 
-    /// Stops the worker gracefully; returns how many executor threads were
-    /// still inside a task when `grace` ran out.
+    /// Stops the worker gracefully; returns how many tasks (executor threads
+    /// inside a task, and coroutines) were still running when `grace` ran out.
     fn stop_worker(&self, py: Python<'_>, grace: f64) -> PyResult<usize> {
         let grace = seconds(grace, "timeout")?;
         let Some((worker, notices)) =

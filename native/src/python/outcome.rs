@@ -7,6 +7,14 @@
 //! - `(OUTCOME_CANCELLED, message)`: the task stopped because its
 //!   cancellation was requested. The message is not kept.
 //!
+//! From `execute` (not from a handle's `finish`), also:
+//!
+//! - `(OUTCOME_DEFERRED, attempt)`: the task is a coroutine, handed to the
+//!   worker's event loop. `attempt.thread` is the loop thread's identifier,
+//!   `attempt.start(handle)` schedules it (its outcome comes back through
+//!   the handle's `finish`, see `deferred`), `attempt.cancel(reason)` stops
+//!   it (`"interrupt"` or `"cancel"`).
+//!
 //! Anything else is a bug in the caller of `start_worker`, not in the task:
 //! the attempt fails for good, with an `InvalidArgumentError` that says what
 //! was wrong, rather than being read as some other outcome.
@@ -19,6 +27,7 @@ use crate::job::{Failure, OutcomeKind};
 const OUTCOME_SUCCESS: u8 = 0;
 const OUTCOME_FAILURE: u8 = 1;
 const OUTCOME_CANCELLED: u8 = 2;
+const OUTCOME_DEFERRED: u8 = 3;
 
 /// Longest piece of a returned value quoted in an error message.
 const QUOTE_CHARS: usize = 100;
@@ -28,11 +37,29 @@ pub(super) fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("OUTCOME_SUCCESS", OUTCOME_SUCCESS)?;
     module.add("OUTCOME_FAILURE", OUTCOME_FAILURE)?;
     module.add("OUTCOME_CANCELLED", OUTCOME_CANCELLED)?;
+    module.add("OUTCOME_DEFERRED", OUTCOME_DEFERRED)?;
     Ok(())
 }
 
-/// The outcome `execute` reported, or a failure saying how what it returned
-/// breaks the protocol.
+/// What `execute` returned: an outcome now, or a coroutine's attempt whose
+/// outcome comes later.
+pub(super) enum Returned<'py> {
+    Now(OutcomeKind),
+    Later(Bound<'py, PyAny>),
+}
+
+/// Reads what `execute` returned.
+pub(super) fn parse_returned<'py>(returned: &Bound<'py, PyAny>) -> Returned<'py> {
+    if let Ok((tag, data)) = returned.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>() {
+        if !tag.is_instance_of::<PyBool>() && tag.extract::<u8>().ok() == Some(OUTCOME_DEFERRED) {
+            return Returned::Later(data);
+        }
+    }
+    Returned::Now(parse_outcome(returned))
+}
+
+/// The outcome `execute` (or a deferred attempt) reported, or a failure
+/// saying how what it returned breaks the protocol.
 pub(super) fn parse_outcome(returned: &Bound<'_, PyAny>) -> OutcomeKind {
     parse(returned).unwrap_or_else(|message| {
         OutcomeKind::Failure(Failure {
@@ -82,8 +109,9 @@ fn parse(returned: &Bound<'_, PyAny>) -> Result<OutcomeKind, String> {
         Some(OUTCOME_CANCELLED) => Ok(OutcomeKind::Cancelled),
         _ => Err(format!(
             "execute returned an outcome with the unknown tag {}; the tags are \
-             OUTCOME_SUCCESS ({OUTCOME_SUCCESS}), OUTCOME_FAILURE ({OUTCOME_FAILURE}) \
-             and OUTCOME_CANCELLED ({OUTCOME_CANCELLED})",
+             OUTCOME_SUCCESS ({OUTCOME_SUCCESS}), OUTCOME_FAILURE ({OUTCOME_FAILURE}), \
+             OUTCOME_CANCELLED ({OUTCOME_CANCELLED}) and, from execute only, \
+             OUTCOME_DEFERRED ({OUTCOME_DEFERRED})",
             quote(&tag)
         )),
     }

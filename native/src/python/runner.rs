@@ -1,7 +1,9 @@
 //! Runs task code for the worker's executor threads: calls the Queue's
 //! Python `execute` function, keeps track of which Python thread runs which
 //! attempt (so an interrupt reaches the right task), and hands what
-//! `execute` returns to `outcome` to read.
+//! `execute` returns to `outcome` to read. A coroutine's attempt is deferred
+//! and started on the worker's event loop with an `AttemptHandle` to report
+//! through; interrupts and cancellations reach it through its `cancel`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_ulong;
@@ -11,10 +13,11 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
+use super::deferred::AttemptHandle;
 use super::errors;
 use super::events::Notice;
-use super::outcome::parse_outcome;
-use crate::engine::Runner;
+use super::outcome::{parse_returned, Returned};
+use crate::engine::{Deferred, Runner};
 use crate::job::{format_id, now_micros, AttemptRef, ClaimedJob, Failure, Outcome, OutcomeKind};
 
 /// Which Python thread runs which attempt, so that an interrupt reaches the
@@ -26,19 +29,70 @@ pub(super) struct RunningTasks {
     /// Threads sent an interrupt that their task may not have seen yet.
     interrupted: parking_lot::Mutex<HashSet<c_ulong>>,
     any_interrupted: AtomicBool,
+    /// Coroutines, by job id and lease token: a job's timed-out attempt may
+    /// still be winding down when its retry starts.
+    coroutines: parking_lot::Mutex<HashMap<(i64, i64), Coroutine>>,
 }
+
+/// A coroutine's attempt: the event loop's thread, and the Python attempt
+/// whose `cancel(reason)` stops it.
+type Coroutine = (c_ulong, Py<PyAny>);
 
 impl RunningTasks {
     /// Job id -> Python thread identifier (what `threading.get_ident()`
     /// returns there) of each task now inside Python code. A job whose
     /// timed-out attempt is still running while its retry runs shows the
     /// retry's thread.
+    /// Coroutines show the event loop's thread.
     pub(super) fn threads(&self) -> HashMap<i64, c_ulong> {
-        self.running
+        let mut threads: HashMap<i64, c_ulong> = self
+            .coroutines
             .lock()
             .iter()
-            .map(|(&id, &(thread, _))| (id, thread))
-            .collect()
+            .map(|(&(id, _), &(thread, _))| (id, thread))
+            .collect();
+        threads.extend(
+            self.running
+                .lock()
+                .iter()
+                .map(|(&id, &(thread, _))| (id, thread)),
+        );
+        threads
+    }
+
+    fn coroutine_started(&self, job: &ClaimedJob, thread: c_ulong, attempt: Py<PyAny>) {
+        let replaced = self
+            .coroutines
+            .lock()
+            .insert((job.id, job.token), (thread, attempt));
+        // Released after the lock: dropping a Python object may run Python code.
+        drop(replaced);
+    }
+
+    /// The coroutine of this attempt reported: it no longer runs.
+    pub(super) fn coroutine_finished(&self, job: &AttemptRef) {
+        let removed = self.coroutines.lock().remove(&(job.id, job.token));
+        drop(removed);
+    }
+
+    /// Stops the coroutine of this attempt, if one runs it: `reason` is
+    /// "interrupt" or "cancel" (see `_async.py`). True if one did.
+    fn cancel_coroutine(&self, py: Python<'_>, job: &AttemptRef, reason: &str) -> bool {
+        let attempt = match self.coroutines.lock().get(&(job.id, job.token)) {
+            Some((_, attempt)) => attempt.clone_ref(py),
+            None => return false,
+        };
+        if let Err(err) = attempt.call_method1(py, "cancel", (reason,)) {
+            err.write_unraisable(py, Some(attempt.bind(py)));
+        }
+        true
+    }
+
+    /// Asks the coroutine of this attempt, if one runs it, to stop because
+    /// its cancellation was requested. Thread tasks see the request at their
+    /// next `current_job.check_cancelled()`.
+    pub(super) fn cancel(&self, py: Python<'_>, job: &AttemptRef) {
+        self.cancel_coroutine(py, job, "cancel");
     }
 
     fn started(&self, job: &ClaimedJob, thread: c_ulong) {
@@ -76,7 +130,11 @@ impl RunningTasks {
     /// Raises `TaskInterrupted` inside the task of this attempt at its next
     /// Python bytecode (a task blocked in C code, such as a long
     /// `time.sleep`, sees it when that call returns).
+    /// A coroutine is cancelled instead: `CancelledError` is raised inside it.
     pub(super) fn interrupt(&self, py: Python<'_>, job: &AttemptRef) {
+        if self.cancel_coroutine(py, job, "interrupt") {
+            return;
+        }
         // The GIL is held: the target thread is not running Python, so it
         // cannot finish this attempt between the check and the raise.
         let Some(&(thread, token)) = self.running.lock().get(&job.id) else {
@@ -117,7 +175,12 @@ impl PyRunner {
         }
     }
 
-    fn run_one(&self, py: Python<'_>, execute: &Bound<'_, PyAny>, job: &ClaimedJob) -> OutcomeKind {
+    fn run_one<'py>(
+        &self,
+        py: Python<'py>,
+        execute: &Bound<'py, PyAny>,
+        job: &ClaimedJob,
+    ) -> Returned<'py> {
         // SAFETY: a plain FFI getter.
         let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
         self.tasks.started(job, thread);
@@ -137,24 +200,60 @@ impl PyRunner {
             // Read once the task no longer counts as running: quoting a bad
             // return value calls its repr(), which an interrupt aimed at the
             // task must not hit.
-            Ok(returned) => parse_outcome(&returned),
+            Ok(returned) => parse_returned(&returned),
             // `execute` itself failed: a BaseException it let through, or an
             // interrupt that landed after the task returned. Fail the attempt.
-            Err(err) => OutcomeKind::Failure(Failure {
-                error_type: err
-                    .get_type(py)
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
-                message: err.value(py).to_string(),
-                traceback: err
-                    .traceback(py)
-                    .and_then(|tb| tb.format().ok())
-                    .unwrap_or_default(),
-                retryable: true,
-            }),
+            Err(err) => Returned::Now(raised(py, &err)),
         }
     }
+
+    /// Hands a coroutine's attempt to the event loop, with the handle its
+    /// outcome comes back through.
+    fn start_later(
+        &self,
+        py: Python<'_>,
+        job: &ClaimedJob,
+        attempt: &Bound<'_, PyAny>,
+        deferred: Deferred,
+    ) {
+        let handle = AttemptHandle::new(deferred, self.tasks.clone());
+        let handle = match Py::new(py, handle) {
+            Ok(handle) => handle,
+            // Dropping the engine's handle fails the attempt, to be retried.
+            Err(err) => return err.write_unraisable(py, None),
+        };
+        let thread = attempt
+            .getattr("thread")
+            .and_then(|t| t.extract::<c_ulong>())
+            .unwrap_or(0);
+        // Known as running before it can run: a cancellation that comes
+        // while it starts must find it.
+        self.tasks
+            .coroutine_started(job, thread, attempt.clone().unbind());
+        if let Err(err) = attempt.call_method1("start", (handle.clone_ref(py),)) {
+            let kind = raised(py, &err);
+            if let Some(deferred) = handle.get().take() {
+                deferred.finish(kind);
+            }
+        }
+    }
+}
+
+/// A failed attempt, from what `execute` (or starting a coroutine) raised.
+fn raised(py: Python<'_>, err: &PyErr) -> OutcomeKind {
+    OutcomeKind::Failure(Failure {
+        error_type: err
+            .get_type(py)
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        message: err.value(py).to_string(),
+        traceback: err
+            .traceback(py)
+            .and_then(|tb| tb.format().ok())
+            .unwrap_or_default(),
+        retryable: true,
+    })
 }
 
 impl Runner for PyRunner {
@@ -163,6 +262,7 @@ impl Runner for PyRunner {
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     ) {
         // One GIL acquisition for as many ready jobs as the executor hands
         // over: under load this saves a GIL hand-off per job.
@@ -171,13 +271,17 @@ impl Runner for PyRunner {
             let mut job = first;
             loop {
                 let started_at = now_micros();
-                let kind = self.run_one(py, execute, &job);
-                done(Outcome {
-                    job: job.attempt_ref(),
-                    started_at: Some(started_at),
-                    finished_at: now_micros(),
-                    kind,
-                });
+                match self.run_one(py, execute, &job) {
+                    Returned::Now(kind) => done(Outcome {
+                        job: job.attempt_ref(),
+                        started_at: Some(started_at),
+                        finished_at: now_micros(),
+                        kind,
+                    }),
+                    Returned::Later(attempt) => {
+                        self.start_later(py, &job, &attempt, defer(&job));
+                    }
+                }
                 match next() {
                     Some(j) => job = j,
                     None => break,
@@ -188,6 +292,10 @@ impl Runner for PyRunner {
 
     fn interrupt(&self, job: &AttemptRef) {
         let _ = self.notices.send(Notice::Interrupt(*job));
+    }
+
+    fn cancel(&self, job: &AttemptRef) {
+        let _ = self.notices.send(Notice::Cancel(*job));
     }
 }
 

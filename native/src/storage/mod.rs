@@ -203,6 +203,18 @@ pub trait Storage: Send + Sync {
 
     fn cancel_requested(&self, id: i64) -> Result<bool>;
 
+    /// Of the jobs `ids`, those whose cancellation was requested, in any
+    /// order. A worker asks it about the coroutines it runs, to stop them.
+    fn cancel_requests(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut requested = Vec::new();
+        for &id in ids {
+            if self.cancel_requested(id)? {
+                requested.push(id);
+            }
+        }
+        Ok(requested)
+    }
+
     /// Puts a dead job back in the queue with its original options and a
     /// fresh set of attempts. False if the job is not dead.
     fn retry_dead(&self, id: i64) -> Result<bool>;

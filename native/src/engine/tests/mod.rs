@@ -23,6 +23,7 @@ where
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        _defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     ) {
         let mut job = Some(first);
         while let Some(j) = job {
@@ -231,6 +232,18 @@ fn an_overrunning_job_is_failed_and_its_late_result_discarded() {
         events.count(|e| matches!(e, Event::StaleOutcome { attempt: 1, .. })),
         1
     );
+    // Told in the order it happened: the timeout, then what became of the attempt.
+    let order: Vec<&'static str> = events
+        .0
+        .lock()
+        .iter()
+        .filter_map(|e| match e {
+            Event::TimedOut { attempt: 1, .. } => Some("timed out"),
+            Event::AttemptFailed { attempt: 1, .. } => Some("failed"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["timed out", "failed"]);
     let errors = engine.storage.errors(id).unwrap();
     assert_eq!(errors[0].error_type, "TaskTimeoutError");
     assert_eq!(
@@ -529,6 +542,7 @@ impl Runner for PanickyRunner {
         first: ClaimedJob,
         next: &mut dyn FnMut() -> Option<ClaimedJob>,
         done: &mut dyn FnMut(Outcome),
+        _defer: &mut dyn FnMut(&ClaimedJob) -> Deferred,
     ) {
         if first.payload == [0] && first.attempt == 1 {
             panic!("a bug in the runner");
@@ -609,6 +623,7 @@ fn more_executors_than_a_claim_holds_still_claim() {
     worker.stop(WAIT);
 }
 
+mod deferred;
 mod fairness;
 
 on_postgres!(

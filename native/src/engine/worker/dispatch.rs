@@ -11,6 +11,14 @@
 //! - with an explicit `prefetch`, up to that many more held as claimed: not
 //!   started, cancellable, started only after a check that no better job
 //!   waits, and handed back when a better one waits and no executor is free.
+//!
+//! Deferred attempts (coroutines, see `deferred`) leave the executors' count
+//! as soon as they are handed to the event loop, so a worker of async tasks
+//! keeps claiming; they have a room of their own, `async_concurrency`, on
+//! top of the executors'. Claims stop while executors' and deferred jobs
+//! together fill both rooms (the job the dispatcher claims next may be of
+//! either kind), and start again once a quarter of the async room is free,
+//! so that they come in batches.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -108,6 +116,41 @@ fn targets(concurrency: usize, horizon: usize, prefetch: Option<usize>) -> Targe
     }
 }
 
+/// Room for jobs to run now, shared by the executors and deferred attempts.
+struct Rooms {
+    /// Jobs the executors should have (running or about to).
+    executors: usize,
+    /// Executors' and deferred jobs together, at most.
+    total: usize,
+    /// Refill, when waiting for deferred attempts, once both together fall
+    /// to this many.
+    async_refill_at: usize,
+}
+
+impl Rooms {
+    fn new(executors: usize, async_concurrency: usize) -> Self {
+        let total = executors + async_concurrency;
+        let batch = (async_concurrency / 4).clamp(1, MAX_CLAIM);
+        Rooms {
+            executors,
+            total,
+            async_refill_at: total - batch,
+        }
+    }
+
+    /// How many jobs the executors hold now, and how many more may be claimed.
+    fn now(&self, shared: &Shared) -> (usize, usize) {
+        let inflight = shared.inflight.load(Ordering::SeqCst);
+        let deferred = shared.deferred.load(Ordering::SeqCst);
+        (inflight, self.room(inflight, deferred))
+    }
+
+    fn room(&self, inflight: usize, deferred: usize) -> usize {
+        let executors = self.executors.saturating_sub(inflight);
+        executors.min(self.total.saturating_sub(inflight + deferred))
+    }
+}
+
 /// The dispatcher thread's loop, until the worker stops.
 ///
 /// It sleeps in two ways. Busy (its executors have enough to do), it waits
@@ -149,15 +192,19 @@ pub(super) fn dispatcher(
             config.concurrency,
         );
         let want = targets(config.concurrency, rate.horizon(), config.prefetch);
+        let rooms = Rooms::new(want.running, config.async_concurrency);
         shared.refill_at.store(want.refill_at, Ordering::Relaxed);
-        let inflight = shared.inflight.load(Ordering::SeqCst);
-        let room = want.running.saturating_sub(inflight);
+        shared
+            .async_refill_at
+            .store(rooms.async_refill_at, Ordering::Relaxed);
+        let (mut inflight, mut room) = rooms.now(&shared);
         let hold_room = want.held.saturating_sub(prefetched.len());
         if inflight > want.refill_at || room + hold_room == 0 {
             // Busy: producers need not wake this worker.
             listening = None;
             shared.starved.store(true, Ordering::SeqCst);
-            if shared.inflight.load(Ordering::SeqCst) > want.refill_at || room + hold_room == 0 {
+            (inflight, room) = rooms.now(&shared);
+            if inflight > want.refill_at || room + hold_room == 0 {
                 if !hub.wait_work(generation, config.idle_poll_max) {
                     hand_back_if_better_waits(&shared, &mut prefetched);
                     progress.release_if_stalled(&shared, &waiting);
@@ -361,6 +408,18 @@ mod tests {
         assert_eq!((slow.running, slow.held, slow.refill_at), (2, 0, 2));
         let fast = targets(2, 100, None);
         assert_eq!((fast.running, fast.held, fast.refill_at), (102, 0, 52));
+    }
+
+    #[test]
+    fn deferred_attempts_stop_claims_only_once_their_own_room_is_full() {
+        let rooms = Rooms::new(10, 100);
+        assert_eq!(rooms.room(0, 0), 10, "the executors' room as before");
+        assert_eq!(rooms.room(4, 50), 6, "deferred jobs free the executors");
+        assert_eq!(rooms.room(0, 105), 5);
+        assert_eq!(rooms.room(0, 110), 0, "both rooms full");
+        assert_eq!(rooms.room(3, 110), 0);
+        assert_eq!(rooms.async_refill_at, 110 - 25, "refill in batches");
+        assert_eq!(Rooms::new(2, 1).async_refill_at, 2);
     }
 
     #[test]

@@ -76,8 +76,16 @@ pub(super) fn executor(shared: Arc<Shared>, jobs: Receiver<ClaimedJob>) {
                 shared.send_to_writer(outcome);
             }
         };
+        // A deferred job's outcome comes back through its handle, from
+        // whichever thread finishes it; the executor is free at once.
+        let mut defer = |job: &ClaimedJob| {
+            in_hand
+                .borrow_mut()
+                .retain(|held| *held != job.attempt_ref());
+            shared.defer(job)
+        };
         let run = catch_unwind(AssertUnwindSafe(|| {
-            shared.runner.run(first, &mut next, &mut done)
+            shared.runner.run(first, &mut next, &mut done, &mut defer)
         }));
         if let Some(outcome) = held_back.into_inner() {
             commit(&shared, &mut vec![outcome], false);

@@ -31,6 +31,8 @@ impl Shared {
                     started: None,
                     timeout: job.timeout,
                     timed_out: false,
+                    deferred: false,
+                    cancel_sent: false,
                 },
             );
         }
@@ -88,6 +90,12 @@ impl Shared {
     /// dispatcher if it was waiting for room.
     pub(super) fn attempt_finished(&self) {
         self.finished_attempts.fetch_add(1, Ordering::Relaxed);
+        self.executor_freed();
+    }
+
+    /// An executor is done with a job (finished, or deferred it): free its
+    /// capacity, and wake the dispatcher if it was waiting for room.
+    pub(super) fn executor_freed(&self) {
         let left = self.inflight.fetch_sub(1, Ordering::SeqCst) - 1;
         if left <= self.refill_at.load(Ordering::Relaxed)
             && self.starved.swap(false, Ordering::SeqCst)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::commit::WriterMsg;
+use super::deferred::CANCEL_LOOK_EVERY;
 use super::Shared;
 use crate::engine::Event;
 use crate::job::{now_micros, Applied, AttemptRef, Failure, Outcome, OutcomeKind};
@@ -23,6 +24,7 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
     let mut last_heartbeat = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut last_unknown_check = Instant::now();
+    let mut last_cancel_look = Instant::now();
     let unknown_every = config
         .unknown_task_grace
         .map_or(UNKNOWN_TASKS_EVERY, |grace| {
@@ -44,6 +46,10 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
             heartbeat(&shared);
         }
         enforce_timeouts(&shared);
+        if last_cancel_look.elapsed() >= CANCEL_LOOK_EVERY {
+            last_cancel_look = Instant::now();
+            shared.look_for_cancel_requests();
+        }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
             if let Err(e) = shared.storage().checkpoint() {
@@ -83,16 +89,17 @@ fn enforce_timeouts(shared: &Shared) {
             traceback: String::new(),
             retryable: true,
         };
+        // Reported before the writer can report the failed attempt it leads to.
+        shared.events.event(Event::TimedOut {
+            id: job.id,
+            attempt: job.attempt,
+        });
         let _ = shared.outcomes.send(WriterMsg::Outcome(Outcome {
             job,
             started_at: None,
             finished_at: now_micros(),
             kind: OutcomeKind::Failure(failure),
         }));
-        shared.events.event(Event::TimedOut {
-            id: job.id,
-            attempt: job.attempt,
-        });
         shared.runner.interrupt(&job);
     }
 }

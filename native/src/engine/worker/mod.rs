@@ -3,10 +3,12 @@
 //! through the [`Runner`] (`execute`); one writer thread commits many
 //! outcomes per transaction (`commit`); a maintenance thread renews leases,
 //! enforces timeouts, recovers jobs of dead workers and purges expired
-//! results (`maintain`). This module holds what they share, and starts and
-//! stops them.
+//! results (`maintain`). Attempts the runner defers (coroutines) leave the
+//! executors and report back through a handle (`deferred`). This module
+//! holds what they share, and starts and stops them.
 
 mod commit;
+mod deferred;
 mod dispatch;
 mod execute;
 mod held;
@@ -28,11 +30,15 @@ use crate::error::{Error, Result};
 use crate::job::{AttemptRef, ClaimedJob, JobOptions};
 use crate::storage::Storage;
 use commit::WriterMsg;
+pub use deferred::Deferred;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     /// Executor threads: how many jobs run at once.
     pub concurrency: usize,
+    /// Deferred attempts (coroutines on an event loop) in flight at most,
+    /// beside the executors' jobs. See `deferred`.
+    pub async_concurrency: usize,
     /// Serve only these queues; `None` serves all.
     pub queues: Option<Vec<String>>,
     /// How long a claim holds a job without renewal. A worker that dies is
@@ -66,6 +72,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            async_concurrency: 100,
             queues: None,
             lease: Duration::from_secs(10),
             heartbeat: Duration::from_secs(2),
@@ -90,6 +97,9 @@ impl WorkerConfig {
             return Err(Error::invalid(
                 "a worker needs at least one executor thread",
             ));
+        }
+        if self.async_concurrency == 0 {
+            return Err(Error::invalid("async_concurrency must be at least 1"));
         }
         // A lease must outlast pauses of a live worker (a collection, a slow
         // commit), and be renewed several times over, or another worker
@@ -127,6 +137,10 @@ struct Held {
     started: Option<Instant>,
     timeout: Option<Duration>,
     timed_out: bool,
+    /// Running as a deferred attempt (a coroutine), off the executors.
+    deferred: bool,
+    /// The runner was told that its cancellation was requested.
+    cancel_sent: bool,
 }
 
 struct Shared {
@@ -142,10 +156,14 @@ struct Shared {
     fatal: Mutex<Option<String>>,
     /// Claimed jobs not yet finished by an executor.
     inflight: AtomicUsize,
+    /// Deferred attempts whose outcome has not come back.
+    deferred: AtomicUsize,
     finished_attempts: AtomicU64,
     /// The dispatcher wants a wake-up once `inflight` falls to `refill_at`.
     starved: AtomicBool,
     refill_at: AtomicUsize,
+    /// ... or once executors' and deferred jobs together fall to this many.
+    async_refill_at: AtomicUsize,
     held: Mutex<HashMap<i64, Held>>,
     /// The task names it can run (they grow as tasks are registered).
     tasks: RwLock<Option<Arc<Vec<String>>>>,
@@ -194,8 +212,11 @@ impl LocalWorker for Shared {
             .is_none_or(|q| q.contains(&options.queue))
             && self.tasks().is_none_or(|t| t.contains(&options.task_name));
         let direct = self.direct.lock();
+        let inflight = self.inflight.load(Ordering::SeqCst);
         let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
-            && self.inflight.load(Ordering::SeqCst) < self.config.concurrency;
+            && inflight < self.config.concurrency
+            && inflight + self.deferred.load(Ordering::SeqCst)
+                < self.config.concurrency + self.config.async_concurrency;
         (serves && idle && !self.stopping()).then(|| (self.id.clone(), self.config.lease))
     }
 
@@ -215,6 +236,10 @@ impl LocalWorker for Shared {
                 self.engine.announce_work();
             }
         }
+    }
+
+    fn cancel_requested(&self, id: i64) {
+        self.cancel_deferred(id);
     }
 }
 
@@ -250,9 +275,11 @@ impl Worker {
             hurried: AtomicBool::new(false),
             fatal: Mutex::new(None),
             inflight: AtomicUsize::new(0),
+            deferred: AtomicUsize::new(0),
             finished_attempts: AtomicU64::new(0),
             starved: AtomicBool::new(false),
             refill_at: AtomicUsize::new(config.concurrency),
+            async_refill_at: AtomicUsize::new(0),
             held: Mutex::new(HashMap::new()),
             tasks: RwLock::new(config.tasks.clone().map(Arc::new)),
             unstarted: Mutex::new(Vec::new()),
@@ -346,11 +373,13 @@ impl Worker {
         self.shared.storage().wakeups().work().bump();
     }
 
-    /// Stops the worker: claims nothing new at once, lets running jobs finish
-    /// within `grace`, hands every other held job back to the queue, commits
-    /// the outcomes it has, and joins its threads. An executor still inside a
-    /// task after `grace` is left behind (its job is released, and its late
-    /// outcome will be fenced out). Returns how many executors were left.
+    /// Stops the worker: claims nothing new at once, lets running jobs (and
+    /// deferred attempts) finish within `grace`, hands every other held job
+    /// back to the queue, commits the outcomes it has, and joins its threads.
+    /// An executor still inside a task after `grace` is left behind, and a
+    /// deferred attempt still running is interrupted (their jobs are
+    /// released, and late outcomes fenced out). Returns how many tasks were
+    /// left running.
     pub fn stop(&self, grace: Duration) -> usize {
         let deadline = Instant::now() + grace;
         self.request_stop();
@@ -365,9 +394,13 @@ impl Worker {
         // is drained (what they drain now, they set aside unstarted).
         shared.direct.lock().take();
         shared.engine.forget_local_worker(&**shared);
-        let left_behind = {
+        let (live_executors, deferred) = {
             let mut live = shared.live_executors.lock();
-            while *live > 0 && !shared.hurried.load(Ordering::Acquire) {
+            // Deferred attempts notify `executor_exited` too as they finish
+            // while the worker stops.
+            while (*live > 0 || shared.deferred.load(Ordering::SeqCst) > 0)
+                && !shared.hurried.load(Ordering::Acquire)
+            {
                 if shared
                     .executor_exited
                     .wait_until(&mut live, deadline)
@@ -376,8 +409,9 @@ impl Worker {
                     break;
                 }
             }
-            *live
+            (*live, shared.deferred.load(Ordering::SeqCst))
         };
+        let left_behind = live_executors + deferred;
         let unstarted = std::mem::take(&mut *shared.unstarted.lock());
         if let Err(e) = shared.storage().release(&unstarted, true) {
             shared.report("releasing unstarted jobs", &e);
@@ -415,7 +449,8 @@ impl Worker {
             for job in &running {
                 shared.runner.interrupt(job);
             }
-        } else {
+        }
+        if live_executors == 0 {
             for handle in threads.executors {
                 let _ = handle.join();
             }
@@ -451,9 +486,14 @@ impl Worker {
         *stopped
     }
 
-    /// Jobs claimed by this worker and not yet finished.
+    /// Jobs claimed by this worker and not yet finished by an executor.
     pub fn inflight(&self) -> usize {
         self.shared.inflight.load(Ordering::SeqCst)
+    }
+
+    /// Deferred attempts whose outcome has not come back.
+    pub fn deferred(&self) -> usize {
+        self.shared.deferred.load(Ordering::SeqCst)
     }
 }
 

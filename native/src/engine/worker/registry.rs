@@ -54,7 +54,7 @@ impl Shared {
     /// cannot be read). Only while this worker is idle: the look walks the
     /// ready jobs, which an idle worker has none of its own.
     pub(super) fn fail_unknown_tasks(&self) {
-        if self.inflight.load(Ordering::SeqCst) > 0 {
+        if self.inflight.load(Ordering::SeqCst) + self.deferred.load(Ordering::SeqCst) > 0 {
             return;
         }
         let grace = self.config.unknown_task_grace;

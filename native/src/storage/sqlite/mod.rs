@@ -403,6 +403,10 @@ impl Storage for SqliteStorage {
         reads::cancel_requested(self, id)
     }
 
+    fn cancel_requests(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        reads::cancel_requests(self, ids)
+    }
+
     fn retry_dead(&self, id: i64) -> Result<bool> {
         outcomes::retry_dead(self, id)
     }

@@ -1,6 +1,8 @@
 //! Looking at jobs without changing them, and turning rows back into records.
 //! Every read runs on a reader connection, beside the writer.
 
+use std::sync::LazyLock;
+
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row};
 
@@ -178,6 +180,38 @@ pub(super) fn cancel_requested(storage: &SqliteStorage, id: i64) -> Result<bool>
             .query_row([id], |r| r.get::<_, bool>(0))
             .optional()?
             .unwrap_or(false))
+    })
+}
+
+/// How many ids one `cancel_requests` query takes (a short list is padded
+/// with its last id, so that one statement is prepared and cached).
+const CANCEL_LOOKUP_IDS: usize = 64;
+
+pub(super) fn cancel_requests(storage: &SqliteStorage, ids: &[i64]) -> Result<Vec<i64>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let placeholders = vec!["?"; CANCEL_LOOKUP_IDS].join(", ");
+        format!("SELECT id FROM jobs WHERE cancel_requested AND id IN ({placeholders})")
+    });
+    storage.read(|conn| {
+        let mut stmt = conn.prepare_cached(&SQL)?;
+        let mut requested = Vec::new();
+        for chunk in ids.chunks(CANCEL_LOOKUP_IDS) {
+            let last = chunk[chunk.len() - 1];
+            let padded = chunk
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(last))
+                .take(CANCEL_LOOKUP_IDS);
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(padded), |r| r.get::<_, i64>(0))?;
+            for id in rows {
+                requested.push(id?);
+            }
+        }
+        Ok(requested)
     })
 }
 

@@ -183,6 +183,26 @@ fn request_cancel_cancels_pending_and_flags_running_jobs() {
 }
 
 #[test]
+fn cancel_requests_picks_the_requested_jobs_out_of_many() {
+    let s = memory();
+    s.enqueue(&opts("t"), &payloads(150)).unwrap();
+    let running = claim(&s, 150);
+    let asked: Vec<i64> = [3, 64, 65, 149].iter().map(|&i| running[i].id).collect();
+    for &id in &asked {
+        assert_eq!(s.request_cancel(id).unwrap(), CancelRequest::Requested);
+    }
+    let all: Vec<i64> = running.iter().map(|job| job.id).collect();
+    let mut found = s.cancel_requests(&all).unwrap();
+    found.sort();
+    assert_eq!(
+        found, asked,
+        "across lookups of 64 ids and a padded last one"
+    );
+    assert_eq!(s.cancel_requests(&all[..3]).unwrap(), Vec::<i64>::new());
+    assert_eq!(s.cancel_requests(&[]).unwrap(), Vec::<i64>::new());
+}
+
+#[test]
 fn a_task_that_stops_on_request_ends_cancelled() {
     let s = memory();
     let id = s.enqueue(&opts("t"), &payloads(1)).unwrap()[0];
