@@ -11,6 +11,7 @@ import sysconfig
 import traceback
 
 import taskito.app as _app
+from taskito import _queue_worker
 from taskito.app import Queue
 
 MAIN_GUARD = 'if __name__ == "__main__":'
@@ -30,7 +31,7 @@ def load_app(spec: str) -> Queue:
     # Like `python -m`, make modules in the current folder importable.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    workers_before = _app._workers_started
+    workers_before = _queue_worker._workers_started
     try:
         target: object = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -46,7 +47,7 @@ def load_app(spec: str) -> Queue:
                 f"; the module exits when imported: if it is a script, put its work under `{MAIN_GUARD}`"
             )
         raise AppError(message) from None
-    if _app._workers_started != workers_before:
+    if _queue_worker._workers_started != workers_before:
         raise AppError(
             f"importing {module_name!r} started a worker (it calls start_worker() or run_worker() "
             f"at import), and `taskito worker` runs its own: put that call under `{MAIN_GUARD}`"

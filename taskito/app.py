@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -13,32 +12,28 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _async, _execution, _logging, _options, _stopping
+from taskito import _async, _options
 from taskito._native import NativeQueue
+from taskito._queue_jobs import JobsAPI
+from taskito._queue_worker import WorkerAPI
 from taskito._storage import Storage
 from taskito.context import _current
 from taskito.exceptions import (
     InvalidArgumentError,
-    JobNotFoundError,
-    StorageError,
-    TaskitoError,
     UnknownTaskError,
 )
-from taskito.result import JobCounts, JobResult
+from taskito.result import JobResult
 from taskito.serializers import Serializer, SignedSerializer, resolve
 from taskito.task import TaskWrapper
 
 logger = logging.getLogger("taskito.worker")
 
-# Workers started in this process, on any Queue: the ``taskito worker``
-# command tells from it that importing an app started one of its own.
-_workers_started = 0
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Queue:
+class Queue(JobsAPI, WorkerAPI):
     """A task queue on one database.
 
     ``db_path`` is a SQLite file (its folders are created; the file is made
@@ -354,292 +349,6 @@ class Queue:
             timeout=timeout,
         )
 
-    # ── jobs ─────────────────────────────────────────────────────────────
-
-    def get_job(self, job_id: str) -> JobResult | None:
-        client = self._client
-        data = client.engine.get_job(job_id)
-        return None if data is None else client.job(job_id, data)
-
-    def list_jobs(
-        self,
-        status: str | None = None,
-        queue: str | None = None,
-        task_name: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-    ) -> list[JobResult]:
-        """Jobs matching every given filter, newest first."""
-        client = self._client
-        rows = client.engine.list_jobs(
-            status,
-            queue,
-            task_name,
-            _options.count("limit", limit),
-            _options.count("offset", offset),
-        )
-        return [client.job(row["id"], row) for row in rows]
-
-    def cancel_job(self, job_id: str) -> bool:
-        """Cancels a job that has not started. False if it is running, final or unknown."""
-        return bool(self._client.engine.cancel(job_id))
-
-    def cancel_running_job(self, job_id: str) -> bool:
-        """Asks a running job to stop: its task sees the request at its next
-        ``current_job.check_cancelled()``, which raises ``JobCancelledError``;
-        if the task lets it propagate (or fails), the job ends cancelled. A
-        job that has not started is cancelled at once. False if the job is
-        final or unknown."""
-        return self._client.engine.request_cancel(job_id) in ("cancelled", "requested")
-
-    def dead_letters(self, limit: int = 50, offset: int = 0) -> list[JobResult]:
-        """Jobs that failed for good (status ``dead``), newest first; each
-        one's ``errors`` lists every failed attempt."""
-        return self.list_jobs(status="dead", limit=limit, offset=offset)
-
-    def retry_dead(self, job_id: str) -> JobResult:
-        """Puts a dead job back in the queue, with its original task,
-        arguments and options and a fresh set of attempts."""
-        client = self._client
-        if not client.engine.retry_dead(job_id):
-            job = self.get_job(job_id)
-            if job is None:
-                raise JobNotFoundError(f"no job with id {job_id}")
-            raise InvalidArgumentError(f"job {job_id} is {job.status}, not dead")
-        return client.job(job_id)
-
-    def purge_dead(self, older_than: float = 0.0) -> int:
-        """Deletes dead jobs that died more than ``older_than`` seconds (or a
-        timedelta) ago; returns how many."""
-        return int(self._client.engine.purge_dead(_options.seconds("older_than", older_than)))
-
-    def purge_finished(self, older_than: float = 0.0) -> int:
-        """Deletes completed and cancelled jobs (and their results) that
-        finished more than ``older_than`` seconds (or a timedelta) ago;
-        returns how many. ``result_ttl`` does this continuously."""
-        return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))
-
-    def stats(self) -> JobCounts:
-        """Job counts by status: pending, claimed (held by a worker, not
-        started), running, complete, failed, dead, cancelled (the names
-        ``job.status`` uses). ``stats()["completed"]`` still answers, with the
-        ``complete`` count: an alias kept for compatibility with the reference
-        project, not a key of its own."""
-        return JobCounts(self._client.engine.stats())
-
-    async def astats(self) -> JobCounts:
-        """``stats()`` for asyncio: the database read runs in a worker thread,
-        never on the event loop's."""
-        return await asyncio.to_thread(self.stats)
-
-    def workers(self) -> list[dict[str, Any]]:
-        """The workers serving this database, oldest first, as each records
-        itself: id, host, pid, threads, queues (None: all), tasks (the task
-        names it runs), started_at and heartbeat_at (Unix seconds). A worker
-        whose heartbeat lapsed for a lease is gone and not listed."""
-        return list(self._client.engine.workers())
-
-    def unserved_tasks(self) -> dict[str, int]:
-        """Jobs waiting for a worker that has their task: pending (or
-        waiting to retry) jobs of each task name no live worker has, by name.
-        They run as soon as a worker that has the task starts (during a
-        rolling deploy, say); one no worker ever had is dead-lettered after
-        ``unknown_task_grace``."""
-        return dict(self._client.engine.unserved_tasks())
-
-    # ── worker ───────────────────────────────────────────────────────────
-
-    def start_worker(
-        self,
-        queues: list[str] | None = None,
-        *,
-        workers: int | None = None,
-        prefetch: int | None = None,
-        async_concurrency: int | None = None,
-    ) -> None:
-        """Starts a worker in background threads and returns at once.
-
-        Serves every queue when ``queues`` is None, and runs only jobs of the
-        tasks registered on this Queue (registered before or while it
-        runs); jobs of other tasks wait for a worker that has them.
-        ``workers``, ``prefetch`` and ``async_concurrency`` override the
-        Queue's for this worker. Stop it with ``shutdown()``.
-        """
-        if queues is not None:
-            if isinstance(queues, str) or not all(isinstance(q, str) for q in queues):
-                raise TypeError("queues must be a list of queue names or None")
-            queues = list(queues)
-        threads = (
-            self.worker_threads
-            if workers is None
-            else (_options.count("workers", workers) or os.cpu_count() or 1)
-        )
-        held = self.prefetch if prefetch is None else _options.count("prefetch", prefetch)
-        coroutines = (
-            self.async_concurrency
-            if async_concurrency is None
-            else _options.count("async_concurrency", async_concurrency, minimum=1)
-        )
-        global _workers_started
-        with self._worker_lock:
-            engine = self._client.engine
-            engine.start_worker(
-                self._execute,
-                _logging.log_event,
-                threads,
-                queues,
-                self.lease_duration,
-                self.heartbeat_interval,
-                self.jobs_per_gil,
-                self.result_ttl,
-                list(self._tasks),
-                held,
-                self.unknown_task_grace,
-                _logging.debug_events(),
-                coroutines,
-            )
-            self._event_loop.concurrency = coroutines
-            self._worker_engine = engine
-            _workers_started += 1
-
-    def run_worker(
-        self,
-        queues: list[str] | None = None,
-        *,
-        workers: int | None = None,
-        prefetch: int | None = None,
-        async_concurrency: int | None = None,
-        processes: int | str | None = None,
-        app: str | None = None,
-    ) -> None:
-        """Runs a worker until ``shutdown()`` is called (from another thread),
-        or, on the main thread, until SIGINT (Ctrl+C) or SIGTERM.
-
-        The first signal stops it gracefully (running tasks get
-        ``shutdown_timeout`` to finish); a second one stops it at once, hands
-        the running tasks' jobs back to the queue, and raises ``SystemExit``
-        with status 130 (SIGINT) or 143 (SIGTERM). If the worker stopped on
-        its own (its database file was deleted or replaced), this raises
-        ``StorageError`` saying why. The calling thread does not hold the GIL
-        while it waits.
-
-        With ``processes=N`` (or ``"auto"``: the CPU count), this process
-        supervises N worker processes of ``workers`` threads each instead,
-        as ``taskito worker --processes N`` does: each is a new interpreter
-        that imports ``app`` (``"module:attribute"``, naming this Queue),
-        and signals reach every one. It raises ``TaskitoError`` if a worker
-        process keeps failing to start.
-        """
-        if processes is not None:
-            self._supervise(processes, app, queues, workers, prefetch, async_concurrency)
-            return
-        self._run_in_foreground(queues, workers, prefetch, async_concurrency)
-
-    def _run_in_foreground(
-        self,
-        queues: list[str] | None,
-        workers: int | None,
-        prefetch: int | None,
-        async_concurrency: int | None,
-        on_started: Callable[[_stopping.StopSignals], object] | None = None,
-    ) -> None:
-        """``run_worker`` in this process; ``on_started`` is called with its
-        stop signals once the worker runs (``taskito worker`` under a
-        supervisor tells it then, and hands it the supervisor's stops)."""
-        engine = self._client.engine
-        # Handlers first: a signal that arrives once jobs run must stop the worker.
-        signals = _stopping.StopSignals(engine, self.shutdown_timeout)
-        signals.install()
-        try:
-            self.start_worker(queues, workers=workers, prefetch=prefetch, async_concurrency=async_concurrency)
-            if on_started is not None:
-                on_started(signals)
-        except BaseException:
-            signals.restore()  # and leave alone a worker that was already running
-            raise
-        try:
-            while not engine.wait_worker(0.1):
-                if engine.worker_stopping():
-                    break
-            # The handlers stay: a second signal while running tasks finish
-            # stops the worker at once.
-            _stopping.wait_in_slices(self.shutdown)
-        finally:
-            signals.restore()
-        error = engine.worker_error
-        if error is not None:
-            raise StorageError(error)
-        if signals.hurried:
-            raise SystemExit(signals.exit_status)
-
-    def _supervise(
-        self,
-        processes: int | str,
-        app: str | None,
-        queues: list[str] | None,
-        workers: int | None,
-        prefetch: int | None,
-        async_concurrency: int | None,
-    ) -> None:
-        from taskito import _supervisor
-
-        if not isinstance(app, str) or not app:
-            raise InvalidArgumentError(
-                "run_worker(processes=...) needs app='module:attribute' naming this Queue: "
-                "each worker process is a new interpreter that imports it"
-            )
-        count = _supervisor.process_count(processes)
-        if self.db_path == ":memory:":
-            raise InvalidArgumentError(_supervisor.MEMORY_REFUSED)
-        threads = self.worker_threads if workers is None else _options.count("workers", workers)
-        args = ["--workers", str(threads or os.cpu_count() or 1)]
-        if queues is not None:
-            args += ["--queues", ",".join(queues)]
-        if prefetch is not None:
-            args += ["--prefetch", str(_options.count("prefetch", prefetch))]
-        if async_concurrency is not None:
-            coroutines = _options.count("async_concurrency", async_concurrency, minimum=1)
-            args += ["--async-concurrency", str(coroutines)]
-        level = logging.getLevelName(logging.getLogger("taskito").getEffectiveLevel())
-        args += ["--log-level", level if level in _supervisor.LOG_LEVELS else "INFO"]
-        # The children import `app` where this process would: the folder of
-        # the script it runs (or the current one, under python -m) comes first.
-        supervisor = _supervisor.Supervisor(app, count, args, pythonpath=sys.path[0] if sys.path else None)
-        status = supervisor.run()
-        if supervisor.error is not None:
-            raise TaskitoError(supervisor.error)
-        if status:
-            raise SystemExit(status)
-
-    def shutdown(self, timeout: float | None = None) -> int:
-        """Stops the worker: claims nothing new, lets running jobs finish
-        within ``timeout`` seconds (default ``shutdown_timeout``), and hands
-        every other job it holds back to the queue. The queue stays usable
-        for enqueueing.
-
-        Returns how many tasks were still running when the time ran out (0
-        normally); their threads cannot be killed and are left behind.
-        Called from inside a task, it starts the shutdown in the background
-        and returns 0 at once."""
-        grace = self.shutdown_timeout if timeout is None else _options.seconds("timeout", timeout)
-        if _current.get() is not None:
-            # Called by a task: stopping waits for every task, this one
-            # included, so it has to happen elsewhere, after this one returns.
-            threading.Thread(target=self.shutdown, args=(grace,), name="taskito-shutdown").start()
-            return 0
-        left = self._client.engine.stop_worker(grace)
-        # Coroutines still running were interrupted: give them a moment.
-        self._event_loop.close()
-        self._worker_engine = None
-        if left:
-            logger.warning(
-                "%d task(s) were still running %.1fs after shutdown; their jobs were "
-                "released and will run again",
-                left,
-                grace,
-            )
-        return int(left)
-
     def close(self) -> None:
         """Stops the worker (see ``shutdown``) and closes the database.
         Threads of this process waiting in ``result()`` or ``aresult()`` on
@@ -709,22 +418,6 @@ class Queue:
             raise InvalidArgumentError("drop_schema() is for PostgreSQL queues; this one is on SQLite")
         self.close()
         self._engine.drop_schema()
-
-    def running_tasks(self) -> dict[str, int]:
-        """For tooling and plugins: the jobs this Queue's worker is running
-        right now, each with the ident of the thread running it (what
-        ``threading.get_ident()`` returns inside the task), so that
-        ``sys._current_frames()[ident]`` shows where the task is. Empty when
-        no worker runs."""
-        return dict(self._client.engine.running_tasks())
-
-    # ── running tasks (called by the engine's executor threads) ───────────
-
-    def _execute(self, *attempt: Any) -> _execution.AttemptOutcome:
-        """The engine's ``execute`` callback: one attempt, with this Queue's
-        tasks, serializer and event loop (see ``_execution.execute`` for the
-        arguments)."""
-        return _execution.execute(self._tasks, self._client, self._event_loop, *attempt)
 
 
 def _import_name(module: str) -> str:
