@@ -3,9 +3,10 @@
 //! code for the worker's executor threads. Everything else lives in the
 //! Python-free engine.
 //!
-//! `native_queue` is the pyclass one `Queue` drives; `watch` backs
-//! `aresult()`; `runner` and `events` are what the worker's threads call
-//! into Python through; `deferred` is how coroutines report back; `outcome` reads what a task's attempt returned;
+//! `native_queue` is the pyclass one `Queue` drives (its worker methods in
+//! `native_worker`); `watch` backs `aresult()`; `runner` and `events` are
+//! what the worker's threads call into Python through; `deferred` is how
+//! coroutines report back; `outcome` reads what a task's attempt returned;
 //! `convert` turns engine values into Python ones; `errors` is the
 //! exception hierarchy.
 
@@ -14,6 +15,7 @@ mod deferred;
 mod errors;
 mod events;
 mod native_queue;
+mod native_worker;
 mod outcome;
 mod runner;
 mod watch;
