@@ -240,9 +240,11 @@ class WorkerProcess:
         self.name = name
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.signalled = False
 
     def start(self) -> None:
         env = pythonpath.environment(pythonpath.expose(self.workdir)) | self.env
+        self.signalled = False
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -273,9 +275,12 @@ class WorkerProcess:
             return ""
 
     def terminate(self) -> None:
-        """SIGTERM, each engine's signal for a warm shutdown; ``stop`` waits."""
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGTERM, each engine's signal for a warm shutdown, once; ``stop``
+        waits. Once: a second SIGTERM is a cold shutdown to some (Dramatiq
+        kills its worker processes, before they write their notes)."""
+        if self.proc is not None and self.proc.poll() is None and not self.signalled:
             self.proc.send_signal(signal.SIGTERM)
+            self.signalled = True
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, then SIGKILL for whatever is left after ``grace``
