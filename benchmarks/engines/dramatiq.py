@@ -24,7 +24,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
-from dramatiq.results.errors import ResultFailure
+from dramatiq.results.errors import ResultFailure, ResultMissing
 
 from benchmarks.engines import base
 from benchmarks.grid import Cell
@@ -146,13 +146,19 @@ class DramatiqAdapter(base.RedisWorkerAdapter):
         return [times.get(message.message_id) for message in handles]
 
     def failures(self, handles: list[Any]) -> int:
-        failed = 0
-        for message in self.steps(handles):
-            try:
-                message.get_result(backend=self.backend)
-            except ResultFailure:
-                failed += 1
-        return failed
+        if self.cell.task == "chain":
+            # Only a pipeline's last result is kept (each step's is piped on):
+            # one that is missing means a step before it failed.
+            lasts = [pipe.messages[-1] for pipe in handles]
+            return sum(not self.has_result(message, ResultFailure, ResultMissing) for message in lasts)
+        return sum(not self.has_result(message, ResultFailure) for message in handles)
+
+    def has_result(self, message: Any, *failures: type[Exception]) -> bool:
+        try:
+            message.get_result(backend=self.backend)
+        except failures:
+            return False
+        return True
 
     def close_clients(self) -> None:
         self.results.close()
