@@ -124,8 +124,9 @@ def test_the_cross_process_group_alone_brings_the_in_process_drain_it_is_set_aga
     assert "issue 13 targets" not in out
 
 
+@pytest.mark.usefixtures("redis_to_itself")
 def test_issue_13s_targets_each_print_a_value_and_a_verdict_or_why_not(
-    capsys: pytest.CaptureFixture[str], redis_to_itself: None
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = [
         *TINY,
