@@ -29,6 +29,18 @@ Dramatiq's and the pool's just after. From those times:
   first completion to the last: how fast running workers get through a
   backlog, whatever their start-up took.
 
+The ``chain`` kind (``tasks.CHAIN_LENGTH`` steps per chain): ``jobs`` are
+the steps, so ``jobs / CHAIN_LENGTH`` chains are enqueued (half one call
+each, the other half by the engine's batch call where it has one for
+chains, else one call each) and drained. Each step counts as a job: the
+chain's ``drain_per_s`` is every step of every chain after the first
+completion, divided by the time from the first completion (of any step) to
+the last, which is comparable with noop's: the same jobs per second, with
+the engine passing each result on and starting the next step in between.
+Enqueue rates are not measured for chains (what an engine stores when a
+chain is enqueued differs: every step, the first, one message), and a
+round trip is one chain's: enqueued to its last step's value.
+
 Polling the engine's count of finished jobs only tells the cell that the
 drain is over; it does not time it. The thread pool has no queue to hold a
 backlog: its jobs are submitted when it starts, so its drain includes the
@@ -43,6 +55,7 @@ crosses processes, and their start-up (Python's included) is part of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -55,6 +68,7 @@ from typing import Any
 from benchmarks import engines, procs
 from benchmarks.engines.base import CHECK_EVERY, Adapter, Unavailable
 from benchmarks.grid import Cell
+from benchmarks.tasks import CHAIN_LENGTH, KINDS
 
 MARK = "BENCH-RESULT "
 # How often the cell reads the engine's count of finished jobs to learn that
@@ -186,24 +200,29 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     """
     handles: list[Any] = []
     memory: list[int | None] = []
+    per_unit = jobs_per_unit(cell)
+    units = cell.jobs // per_unit  # jobs, or chains
     adapter.start_workers()
     if cell.warmup:
-        handles += adapter.enqueue_many(range(cell.warmup))
-        wait_finished(adapter, 0, cell.warmup)
+        warmup = max(1, cell.warmup // per_unit)
+        handles += adapter.enqueue_many(range(warmup))
+        wait_finished(adapter, 0, warmup * per_unit)
     handles += settle(adapter, cell)
     memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
     base = adapter.finished()
-    half = cell.jobs // 2
+    half = units // 2
     t0 = time.perf_counter()
     backlog = [adapter.enqueue_one(i) for i in range(half)]
     delay_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    backlog += adapter.enqueue_many(range(half, cell.jobs))
+    backlog += adapter.enqueue_many(range(half, units))
     map_s = time.perf_counter() - t0
     handles += backlog
     memory.append(procs.tree_pss_bytes(os.getpid()))
+    # Enqueue rates of single jobs only (see the module's docstring on chains).
+    timed_enqueue = adapter.stores_jobs and per_unit == 1
 
     start = time.time()  # Unix time: the clock of the completion times
     adapter.start_workers()
@@ -223,11 +242,15 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
     memory.append(procs.tree_pss_bytes(os.getpid()))
     adapter.stop_workers()
 
-    first_completion_s, drain_per_s = drain(adapter.finished_at(backlog), start, time.time())
+    read_at = time.time()
+    steps = adapter.steps(backlog)
+    if len(steps) != cell.jobs:
+        raise RuntimeError(f"the backlog's {units} enqueue calls made {len(steps)} jobs, not {cell.jobs}")
+    first_completion_s, drain_per_s = drain(adapter.finished_at(steps), start, read_at)
     stored = adapter.stored_latencies(timed)
     result: dict[str, Any] = {
-        "enqueue_delay_per_s": half / delay_s if adapter.stores_jobs and delay_s > 0 else None,
-        "enqueue_map_per_s": (cell.jobs - half) / map_s if adapter.stores_jobs and map_s > 0 else None,
+        "enqueue_delay_per_s": half / delay_s if timed_enqueue and delay_s > 0 else None,
+        "enqueue_map_per_s": (units - half) / map_s if timed_enqueue and map_s > 0 else None,
         "drain_per_s": drain_per_s,
         "first_completion_s": first_completion_s,
         "latency_samples": len(round_trips),
@@ -239,6 +262,16 @@ def measure(adapter: Adapter, cell: Cell) -> dict[str, Any]:
         for name, value in zip(("p50", "p95", "p99"), values or (None, None, None), strict=True):
             result[f"latency_{kind}_{name}_ms"] = value
     return result
+
+
+def jobs_per_unit(cell: Cell) -> int:
+    """Jobs each enqueue call makes: CHAIN_LENGTH for chains, else 1.
+    Raises if the cell's jobs are not whole chains."""
+    if cell.task != "chain":
+        return 1
+    if cell.jobs % CHAIN_LENGTH or cell.jobs < CHAIN_LENGTH:
+        raise ValueError(f"chain cells run whole chains of {CHAIN_LENGTH} jobs: got {cell.jobs} jobs")
+    return CHAIN_LENGTH
 
 
 def interpreter() -> dict[str, str]:
@@ -268,7 +301,10 @@ def probe(cell: Cell) -> dict[str, Any]:
         return {"available": False, "reason": reason}
     except Unavailable as exc:
         return {"available": False, "reason": str(exc)}
-    return {"available": True, "reason": "", **interpreter(), **adapter.build()}
+    # The kinds it cannot run, each with the reason: their cells are skipped.
+    kinds = {kind: adapter.cannot_run(dataclasses.replace(cell, task=kind)) for kind in KINDS}
+    skipped = {kind: reason for kind, reason in kinds.items() if reason is not None}
+    return {"available": True, "reason": "", "skipped_tasks": skipped, **interpreter(), **adapter.build()}
 
 
 def cleanup(cell: Cell, workdir: Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, PLACEMENTS, adapter_of
 from benchmarks.schema import METRICS
 from benchmarks.sweep import Plan, Stopped, first_ctrl_c_only
 from benchmarks.sweep import run as run_sweep
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import CHAIN_LENGTH, KINDS
 
 # The default sweep: about two minutes on 2 cores with every peer available,
 # plus the round trips of taskito's process cells: 110 a cell, ~50 ms each
@@ -54,7 +54,8 @@ from benchmarks.tasks import TASKS
 # the DB modes when a server answers at --pg-url (see with_postgres), so
 # that the sweep still runs where there is none.
 DEFAULTS = {
-    "engines": ",".join(ENGINES),
+    # The async-only peers run async_sleep alone: --engines names them.
+    "engines": ",".join(name for name, info in ENGINES.items() if info.pool != "event loop"),
     "db": "memory,file,redis",
     "placement": "thread,process",
     "processes": "1",
@@ -67,6 +68,7 @@ DEFAULTS = {
     "idle_gap": 0.5,
     "warmup": 100,
     "cell_timeout": 120.0,
+    "async_concurrency": 1000,
 }
 SUBCOMMANDS = ("sweep", "compare", "report")
 
@@ -161,7 +163,8 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULTS["engines"],
         metavar="LIST",
         help=f"engines to run: {', '.join(ENGINES)}; NAME@LABEL runs another copy "
-        "(give it --python). Default: all (unavailable ones are skipped)",
+        "(give it --python). Default: all but the async-only ones, which run only async kinds "
+        "(unavailable ones are skipped)",
     )
     sweep.add_argument(
         "--db",
@@ -188,9 +191,11 @@ def parser() -> argparse.ArgumentParser:
         type=whole_numbers(1),
         default=DEFAULTS["processes"],
         metavar="LIST",
-        help="counts of worker processes for placement=process, each running --workers workers: "
-        "`taskito worker` processes for taskito and taskito-ref (the peers run one worker command "
-        "each, whose own pools are not counted here yet) (default: %(default)s)",
+        help="counts of worker processes for placement=process, each running --workers tasks at once: "
+        "taskito's (`taskito worker --processes N`), Dramatiq's (--processes N --threads T), and the "
+        "pools of engines whose processes run one task each, N x T of them (Celery's prefork "
+        "children, RQ's workers, Huey's process workers); the async peers run N processes of one "
+        "event loop each (default: %(default)s)",
     )
     sweep.add_argument(
         "--workers",
@@ -201,10 +206,20 @@ def parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument(
         "--tasks",
-        type=comma_list(list(TASKS)),
+        type=comma_list(KINDS),
         default=DEFAULTS["tasks"],
         metavar="LIST",
-        help=f"task kinds: {', '.join(TASKS)} (default: %(default)s)",
+        help=f"task kinds: {', '.join(KINDS)} (benchmarks/tasks.py; chain: --jobs counts every step of "
+        f"chains of {CHAIN_LENGTH}) (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--async-concurrency",
+        type=whole_number(1),
+        default=DEFAULTS["async_concurrency"],
+        metavar="N",
+        help="coroutines each worker process runs at once for async task kinds (async_sleep): "
+        "taskito's --async-concurrency, SAQ's concurrency, taskiq's --max-async-tasks "
+        "(default: %(default)s)",
     )
     sweep.add_argument(
         "--jobs",
@@ -341,6 +356,8 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
             top.error(f"--python {engine}=...: {engine} is not in --engines ({','.join(args.engines)})")
     if "process" not in args.placement and args.processes != whole_numbers(1)(str(DEFAULTS["processes"])):
         top.error("--processes counts worker processes: give --placement process too")
+    if "chain" in args.tasks and args.jobs % CHAIN_LENGTH:
+        top.error(f"--jobs {args.jobs}: chain cells run whole chains of {CHAIN_LENGTH} jobs")
     decided = with_postgres(args)
     if decided is not None:
         print(decided, file=sys.stderr, flush=True)
@@ -370,6 +387,7 @@ def sweep(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str
         idle_samples=args.idle_samples,
         idle_gap=args.idle_gap,
         pg_url=args.pg_url,
+        async_concurrency=args.async_concurrency,
     )
     with first_ctrl_c_only():
         try:

@@ -12,8 +12,8 @@ import pandas as pd
 
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES, PLACEMENTS, adapter_of
-from benchmarks.schema import ADDED_COLUMNS, ADDED_METRICS, COUNTS, KEY, METRICS
-from benchmarks.tasks import TASKS
+from benchmarks.schema import ADDED_COLUMNS, ADDED_METRICS, COUNTS, KEY, METRICS, POOL_COUNTED_SINCE
+from benchmarks.tasks import KINDS
 
 DEFAULT_METRICS = ["drain_per_s"]
 # What a B/A comparison looks at unless told otherwise.
@@ -142,7 +142,27 @@ def with_added_columns(frame: pd.DataFrame) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = value
     frame["processes"] = frame["processes"].astype(int)
+    return with_pool_processes(frame)
+
+
+def with_pool_processes(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV made before ``processes`` counted the peers' pool processes
+    (``schema.POOL_COUNTED_SINCE``) gave Celery's prefork children and RQ's
+    workers as ``workers`` of one worker command: read as what they were,
+    that many processes of one task each, as a sweep counts them now, so
+    that its rows line up with a new sweep's."""
+    if POOL_COUNTED_SINCE in frame.columns:
+        return frame
+    frame = frame.copy()
+    pooled = frame["engine"].map(lambda e: _pool(e) == "processes") & (frame["placement"] == "process")
+    frame.loc[pooled, "processes"] = frame.loc[pooled, "processes"] * frame.loc[pooled, "workers"]
+    frame.loc[pooled, "workers"] = 1
     return frame
+
+
+def _pool(engine: str) -> str:
+    info = ENGINES.get(adapter_of(engine))
+    return info.pool if info is not None else "threads"
 
 
 def _only_placement(engine: str) -> str:
@@ -152,8 +172,9 @@ def _only_placement(engine: str) -> str:
 
 def where(engine: str, placement: str, processes: int, short: bool = False) -> str:
     """Where a row's workers ran, in words: "threads in the measuring
-    process" or, say, "2 `taskito worker` processes"; ``short``: "threads",
-    "2 processes"."""
+    process" or, say, "2 processes, `celery worker --pool=prefork`" (the
+    processes that ran tasks, and the command that started them);
+    ``short``: "threads", "2 processes"."""
     plural = "" if processes == 1 else "es"
     if placement == "thread":
         return "threads" if short else PLACEMENTS["thread"]
@@ -161,7 +182,7 @@ def where(engine: str, placement: str, processes: int, short: bool = False) -> s
         return f"{processes} process{plural}"
     info = ENGINES.get(adapter_of(engine))
     command = info.worker_command if info is not None and info.worker_command else "worker"
-    return f"{processes} `{command}` process{plural}"
+    return f"{processes} process{plural}, `{command}`"
 
 
 def placements_vary(*summaries: pd.DataFrame) -> bool:
@@ -205,7 +226,7 @@ def _sort_key(index: pd.Index) -> pd.Index:
         engines = {name: i for i, name in enumerate(ENGINES)}
         return index.map(lambda v: (engines.get(adapter_of(v), len(engines)), v))
     if index.name == "task":
-        tasks = {name: i for i, name in enumerate(TASKS)}
+        tasks = {name: i for i, name in enumerate(KINDS)}
         return index.map(lambda v: tasks.get(v, len(tasks)))
     if index.name == "db":
         modes = {name: i for i, name in enumerate(DB_MODES)}

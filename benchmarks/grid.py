@@ -1,7 +1,8 @@
 """What a sweep is made of: database modes, placements and cells.
 
 A cell is one engine, database mode, placement (with its count of worker
-processes), worker count, task kind and job count, run once (one
+processes), worker count, task kind (with, for async kinds, the coroutines
+each worker process runs at once) and job count, run once (one
 repetition). This module, ``cell``, ``tasks`` and
 ``engines`` use the standard library only, because a cell may run under
 another interpreter (``--python ENGINE=PATH``) that has nothing but its
@@ -88,12 +89,16 @@ class Cell:
     warmup: int  # jobs run and waited for before anything is timed
     redis_url: str = DEFAULT_REDIS_URL
     placement: str = "thread"  # a key of PLACEMENTS
-    # Worker processes besides the measuring one, each running ``workers``
-    # workers; 0 with placement "thread".
+    # Processes that run the tasks, besides the measuring one, each running
+    # ``workers`` of them at once: taskito's worker processes, the peers'
+    # pool processes (see engines.EngineInfo.pool); 0 with placement "thread".
     processes: int = 0
     idle_samples: int = 0  # round trips timed after idle gaps
     idle_gap: float = 0.5  # seconds of nothing before each of those
     pg_url: str = DEFAULT_PG_URL  # the PostgreSQL server of the postgres mode
+    # Coroutines each worker process runs at once, for async task kinds
+    # (tasks.ASYNC_TASKS); 0 for the others.
+    async_concurrency: int = 0
 
     @property
     def adapter(self) -> str:
@@ -109,4 +114,5 @@ class Cell:
 
     def label(self) -> str:
         where = f" processes={self.processes}" if self.placement == "process" else ""
-        return f"{self.engine} {self.db}{where} workers={self.workers} {self.task}"
+        coroutines = f" concurrency={self.async_concurrency}" if self.async_concurrency else ""
+        return f"{self.engine} {self.db}{where} workers={self.workers} {self.task}{coroutines}"

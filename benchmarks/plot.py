@@ -19,7 +19,7 @@ from benchmarks.compare import placements_vary, summarize, where
 from benchmarks.engines import ENGINES
 from benchmarks.grid import DB_MODES
 from benchmarks.schema import METRICS
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import KINDS
 
 
 def throughput(frames: dict[str, pd.DataFrame], path: Path, metric: str = "drain_per_s") -> Path:
@@ -41,7 +41,7 @@ def figure(frames: dict[str, pd.DataFrame], metric: str = "drain_per_s") -> Figu
     every = every[every["runs"] > 0]
     if every.empty:
         raise ValueError("no cell finished: nothing to plot")
-    tasks = [task for task in TASKS if task in set(every["task"])]
+    tasks = [task for task in KINDS if task in set(every["task"])]
     dbs = [db for db in DB_MODES if db in set(every["db"])]
     # Constrained layout sizes the panels around every label: tight_layout
     # left the y label, longer than a panel is high, cut off at the figure's

@@ -45,6 +45,11 @@ COUNTS = ("workers", "processes", "repetition")
 # the CSV's numbers were defined otherwise and do not compare.
 ADDED_METRICS = ("latency_rtt_idle_p50_ms", "latency_rtt_idle_p95_ms", "latency_rtt_idle_p99_ms")
 ADDED_COLUMNS = {"idle_samples": 0, "idle_gap_s": 0.0}
+# The column that came with counting the peers' pool processes in
+# ``processes``: a CSV without it counted worker commands there, and gave
+# Celery's prefork children and RQ's workers as ``workers`` (compare.load
+# reads such rows as processes; see compare.with_pool_processes).
+POOL_COUNTED_SINCE = "async_concurrency"
 
 STATUSES = ("ok", "timeout", "error", "skipped")
 
@@ -61,12 +66,16 @@ COLUMNS: dict[str, str] = {
     "PostgreSQL fsync and synchronous_commit as the server reports them)",
     "placement": "where the workers ran: thread (threads in the measuring process, the cell's) or "
     "process (worker processes beside it, sharing its database); see processes",
-    "processes": "worker processes the cell started, each running `workers` workers: `taskito worker` "
-    "processes for taskito, the one worker command of Celery, RQ, Dramatiq, procrastinate and "
-    "pgqueuer (whose pools may fork more); 0 for placement thread",
-    "workers": "workers per worker process, or threads in the measuring process (placement thread)",
-    "task": "task kind: noop, cpu_light, io_sleep",
-    "jobs": "jobs enqueued (half one by one, half in a batch) and drained",
+    "processes": "processes that ran the tasks, each running `workers` at once: taskito's worker "
+    "processes, Dramatiq's (--processes), Celery's prefork children, RQ's workers, Huey's process "
+    "workers, the async peers' worker processes; one for procrastinate and pgqueuer; 0 for placement "
+    "thread (see benchmarks/engines/__init__.py, POOLS)",
+    "workers": "tasks each of those processes ran at once (its threads; 1 for a process that runs one "
+    "task at a time, or an event loop), or threads in the measuring process (placement thread)",
+    "task": "task kind: noop, cpu_light, io_sleep, cpu_ms, chain, async_sleep (benchmarks/tasks.py)",
+    "async_concurrency": "coroutines each worker process ran at once, for async task kinds; empty for the others",
+    "jobs": "jobs enqueued (half one by one, half in a batch) and drained; for chain, every step of "
+    "each chain counts",
     "repetition": "1-based repetition of this cell",
     "samples": "round trips timed for latency, back to back",
     "idle_samples": "round trips timed after idle gaps",

@@ -26,6 +26,7 @@ from benchmarks.engines import ENGINES, TREE_ENGINE
 from benchmarks.grid import DB_MODES, DEFAULT_REDIS_URL, Cell, adapter_of, placement_conflict
 from benchmarks.pg import DEFAULT_PG_URL, SCHEMAS_FILE
 from benchmarks.schema import COLUMNS
+from benchmarks.tasks import is_async
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE_TIMEOUT = 60.0
@@ -98,6 +99,7 @@ class Plan:
     idle_samples: int = 0
     idle_gap: float = 0.5
     pg_url: str = DEFAULT_PG_URL
+    async_concurrency: int = 1000
 
     def python(self, engine: str) -> str:
         return self.pythons.get(engine, sys.executable)
@@ -105,13 +107,11 @@ class Plan:
     def placed(self, engine: str) -> list[tuple[str, int]]:
         """(placement, processes) for an engine's cells: each placement asked
         for that it has, with each count of processes; an engine with one
-        placement runs in it whatever was asked (peers keep theirs), with
-        one worker command (a later count of their pools goes here)."""
+        placement runs in it whatever was asked (peers keep theirs)."""
         placements = ENGINES[adapter_of(engine)].placements
-        if len(placements) == 1:
-            return [(placements[0], 0 if placements[0] == "thread" else 1)]
+        asked = list(placements) if len(placements) == 1 else [p for p in self.placements if p in placements]
         placed: list[tuple[str, int]] = []
-        for placement in (p for p in self.placements if p in placements):
+        for placement in asked:
             if placement == "thread":
                 placed.append(("thread", 0))
             else:
@@ -120,12 +120,14 @@ class Plan:
 
     def cells(self) -> list[Cell]:
         """Repetitions outermost: noise from other work on the machine then
-        spreads over every cell instead of spoiling all runs of one."""
-        return [
+        spreads over every cell instead of spoiling all runs of one. Each
+        cell is what runs (``shape``): two asked for that run the same
+        (Celery's 1 process of 2 workers and 2 processes of 1) are one."""
+        cells = [
             Cell(
                 engine,
                 db,
-                w,
+                workers,
                 task,
                 self.jobs,
                 rep,
@@ -137,15 +139,18 @@ class Plan:
                 idle_samples=self.idle_samples,
                 idle_gap=self.idle_gap,
                 pg_url=self.pg_url,
+                async_concurrency=self.async_concurrency if is_async(task) else 0,
             )
             for rep in range(1, self.repeat + 1)
             for engine in self.engines
             for db in self.dbs
             if db in ENGINES[adapter_of(engine)].modes
-            for placement, processes in self.placed(engine)
+            for placement, asked_processes in self.placed(engine)
             for task in self.tasks
             for w in self.workers
+            for processes, workers in [shape(engine, placement, asked_processes, w)]
         ]
+        return list(dict.fromkeys(cells))
 
     def unsupported(self) -> list[str]:
         """A line for each engine that runs in none of the modes asked for."""
@@ -157,6 +162,19 @@ class Plan:
                     f"{engine}: no cells: it runs on {', '.join(modes)}, not on --db {','.join(self.dbs)}"
                 )
         return notes
+
+
+def shape(engine: str, placement: str, processes: int, workers: int) -> tuple[int, int]:
+    """(processes, workers) that an engine runs for ``processes`` worker
+    processes of ``workers`` workers each (see engines.POOLS): the same
+    for threads, N x T processes of one task each for a pool of processes,
+    and no worker threads beside an event loop."""
+    pool = ENGINES[adapter_of(engine)].pool
+    if placement != "process" or pool == "threads":
+        return processes, workers
+    if pool == "processes":
+        return processes * workers, 1
+    return processes, 1
 
 
 def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = None) -> dict[str, Any]:
@@ -432,6 +450,13 @@ def _probe_engines(
                 write(f"{which}: skipped: {found['reason']}")
     for reason in dict.fromkeys(r for c in cells if (r := placement_conflict(c)) is not None):
         write(f"cells with placement=process skipped: {reason}")
+    for engine, backend in available:
+        asked = dict.fromkeys(
+            c.task for c in cells if c.engine == engine and DB_MODES[c.db].backend == backend
+        )
+        for task, reason in available[engine, backend].get("skipped_tasks", {}).items():
+            if task in asked:
+                write(f"{engine} {task}: skipped: {reason}")
     return available
 
 
@@ -457,7 +482,8 @@ def _row(plan: Plan, cell: Cell, static: dict[str, Any], probe: dict[str, Any]) 
     # The interpreter and engine build, as the probe saw them, also for
     # cells that die early; a cell that runs says it again from inside.
     row.update({k: v for k, v in probe.items() if k.startswith("python_") or k in BUILD})
-    conflict = placement_conflict(cell)
+    row["async_concurrency"] = cell.async_concurrency or None
+    conflict = placement_conflict(cell) or probe.get("skipped_tasks", {}).get(cell.task)
     if not probe["available"]:
         row.update({"status": "skipped", "error": probe["reason"], "cell_seconds": 0.0})
     elif conflict is not None:

@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.argtypes import seconds, whole_number
+from benchmarks.argtypes import comma_list, seconds, whole_number
 from benchmarks.grid import Cell
 from benchmarks.sweep import Progress, probe, run_cell
 
@@ -49,6 +49,12 @@ TARGETS = {
     "cross_p50_ms": 0.3,
     "cross_p99_ms": 1.0,
     "two_processes_vs_threads": 1.0,
+}
+# Which targets a run measures (--groups).
+GROUPS = {
+    "engine": "the engine's own, in the cell's process",
+    "cross": "across processes, with `taskito worker`",
+    "issue13": "worker processes and async tasks (benchmarks/pool_targets.py)",
 }
 # The cell's columns shown here.
 SHOWN = (
@@ -82,6 +88,11 @@ class Config:
     # and none after idle gaps.
     samples: int | None = None
     idle: bool = False
+    task: str = "noop"
+    jobs: int | None = None  # None: --jobs
+    async_concurrency: int = 0
+    # Only a baseline: a run without it prints the reason, and its targets "not measured".
+    optional: bool = False
 
 
 def configs(default_workers: int) -> list[Config]:
@@ -94,7 +105,7 @@ def configs(default_workers: int) -> list[Config]:
     return [
         *found,
         Config("ThreadPoolExecutor(2)", "threadpool", "memory", 2),
-        Config("huey SqliteHuey workers=2", "huey", "file", 2),
+        Config("huey SqliteHuey workers=2", "huey", "file", 2, optional=True),
     ]
 
 
@@ -183,16 +194,45 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="kill a run after this long (default: %(default)s)",
     )
+    parser.add_argument(
+        "--groups",
+        type=comma_list(list(GROUPS)),
+        default=",".join(GROUPS),
+        metavar="LIST",
+        help="which targets: "
+        + "; ".join(f"{name}: {what}" for name, what in GROUPS.items())
+        + " (default: all)",
+    )
+    parser.add_argument(
+        "--cpu-jobs",
+        type=whole_number(2),
+        default=2000,
+        help="cpu_ms jobs per run, issue 13's targets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--async-jobs",
+        type=whole_number(2),
+        default=10_000,
+        help="async_sleep jobs per run, issue 13's targets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--async-concurrency",
+        type=whole_number(1),
+        default=1000,
+        metavar="N",
+        help="coroutines at once per worker process for async_sleep (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     default_workers = os.cpu_count() or 1
+    from benchmarks import pool_targets  # it builds on this module's Config
 
     def cell(config: Config, repetition: int) -> Cell:
         return Cell(
             config.engine,
             config.db,
             config.workers,
-            "noop",
-            args.jobs,
+            config.task,
+            config.jobs or args.jobs,
             repetition,
             args.latency_samples if config.samples is None else config.samples,
             args.warmup,
@@ -200,18 +240,30 @@ def main(argv: list[str] | None = None) -> int:
             processes=config.processes,
             idle_samples=args.idle_samples if config.idle else 0,
             idle_gap=args.idle_gap,
+            async_concurrency=config.async_concurrency,
         )
 
+    # The cross-process drain is set against the in-process one of the engine's configurations.
+    in_process = [c for c in configs(default_workers) if c.label == f"taskito file workers={default_workers}"]
+    chosen = {
+        "engine": configs(default_workers),
+        "cross": cross_configs(default_workers, args.cross_samples)
+        + ([] if "engine" in args.groups else in_process),
+        "issue13": pool_targets.configs(
+            args.cross_samples, args.cpu_jobs, args.async_jobs, args.async_concurrency
+        ),
+    }
     available: list[Config] = []
     skipped: dict[str, str] = {}
-    for config in configs(default_workers) + cross_configs(default_workers, args.cross_samples):
+    for config in (c for group in args.groups for c in chosen[group]):
         answer = probe(cell(config, 1), sys.executable)
-        if answer["available"]:
+        reason = answer["reason"] if not answer["available"] else answer["skipped_tasks"].get(config.task)
+        if reason is None:
             available.append(config)
-        elif config.engine == "huey":
-            skipped[config.label] = answer["reason"]
+        elif config.optional:
+            skipped[config.label] = reason
         else:
-            sys.exit(f"{config.label}: cannot run: {answer['reason']}")
+            sys.exit(f"{config.label}: cannot run: {reason}")
 
     # Repetitions outermost, as in a sweep: noise spreads over every configuration.
     plan = [(config, cell(config, rep)) for rep in range(1, args.repeat + 1) for config in available]
@@ -225,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         runs[config.label].append(row)
     rows = {label: median(found) for label, found in runs.items()}
 
-    pool = rows["ThreadPoolExecutor(2)"]["drain_per_s"]
+    pool = rows.get("ThreadPoolExecutor(2)", {}).get("drain_per_s")
+    tasks = {config.label: config.task for config in available}
     print(
-        f"noop tasks, {args.jobs:,} jobs per run ({args.jobs - args.jobs // 2:,} of them by one map() call), "
-        f"median of {args.repeat}, {default_workers} CPUs\n"
+        f"noop tasks unless named, {args.jobs:,} jobs per run ({args.jobs - args.jobs // 2:,} of them by one "
+        f"map() call), median of {args.repeat}, {default_workers} CPUs\n"
     )
     print(
         f"{'engine':<38} {'enqueue map()':>14} {'process':>11} {'start-up':>10} {'vs pool':>8} "
@@ -236,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for label, r in rows.items():
         process = r["drain_per_s"]
-        ratio = f"{process / pool:.2f}x" if process is not None and pool else "-"
+        ratio = f"{process / pool:.2f}x" if process is not None and pool and tasks[label] == "noop" else "-"
         startup = None if r["first_completion_s"] is None else r["first_completion_s"] * 1e3
         print(
             f"{label:<38} {fmt(r['enqueue_map_per_s'], '/s'):>14} {fmt(process, '/s'):>11} "
@@ -247,7 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     for label, reason in skipped.items():
         print(f"{label}: skipped: {reason}")
     print(f"\n{NOTES}")
+    if "issue13" in args.groups:
+        print(pool_targets.NOTES)
+    if "engine" in args.groups:
+        engine_verdicts(rows, default_workers)
+    if "cross" in args.groups:
+        cross_verdicts(rows, default_workers, args)
+    if "issue13" in args.groups:
+        pool_targets.verdicts(rows, skipped, args.async_concurrency, print)
+    return 0
 
+
+def engine_verdicts(rows: dict[str, dict[str, float | None]], default_workers: int) -> None:
     print("\ntargets (2 cores): enqueue >= 250,000/s, process >= 50,000/s, 8 workers >= 90% of default,")
     print("p50 < 0.3 ms, p99 < 1.5 ms")
     for db in (":memory:", "file"):
@@ -263,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         verdict = ", ".join(f"{name} {result}" for name, result in checks)
         print(f"  {db:<9} {verdict}")
 
+
+def cross_verdicts(
+    rows: dict[str, dict[str, float | None]], default_workers: int, args: argparse.Namespace
+) -> None:
     single, double = (rows[c.label] for c in cross_configs(default_workers, args.cross_samples))
     threads = rows[f"taskito file workers={default_workers}"]
     print(
@@ -278,7 +346,6 @@ def main(argv: list[str] | None = None) -> int:
         f"  {'drain, 2 processes / threads':<30} "
         f"{at_least(ratio_of(double, threads), TARGETS['two_processes_vs_threads'], 'x')} ({drains})"
     )
-    return 0
 
 
 def latency(row: dict[str, float | None], prefix: str) -> str:

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import task_of
 
 # The environment variable that carries ``AppSettings`` as JSON.
 SETTINGS_ENV = "BENCH_APP_SETTINGS"
@@ -24,7 +24,7 @@ SETTINGS_ENV = "BENCH_APP_SETTINGS"
 class AppSettings:
     db_path: str  # "" for a Queue on a server, which queue_options name
     workers: int
-    task: str  # a kind in benchmarks.tasks, registered under that name
+    task: str  # a kind in benchmarks.tasks, registered under that name (a coroutine function for async kinds)
     # More keyword arguments of the engine's Queue (durability, polling; the
     # backend, db_url and schema of a Queue on PostgreSQL).
     queue_options: dict[str, Any] = field(default_factory=dict)
@@ -49,5 +49,5 @@ def build(queue_class: Any, settings: AppSettings) -> tuple[Any, Any]:
     once)."""
     where = {"db_path": settings.db_path} if settings.db_path else {}
     queue = queue_class(**where, workers=settings.workers, default_retry=0, **settings.queue_options)
-    task = queue.task(name=settings.task, max_retries=0)(TASKS[settings.task])
+    task = queue.task(name=settings.task, max_retries=0)(task_of(settings.task))
     return queue, task

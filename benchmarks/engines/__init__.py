@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from benchmarks.engines.base import Adapter
 
 
+# What the worker processes of an engine's process placement run tasks on,
+# which says what a cell's ``processes`` and ``workers`` mean for it:
+POOLS = {
+    # ``workers`` threads in each of ``processes`` processes (taskito,
+    # Dramatiq): any count of either.
+    "threads": "worker threads in each process",
+    # Each process runs one task at a time (Celery's prefork children, RQ's
+    # workers, Huey's process workers): a cell asked for N processes of T
+    # workers runs N x T processes, as many tasks at once, and its row says
+    # so (processes N x T, workers 1).
+    "processes": "one task at a time in each process",
+    # One event loop per process, running the cell's ``async_concurrency``
+    # coroutines at once, and no worker threads: its rows have workers 1.
+    "event loop": "coroutines on one event loop per process",
+}
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     name: str
@@ -29,6 +46,8 @@ class EngineInfo:
     placements: tuple[str, ...]
     # The command that runs its worker processes, as its users type it.
     worker_command: str = ""
+    # What its worker processes run tasks on (a key of POOLS).
+    pool: str = "threads"
     # Set for an engine this tree's interpreter cannot run: how to give it
     # an interpreter of its own (--python).
     needs_python: str = ""
@@ -46,6 +65,7 @@ BOTH = ("thread", "process")
 ENGINES: dict[str, EngineInfo] = {
     info.name: info
     for info in (
+        # Its worker processes: `taskito worker`, or `taskito worker --processes N` (see taskito.py).
         EngineInfo("taskito", ("memory", "file", "file-full", "postgres"), BOTH, "taskito worker"),
         # The project this one re-implements: the ``taskito`` on PyPI.
         EngineInfo(
@@ -59,13 +79,16 @@ ENGINES: dict[str, EngineInfo] = {
             "--python taskito-ref=ref/bin/python",
         ),
         EngineInfo("threadpool", ("memory",), ("thread",)),
-        EngineInfo("huey", ("memory", "file", "file-full"), ("thread",)),
-        EngineInfo("celery", ("redis",), ("process",), "celery worker"),
-        EngineInfo("rq", ("redis",), ("process",), "rq worker-pool"),
-        EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq"),
+        EngineInfo("huey", ("memory", "file", "file-full"), BOTH, "huey_consumer -k process", "processes"),
+        EngineInfo("celery", ("redis",), ("process",), "celery worker --pool=prefork", "processes"),
+        EngineInfo("rq", ("redis",), ("process",), "rq worker-pool", "processes"),
+        EngineInfo("dramatiq", ("redis",), ("process",), "dramatiq --processes"),
         EngineInfo("procrastinate", ("postgres",), ("process",), "procrastinate worker"),
         # Its ``pgq run`` fails with recent typer: the worker calls pgqueuer.run() (see pgqueuer.py).
         EngineInfo("pgqueuer", ("postgres",), ("process",), "pgqueuer.run()"),
+        # Async task queues on Redis: they run only async tasks (async_sleep).
+        EngineInfo("saq", ("redis",), ("process",), "saq", "event loop"),
+        EngineInfo("taskiq", ("redis",), ("process",), "taskiq worker", "event loop"),
     )
 }
 

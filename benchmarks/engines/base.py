@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from benchmarks import procs, pythonpath
 from benchmarks.grid import REDIS_BROKER_DB, REDIS_RESULTS_DB, Cell
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import task_of
 
 T = TypeVar("T")
 # Seconds between checks that worker processes are alive while the cell
@@ -46,12 +46,20 @@ class Adapter(ABC):
     def __init__(self, cell: Cell, workdir: Path) -> None:
         self.cell = cell
         self.workdir = workdir
-        self.fn = TASKS[cell.task]
+        self.fn = task_of(cell.task)
 
     @classmethod
     def probe(cls, cell: Cell) -> None:
         """Raises Unavailable when the engine's service cannot be reached.
         (A missing package already failed the module's import.)"""
+        return None
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        """Why the engine cannot run this cell's task kind (an async kind
+        without an event loop for tasks, a chain without a chain API), or
+        None. Asked by the probe for every kind, so that the sweep skips
+        those cells with the reason."""
         return None
 
     @classmethod
@@ -76,11 +84,19 @@ class Adapter(ABC):
 
     @abstractmethod
     def enqueue_one(self, arg: int) -> Any:
-        """The engine's ``delay()``: one call, one job."""
+        """The engine's ``delay()``: one call, one job; for the ``chain``
+        kind, one chain of ``tasks.CHAIN_LENGTH`` steps, whose handle's
+        ``result()`` is the last step's value."""
 
     def enqueue_many(self, args: Sequence[int]) -> list[Any]:
         """The engine's documented way to enqueue a batch; one by one if it has none."""
         return [self.enqueue_one(arg) for arg in args]
+
+    def steps(self, handles: list[Any]) -> list[Any]:
+        """The handles of every job these handles started: themselves,
+        except for chains, whose every step's handle is listed (what
+        ``finished_at`` then times). Called after the workers have stopped."""
+        return handles
 
     @abstractmethod
     def finished(self) -> int:
@@ -224,9 +240,11 @@ class WorkerProcess:
         self.name = name
         self.log = workdir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.signalled = False
 
     def start(self) -> None:
         env = pythonpath.environment(pythonpath.expose(self.workdir)) | self.env
+        self.signalled = False
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -257,9 +275,12 @@ class WorkerProcess:
             return ""
 
     def terminate(self) -> None:
-        """SIGTERM, each engine's signal for a warm shutdown; ``stop`` waits."""
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGTERM, each engine's signal for a warm shutdown, once; ``stop``
+        waits. Once: a second SIGTERM is a cold shutdown to some (Dramatiq
+        kills its worker processes, before they write their notes)."""
+        if self.proc is not None and self.proc.poll() is None and not self.signalled:
             self.proc.send_signal(signal.SIGTERM)
+            self.signalled = True
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM, then SIGKILL for whatever is left after ``grace``

@@ -1,6 +1,10 @@
 """Celery on Redis: broker in one database, results in another (whose size
 counts finished jobs), and ``celery worker`` with its default prefork pool of
-``--concurrency N`` processes, started as its documentation shows.
+``--concurrency N`` processes, started as its documentation shows: N is the
+cell's processes (each prefork child runs one task at a time, see
+``engines.POOLS``). Chains are Celery's ``chain(task.s(i), task.s(), ...)``,
+the steps found back from the last through ``AsyncResult.parent``. No async
+tasks: Celery runs coroutine functions nowhere.
 
     python -m benchmarks.engines.celery REDIS_URL worker [celery worker options]
 
@@ -16,12 +20,12 @@ from typing import Any
 
 import celery
 import redis
-from celery import Celery, group
+from celery import Celery, chain, group
 from celery.result import AsyncResult, ResultSet
 
 from benchmarks.engines import base
 from benchmarks.grid import Cell
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import CHAIN_LENGTH, TASKS, is_async
 
 
 def make_app(server: str) -> Celery:
@@ -50,7 +54,7 @@ class CeleryAdapter(base.RedisWorkerAdapter):
             cell.redis_url,
             "worker",
             "--pool=prefork",
-            f"--concurrency={cell.workers}",
+            f"--concurrency={cell.processes}",
             "--loglevel=WARNING",
             # Cluster chatter between workers, useless with one worker.
             "--without-gossip",
@@ -58,18 +62,48 @@ class CeleryAdapter(base.RedisWorkerAdapter):
             "--without-heartbeat",
         ]
 
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return "Celery has no async tasks: it runs no coroutine function"
+        return None
+
     def describe(self) -> dict[str, str]:
         return {
             "engine_version": celery.__version__,
-            "engine_setup": f"celery worker --pool=prefork --concurrency={self.cell.workers}",
+            "engine_setup": f"celery worker --pool=prefork --concurrency={self.cell.processes}",
             **base.redis_describe(self.cell.redis_url),
         }
 
     def enqueue_one(self, arg: int) -> AsyncResult:
+        if self.cell.task == "chain":
+            return self.chain(arg)
         return self.task.delay(arg)
 
     def enqueue_many(self, args: Sequence[int]) -> list[Any]:
+        if self.cell.task == "chain":
+            return list(group(self.chain_of(arg) for arg in args).apply_async().results)
         return list(group(self.task.s(arg) for arg in args).apply_async().results)
+
+    def chain_of(self, arg: int) -> Any:
+        return chain(self.task.s(arg), *(self.task.s() for _ in range(CHAIN_LENGTH - 1)))
+
+    def chain(self, arg: int) -> AsyncResult:
+        """A chain of CHAIN_LENGTH steps; its last step's result."""
+        last: AsyncResult = self.chain_of(arg).apply_async()
+        return last
+
+    def steps(self, handles: list[Any]) -> list[Any]:
+        """For chains, each last step and its parents, back to the first."""
+        if self.cell.task != "chain":
+            return handles
+        found = []
+        for last in handles:
+            step = last
+            while step is not None:
+                found.append(step)
+                step = step.parent
+        return found
 
     def finished(self) -> int:
         return int(self.results.dbsize())

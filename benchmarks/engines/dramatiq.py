@@ -1,6 +1,9 @@
 """Dramatiq on Redis with its Results middleware (results in their own
-database, whose size counts finished jobs): ``dramatiq MODULE --processes 1
---threads N``, one worker process with N threads like taskito's executors.
+database, whose size counts finished jobs): ``dramatiq MODULE --processes N
+--threads T``, the cell's processes and workers. Chains are its
+``pipeline`` of messages, each passing its result to the next. No async
+kinds: its async actors (the AsyncIO middleware) each hold a worker thread
+while they await, so no more run at once than there are threads.
 
 Dramatiq stores no completion times: a middleware in the worker process
 (``FinishTimes``) notes them and writes them to a file at shutdown.
@@ -21,11 +24,11 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
-from dramatiq.results.errors import ResultFailure
+from dramatiq.results.errors import ResultFailure, ResultMissing
 
 from benchmarks.engines import base
 from benchmarks.grid import Cell
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import CHAIN_LENGTH, TASKS, is_async
 
 # How the worker processes learn the server: ``setup`` takes no arguments.
 URL_ENV = "BENCH_DRAMATIQ_REDIS"
@@ -87,28 +90,53 @@ class DramatiqAdapter(base.RedisWorkerAdapter):
             "-m",
             "dramatiq",
             f"{__name__}:setup",
-            "--processes=1",
+            f"--processes={cell.processes}",
             f"--threads={cell.workers}",
         ]
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return (
+                "Dramatiq's async actors (AsyncIO middleware) each hold a worker thread while they "
+                "await: no more at once than threads"
+            )
+        return None
 
     def describe(self) -> dict[str, str]:
         return {
             "engine_version": dramatiq.__version__,
-            "engine_setup": f"dramatiq --processes=1 --threads={self.cell.workers}",
+            "engine_setup": f"dramatiq --processes={self.cell.processes} --threads={self.cell.workers}",
             **base.redis_describe(self.cell.redis_url),
         }
 
     def enqueue_one(self, arg: int) -> Any:
+        if self.cell.task == "chain":
+            return self.chain(arg)
         return self.actor.send(arg)
 
     def enqueue_many(self, args: Sequence[int]) -> list[Any]:
+        if self.cell.task == "chain":  # no batch call for pipelines
+            return [self.chain(arg) for arg in args]
         batch = dramatiq.group(self.actor.message(arg) for arg in args).run()
         return list(batch.children)
+
+    def chain(self, arg: int) -> Any:
+        """A pipeline of CHAIN_LENGTH messages, each passing its result on."""
+        steps = [self.actor.message(arg), *(self.actor.message() for _ in range(CHAIN_LENGTH - 1))]
+        return dramatiq.pipeline(steps, broker=self.broker).run()
+
+    def steps(self, handles: list[Any]) -> list[Any]:
+        if self.cell.task != "chain":
+            return handles
+        return [message for pipe in handles for message in pipe.messages]
 
     def finished(self) -> int:
         return int(self.results.dbsize())
 
     def result(self, handle: Any, timeout: float) -> Any:
+        if isinstance(handle, dramatiq.pipeline):  # its last message's result
+            return handle.get_result(block=True, timeout=int(timeout * 1000))
         return handle.get_result(backend=self.backend, block=True, timeout=int(timeout * 1000))
 
     def finished_at(self, handles: list[Any]) -> list[float | None]:
@@ -118,13 +146,19 @@ class DramatiqAdapter(base.RedisWorkerAdapter):
         return [times.get(message.message_id) for message in handles]
 
     def failures(self, handles: list[Any]) -> int:
-        failed = 0
-        for message in handles:
-            try:
-                message.get_result(backend=self.backend)
-            except ResultFailure:
-                failed += 1
-        return failed
+        if self.cell.task == "chain":
+            # Only a pipeline's last result is kept (each step's is piped on):
+            # one that is missing means a step before it failed.
+            lasts = [pipe.messages[-1] for pipe in handles]
+            return sum(not self.has_result(message, ResultFailure, ResultMissing) for message in lasts)
+        return sum(not self.has_result(message, ResultFailure) for message in handles)
+
+    def has_result(self, message: Any, *failures: type[Exception]) -> bool:
+        try:
+            message.get_result(backend=self.backend)
+        except failures:
+            return False
+        return True
 
     def close_clients(self) -> None:
         self.results.close()

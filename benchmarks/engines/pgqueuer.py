@@ -53,6 +53,7 @@ from psycopg import sql
 from benchmarks.apps.pgqueuer_app import SETTINGS_ENV
 from benchmarks.engines import base, pgcell
 from benchmarks.grid import Cell
+from benchmarks.tasks import is_async
 
 # The log's statuses of a job that will not run again.
 FINISHED = ["successful", "exception", "canceled", "deleted", "failed"]
@@ -61,6 +62,14 @@ FINISHED = ["successful", "exception", "canceled", "deleted", "failed"]
 class PgQueuerAdapter(base.ProcessWorkerAdapter):
     package = pgqueuer
     worker_name = "pgqueuer"
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return "pgqueuer's async tasks are not wired into this harness"
+        if cell.task == "chain":
+            return "pgqueuer has no chain that passes a job's result to the next"
+        return None
 
     @classmethod
     def probe(cls, cell: Cell) -> None:

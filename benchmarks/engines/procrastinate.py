@@ -35,7 +35,7 @@ from psycopg import sql
 
 from benchmarks.engines import base, pgcell
 from benchmarks.grid import Cell
-from benchmarks.tasks import TASKS
+from benchmarks.tasks import TASKS, is_async
 
 SETTINGS_ENV = "BENCH_PROCRASTINATE"  # JSON: the server's URL and the cell's schema
 QUEUE = "bench"
@@ -59,6 +59,14 @@ def make_app(url: str, schema: str) -> Any:
 class ProcrastinateAdapter(base.ProcessWorkerAdapter):
     package = procrastinate
     worker_name = "procrastinate"
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return "procrastinate's async tasks are not wired into this harness"
+        if cell.task == "chain":
+            return "procrastinate has no chain that passes a job's result to the next"
+        return None
 
     @classmethod
     def probe(cls, cell: Cell) -> None:

@@ -1,5 +1,6 @@
 """RQ: ``rq worker-pool -n N``, N worker processes that each fork a work horse
-per job (RQ's default ``Worker``), on one Redis database."""
+per job (RQ's default ``Worker``), on one Redis database: N is the cell's
+processes (each runs one job at a time, see ``engines.POOLS``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rq.results import Result
 
 from benchmarks.engines import base
 from benchmarks.grid import Cell
+from benchmarks.tasks import is_async
 
 QUEUE = "bench"
 
@@ -32,16 +34,24 @@ class RQAdapter(base.RedisWorkerAdapter):
             "-m",
             "rq.cli",
             "worker-pool",
-            f"--num-workers={cell.workers}",
+            f"--num-workers={cell.processes}",
             f"--url={base.broker_url(cell.redis_url)}",
             "--logging-level=WARNING",
             QUEUE,
         ]
 
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return "RQ runs a coroutine to its end in the job's own work horse: no event loop shared by jobs"
+        if cell.task == "chain":
+            return "RQ has no chain: its depends_on does not pass a job's result to the next"
+        return None
+
     def describe(self) -> dict[str, str]:
         return {
             "engine_version": rq.__version__,
-            "engine_setup": f"rq worker-pool --num-workers={self.cell.workers} (a forked work horse per job)",
+            "engine_setup": f"rq worker-pool --num-workers={self.cell.processes} (a forked work horse per job)",
             **base.redis_describe(self.cell.redis_url),
         }
 

@@ -4,12 +4,14 @@ the same calls to enqueue and count, and two placements of the workers:
 
 - ``thread``: threads of the cell's process, the Queue's own in-process
   worker;
-- ``process``: ``cell.processes`` copies of ``taskito worker --app
-  benchmarks.apps.taskito_app:queue``, the deployed shape: the cell only
-  enqueues, waits and counts, through the same SQLite file. The worker
-  processes run under the cell's interpreter (``--python``), each logs to
-  ``taskito-worker[-N].log`` in the cell's folder, and one that exits fails
-  the cell (``check``) instead of leaving it waiting.
+- ``process``: ``taskito worker --app benchmarks.apps.taskito_app:queue``
+  processes, the deployed shape: the cell only enqueues, waits and counts,
+  through the same database. How ``cell.processes`` of them are started is
+  the engine's (``worker_commands``): one command with ``--processes N``
+  where the CLI has it, else N copies. The worker commands run under the
+  cell's interpreter (``--python``), each logs to ``taskito-worker[-N].log``
+  in the cell's folder, and one that exits fails the cell (``check``)
+  instead of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ class TaskitoFamilyAdapter(base.ProcessWorkerAdapter):
             raise ValueError(f"placement=process needs at least one worker process, got {cell.processes}")
         self.settings = self.app_settings()
         self.queue, self.task = build(self.queue_class, self.settings)
-        self.processes = cell.processes
+        self.processes = self.worker_commands()
         self.worker_env.update(self.settings.to_env())
         self.argv = [sys.executable, "-c", CLI, "worker", "--app", APP, *self.worker_options()]
+
+    def worker_commands(self) -> int:
+        """How many ``taskito worker`` commands start ``cell.processes``
+        worker processes: that many copies, where the CLI cannot start
+        several (``worker_options`` then says nothing of processes)."""
+        return self.cell.processes
 
     @abstractmethod
     def app_settings(self) -> AppSettings:
@@ -70,6 +78,8 @@ class TaskitoFamilyAdapter(base.ProcessWorkerAdapter):
         if self.cell.placement == "thread":
             return threads
         command = " ".join(["taskito worker --app", APP, *self.worker_options()])
+        if self.processes == 1 and self.cell.processes > 1:
+            return f"`{command}`: a supervisor of {self.cell.processes} worker processes"
         return f"{self.processes} x `{command}`"
 
     def start_workers(self) -> None:

@@ -30,6 +30,7 @@ from benchmarks.apps import AppSettings
 from benchmarks.engines import base
 from benchmarks.engines.taskito_family import TaskitoFamilyAdapter
 from benchmarks.grid import Cell
+from benchmarks.tasks import is_async
 
 # Untyped on purpose: to mypy, ``taskito`` is this tree's package.
 taskito: ModuleType = importlib.import_module("taskito")
@@ -57,6 +58,17 @@ class TaskitoRefAdapter(TaskitoFamilyAdapter):
             )
         if not hasattr(taskito.Queue, "enqueue_many"):
             raise base.Unavailable(f"the taskito at {where} is not the PyPI project (no Queue.enqueue_many)")
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if cell.task == "chain":
+            return (
+                "taskito-ref's chain.apply() enqueues each step only once the client has waited for the "
+                "step before: no chain that workers drain from a backlog"
+            )
+        if is_async(cell.task):
+            return "taskito-ref's async tasks are not wired into this harness"
+        return None
 
     @classmethod
     def build(cls) -> dict[str, str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks.engines.base import Adapter
 from benchmarks.grid import Cell
+from benchmarks.tasks import is_async
 
 
 class Pending:
@@ -38,6 +39,14 @@ class ThreadPoolAdapter(Adapter):
         self.backlog: list[Pending] = []
         self.count = 0
         self.lock = threading.Lock()
+
+    @classmethod
+    def cannot_run(cls, cell: Cell) -> str | None:
+        if is_async(cell.task):
+            return "a thread pool has no event loop for coroutines"
+        if cell.task == "chain":
+            return "a thread pool has no chains"
+        return None
 
     def describe(self) -> dict[str, str]:
         return {

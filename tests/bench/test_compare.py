@@ -201,7 +201,16 @@ def test_a_csv_made_before_placements_reads_as_threads_for_taskito_and_processes
     where = {
         (e, p, n) for e, p, n in zip(frame["engine"], frame["placement"], frame["processes"], strict=True)
     }
-    assert where == {("taskito", "thread", 0), ("huey", "thread", 0), ("celery", "process", 1)}
+    # Celery's --concurrency=N was its workers then: N prefork processes of one task each.
+    assert where == {
+        ("taskito", "thread", 0), ("huey", "thread", 0), ("celery", "process", 1), ("celery", "process", 2)
+    }  # fmt: skip
+    import pandas as pd
+
+    written = pd.read_csv(A)
+    celery = frame["engine"] == "celery"
+    assert list(frame[celery]["processes"]) == list(written[written["engine"] == "celery"]["workers"])
+    assert set(frame[celery]["workers"]) == {1}
     assert frame["latency_rtt_idle_p50_ms"].isna().all()
     assert (frame["idle_samples"] == 0).all()
     text = compare.render(frame)
@@ -226,7 +235,7 @@ def test_compare_of_an_old_csv_with_a_new_one_pairs_thread_rows_and_says_where_e
     rows = {tuple(c.strip() for c in line.split("|")[1:6]): line for line in lines[2:]}
     thread = rows[("taskito", "noop", "file", "2", "threads in the measuring process")]
     assert thread.split("|")[-3].strip() == "1.00", "the same cell on both sides"
-    process = rows[("taskito", "noop", "file", "2", "1 `taskito worker` process")]
+    process = rows[("taskito", "noop", "file", "2", "1 process, `taskito worker`")]
     assert "(not in A)" in process and "30,000" in process
 
     assert (
@@ -238,14 +247,14 @@ def test_compare_of_an_old_csv_with_a_new_one_pairs_thread_rows_and_says_where_e
     out = capsys.readouterr().out
     assert "## B/A: round trip after an idle gap, p50 (ms, lower is better)" in out
     idle = [line for line in out.splitlines() if "| taskito  | noop   | file   | 1 " in line][-1]
-    assert [c.strip() for c in idle.split("|")[5:8]] == ["1 `taskito worker` process", "(not in A)", "51.5"]
+    assert [c.strip() for c in idle.split("|")[5:8]] == ["1 process, `taskito worker`", "(not in A)", "51.5"]
 
 
 def test_one_csv_with_placements_labels_every_row_and_lists_the_skip_once(tmp_path: Path) -> None:
     text = compare.render(compare.load(with_placements(tmp_path)))
     assert "Workers ran as" not in text
     assert "| taskito  | file   | threads in the measuring process |" in text
-    assert "| taskito  | file   | 1 `taskito worker` process       |" in text
+    assert "| taskito  | file   | 1 process, `taskito worker`      |" in text
     assert "| celery" not in text, "skipped, so not in the tables"
     assert "idle rtt p50 ms" in text and "51.5" in text
     assert text.count("- taskito: skipped: memory: an in-memory database belongs to one process") == 1
@@ -262,7 +271,7 @@ def test_the_report_says_where_the_workers_of_each_row_ran(tmp_path: Path) -> No
     out = tmp_path / "results" / "README.md"
     assert cli.main(["report", str(with_placements(tmp_path)), "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| taskito  | file   | 1 `taskito worker` process       |" in text
+    assert "| taskito  | file   | 1 process, `taskito worker`      |" in text
     assert "| `placement` |" in text and "| `latency_rtt_idle_p50_ms` |" in text
 
 

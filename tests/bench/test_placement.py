@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import cell as cells
-from benchmarks import cli
+from benchmarks import cli, procs
 from benchmarks.engines import taskito_family
 from benchmarks.engines.taskito import TaskitoAdapter
 from benchmarks.grid import Cell, placement_conflict
@@ -59,15 +59,20 @@ def test_a_tiny_sweep_runs_taskito_workers_in_taskito_worker_processes(tmp_path:
         if row["placement"] == "thread":
             assert row["engine_setup"] == "start_worker(), 1 executor threads"
         else:
-            assert row["engine_setup"] == (
-                f"{row['processes']} x `taskito worker --app benchmarks.apps.taskito_app:queue "
-                "--workers 1 --log-level WARNING`"
+            # One process is one `taskito worker`; more, the supervisor its README deploys.
+            assert (
+                row["engine_setup"]
+                == {
+                    "1": "1 x `taskito worker --app benchmarks.apps.taskito_app:queue --workers 1 --log-level WARNING`",
+                    "2": "`taskito worker --app benchmarks.apps.taskito_app:queue --processes 2 --workers 1 "
+                    "--log-level WARNING`: a supervisor of 2 worker processes",
+                }[row["processes"]]
             )
     assert "cells with placement=process skipped: memory: an in-memory database" in proc.stderr
     assert "taskito file processes=2 workers=1 noop" in proc.stderr
     # The table says where each row's workers ran.
     assert "| taskito  | file   | threads in the measuring process |" in proc.stdout
-    assert "| taskito  | file   | 2 `taskito worker` processes     |" in proc.stdout
+    assert "| taskito  | file   | 2 processes, `taskito worker`    |" in proc.stdout
 
 
 @pytest.fixture
@@ -95,14 +100,17 @@ def test_jobs_run_in_the_worker_processes_whose_logs_stay_in_the_cells_folder(
 ) -> None:
     jobs = placed.enqueue_many(range(20))
     assert [placed.result(job, 30) for job in jobs] == list(range(20))
-    pids = worker_pids(placed)
+    # One command, `taskito worker --processes 2`: a supervisor whose 2 children run the jobs.
+    (supervisor,) = worker_pids(placed)
+    children = procs.descendants(supervisor)
+    assert len(children) == 2
     ran_in = {job.to_dict()["worker_id"] for job in jobs}
     # A worker's id names its process: host:pid:suffix.
-    assert {int(worker.split(":")[1]) for worker in ran_in} <= set(pids)
-    assert os.getpid() not in pids
-    assert sorted(p.name for p in tmp_path.glob("*.log")) == ["taskito-worker-1.log", "taskito-worker-2.log"]
+    assert {int(worker.split(":")[1]) for worker in ran_in} <= set(children)
+    assert os.getpid() not in children
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == ["taskito-worker.log"]
     placed.stop_workers()
-    assert not any(running(pid, taskito_family.APP) for pid in pids), "stopped and waited for"
+    assert not any(running(pid, "taskito") for pid in [supervisor, *children]), "stopped and waited for"
 
 
 @pytest.mark.parametrize("placed", [1], indirect=True)
@@ -169,18 +177,24 @@ def test_the_plan_places_engines_that_can_choose_and_leaves_the_others_where_the
         idle_samples=4,
         idle_gap=0.25,
     )
-    assert [(c.engine, c.placement, c.processes) for c in plan.cells()] == [
-        ("taskito", "process", 1),
-        ("taskito", "process", 3),
-        ("taskito", "thread", 0),
-        ("huey", "thread", 0),
-        ("celery", "process", 1),
+    # Huey's process workers and Celery's prefork children run one task each:
+    # N processes of 2 workers are 2N processes of one.
+    assert [(c.engine, c.placement, c.processes, c.workers) for c in plan.cells()] == [
+        ("taskito", "process", 1, 2),
+        ("taskito", "process", 3, 2),
+        ("taskito", "thread", 0, 2),
+        ("huey", "process", 2, 1),
+        ("huey", "process", 6, 1),
+        ("huey", "thread", 0, 2),
+        ("celery", "process", 2, 1),
+        ("celery", "process", 6, 1),
     ]
     assert {(c.idle_samples, c.idle_gap) for c in plan.cells()} == {(4, 0.25)}
     only_threads = Plan(**{**plan.__dict__, "placements": ["thread"]})
     assert [(c.engine, c.placement) for c in only_threads.cells()] == [
         ("taskito", "thread"),
         ("huey", "thread"),
+        ("celery", "process"),
         ("celery", "process"),
     ]
 

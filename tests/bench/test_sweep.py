@@ -250,11 +250,15 @@ def test_plan_puts_repetitions_outermost_and_each_engine_in_its_modes(tmp_path: 
         out=tmp_path / "x.csv",
     )
     cells = plan.cells()
-    assert [(c.repetition, c.engine, c.db, c.workers) for c in cells] == [
-        (rep, engine, db, w)
+    # Celery's prefork children run one task each: 4 workers are 4 processes.
+    assert [(c.repetition, c.engine, c.db, c.processes, c.workers) for c in cells] == [
+        (rep, engine, db, *shape)
         for rep in (1, 2)
-        for engine, db in (("taskito", "file"), ("celery", "redis"))
-        for w in (1, 4)
+        for engine, db, shapes in (
+            ("taskito", "file", [(0, 1), (0, 4)]),
+            ("celery", "redis", [(1, 1), (4, 1)]),
+        )
+        for shape in shapes
     ]
     assert plan.unsupported() == ["threadpool: no cells: it runs on memory, not on --db file,redis"]
 

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from benchmarks import targets
+from benchmarks import pool_targets, targets
+from tests.bench.test_kinds import redis_to_itself  # noqa: F401  # the fixture
 
 
 def test_the_default_and_eight_workers_are_one_configuration_on_eight_cpus() -> None:
@@ -37,7 +38,7 @@ def test_a_tiny_run_prints_every_configuration_the_notes_and_the_verdicts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     args = ["--jobs", "20", "--latency-samples", "5", "--warmup", "5", "--repeat", "1"]
-    args += ["--cross-samples", "3", "--idle-samples", "2", "--idle-gap", "0.05"]
+    args += ["--cross-samples", "3", "--idle-samples", "2", "--idle-gap", "0.05", "--groups", "engine,cross"]
     assert targets.main(args) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -109,3 +110,57 @@ def test_a_bad_numeric_flag_is_one_usage_error(
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m benchmarks.targets ")
     assert err.splitlines()[-1] == f"python -m benchmarks.targets: error: argument {flag}: {message}"
+
+
+def test_the_cross_process_group_alone_brings_the_in_process_drain_it_is_set_against(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [*TINY, "--groups", "cross"]
+    assert targets.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"taskito file workers={os.cpu_count()} " in out
+    assert re.search(r"drain, 2 processes / threads +[\d.]+x (PASS|MISS)", out)
+    assert not any(line.startswith("ThreadPoolExecutor(2) ") for line in out.splitlines())
+    assert "issue 13 targets" not in out
+
+
+@pytest.mark.usefixtures("redis_to_itself")
+def test_issue_13s_targets_each_print_a_value_and_a_verdict_or_why_not(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = [
+        *TINY,
+        "--groups",
+        "issue13",
+        "--cpu-jobs",
+        "20",
+        "--async-jobs",
+        "40",
+        "--async-concurrency",
+        "20",
+    ]
+    assert targets.main(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for label in (pool_targets.CPU_PROCESSES, pool_targets.CPU_THREADS, pool_targets.ASYNC_TASKITO):
+        assert any(line.startswith(label + " ") for line in lines), label
+    verdicts = [
+        line for line in lines[lines.index(next(x for x in lines if x.startswith("issue 13 targets"))) :]
+    ]
+    verdicts = [line.strip() for line in verdicts if line.startswith("  ")]
+    names = [
+        "cpu_ms, 2 processes x 1 / 1 process x 2 threads",
+        "cpu_ms, 2 processes x 1 / Celery prefork, 2 processes",
+        "async_sleep, 1 taskito worker process",
+        "async_sleep, taskito / saq (1 process each)",
+        "async_sleep, taskito / taskiq (1 process each)",
+        "noop, 2 processes x 1 / 1 process x 2 threads",
+    ]
+    assert [line[:58].strip() for line in verdicts] == names
+    measured = r"[\d.,]+(x|/s) (PASS|MISS)"
+    for line in verdicts:
+        # A peer that cannot run here (no Redis, not installed) says so instead of a number.
+        assert re.search(measured, line) or "not measured: " in line, line
+    # taskito's own are always measured.
+    for line in (verdicts[0], verdicts[2], verdicts[5]):
+        assert re.search(measured, line), line
