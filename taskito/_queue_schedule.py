@@ -62,6 +62,12 @@ class ScheduleAPI:
         def register(fn: Any) -> TaskWrapper[Any, Any]:
             if not callable(fn):
                 raise InvalidArgumentError(f"@queue.periodic needs a function or a task, got {fn!r}")
+            what = str(name or getattr(fn, "__qualname__", repr(fn)))
+            try:
+                # Before anything is registered: a call that cannot be stored is refused whole.
+                self._client.dump_call(what, call_args, call_kwargs)
+            except SerializationError as exc:
+                raise InvalidArgumentError(f"args/kwargs of periodic task {what}: {exc}") from exc
             if isinstance(fn, TaskWrapper) and fn._queue is self:
                 task: TaskWrapper[Any, Any] = fn
             else:
@@ -69,10 +75,6 @@ class ScheduleAPI:
             schedule = periodic.Periodic(
                 name or task.name, task, cron, timezone, catch_up, call_args, call_kwargs, queue
             )
-            try:
-                schedule.native(self._client)
-            except SerializationError as exc:
-                raise InvalidArgumentError(f"args/kwargs of periodic task {schedule.name}: {exc}") from exc
             existing = self._periodic.get(schedule.name)
             if existing is not None and existing != schedule:
                 raise InvalidArgumentError(
