@@ -40,8 +40,19 @@ pub(super) fn declared(
     rate_limits: Vec<LimitTuple>,
 ) -> PyResult<Declared> {
     let mut schedules = Vec::with_capacity(periodic.len());
-    for (name, cron, timezone, catch_up, task, queue, priority, retries, backoff, timeout, payload) in
-        periodic
+    for (
+        name,
+        cron,
+        timezone,
+        catch_up,
+        task,
+        queue,
+        priority,
+        retries,
+        backoff,
+        timeout,
+        payload,
+    ) in periodic
     {
         let schedule = PeriodicSchedule {
             name,
@@ -64,10 +75,16 @@ pub(super) fn declared(
     }
     let mut limits = Vec::with_capacity(rate_limits.len());
     for (scope, name, per_second) in rate_limits {
-        let scope = LimitScope::parse(&scope)
-            .ok_or_else(|| Error::invalid(format!("a rate limit applies to a task or a queue, not {scope:?}")))?;
+        let scope = LimitScope::parse(&scope).ok_or_else(|| {
+            Error::invalid(format!(
+                "a rate limit applies to a task or a queue, not {scope:?}"
+            ))
+        })?;
         if !(per_second.is_finite() && per_second > 0.0) {
-            return Err(Error::invalid(format!("a rate must be above 0 a second, got {per_second}")).into());
+            return Err(Error::invalid(format!(
+                "a rate must be above 0 a second, got {per_second}"
+            ))
+            .into());
         }
         limits.push(RateLimit {
             scope,
@@ -122,7 +139,11 @@ impl NativeQueue {
     }
 
     /// A job's serialized arguments, or None if there is no such job.
-    fn job_payload<'py>(&self, py: Python<'py>, job_id: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    fn job_payload<'py>(
+        &self,
+        py: Python<'py>,
+        job_id: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let Ok(id) = parse_id(job_id) else {
             return Ok(None);
         };
