@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
     from taskito.task import TaskWrapper
 
 logger = logging.getLogger("taskito.worker")
+
+
+def _event_callback(queue: weakref.ref[WorkerAPI]) -> Callable[..., None]:
+    """The engine's ``on_event`` for a worker of ``queue``: ``_on_event``,
+    reached through a weak reference. The worker's event thread keeps its
+    callback until the thread ends, after the worker stopped; a bound method
+    there would keep a stopped Queue alive meanwhile."""
+
+    def on_event(*event: Any) -> None:
+        target = queue()
+        if target is None:
+            _logging.log_event(*event)
+        else:
+            target._on_event(*event)
+
+    return on_event
+
 
 # Workers started in this process, on any Queue: the ``taskito worker``
 # command tells from it that importing an app started one of its own.
@@ -86,7 +104,7 @@ class WorkerAPI:
             periodic, rate_limits = self._declared()
             engine.start_worker(
                 self._execute,
-                self._on_event,
+                _event_callback(weakref.ref(self)),
                 threads,
                 queues,
                 self.lease_duration,
