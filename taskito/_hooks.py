@@ -211,6 +211,8 @@ class Hooks:
         storage committed. Never raises: it runs on the worker's event thread."""
         if kind not in ("retry", "dead", "lease_expired") or job_id is None:
             return
+        if not self._follows_failures(tasks):
+            return  # nothing listens: no storage read for a reaped job
         try:
             self._failed(tasks, client, kind, job_id, task_name, attempt, error)
         except Exception:
@@ -273,6 +275,13 @@ class Hooks:
                     _call(ctx, "on_dead", hook, ctx.task_name, job.args, job.kwargs, exc)
         finally:
             _current.reset(token)
+
+    def _follows_failures(self, tasks: dict[str, TaskWrapper[Any, Any]]) -> bool:
+        """Whether any hook or middleware, global or of a task, follows failures."""
+        if self.functions["on_retry"] or self.functions["on_dead"]:
+            return True
+        middleware = [*self.middleware, *(m for task in tasks.values() for m in task.middleware)]
+        return any(_overrides(m, "on_retry") or _overrides(m, "on_dead_letter") for m in middleware)
 
     def _global_chain(self) -> Chain | None:
         if not self.middleware and not any(self.functions.values()):
