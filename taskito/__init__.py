@@ -34,6 +34,7 @@ from taskito.exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from taskito.middleware import TaskMiddleware
 from taskito.result import JobResult
 from taskito.serializers import JsonSerializer, PickleSerializer, Serializer
 from taskito.task import TaskWrapper
@@ -58,6 +59,7 @@ __all__ = [
     "StoragePermissionError",
     "TaskFailedError",
     "TaskInterrupted",
+    "TaskMiddleware",
     "TaskTimeoutError",
     "TaskWrapper",
     "TaskitoError",

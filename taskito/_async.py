@@ -36,10 +36,11 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from taskito._execution import coroutine_outcome, failure
+from taskito._execution import coroutine_hooks, coroutine_outcome, failure
 from taskito._native import OUTCOME_CANCELLED
 
 if TYPE_CHECKING:
+    from taskito._hooks import Around
     from taskito._native import AttemptHandle
     from taskito.context import JobContext
     from taskito.serializers import Serializer
@@ -56,6 +57,7 @@ class Attempt:
     ``cancel_requested`` is ``current_job``'s."""
 
     __slots__ = (
+        "around",
         "context",
         "coroutine",
         "handle",
@@ -76,6 +78,7 @@ class Attempt:
         job: JobContext,
         wrapper: TaskWrapper[Any, Any],
         serializer: Serializer,
+        around: Around | None = None,
     ) -> None:
         self.loop_thread = loop_thread
         self.coroutine = coroutine
@@ -89,6 +92,8 @@ class Attempt:
         self.task: asyncio.Task[Any] | None = None
         # Why the engine stopped it: "interrupt", "cancel" or None.
         self.reason: str | None = None
+        # Its after-hooks, run when it ends (None: it has none).
+        self.around = around
 
     def start(self, handle: AttemptHandle) -> None:
         """Schedules the coroutine; its outcome goes to ``handle`` (an executor thread calls this)."""
@@ -124,6 +129,7 @@ class EventLoop:
         job: JobContext,
         wrapper: TaskWrapper[Any, Any],
         serializer: Serializer,
+        around: Around | None = None,
     ) -> Attempt:
         """An attempt for the engine to start on the loop (an executor thread)."""
         current = self._current
@@ -132,7 +138,7 @@ class EventLoop:
                 if self._current is None:
                     self._current = LoopThread(self.concurrency)
                 current = self._current
-        return Attempt(current, coroutine, context, job, wrapper, serializer)
+        return Attempt(current, coroutine, context, job, wrapper, serializer, around)
 
     def close(self) -> None:
         """Stops the loop, once the worker has stopped, and waits a moment
@@ -226,6 +232,7 @@ class LoopThread:
         handle = attempt.handle
         assert handle is not None
         try:
+            coroutine_hooks(attempt, task)
             outcome = None if self._closing else coroutine_outcome(attempt, task)
         except BaseException as exc:  # a bug in judging must not strand the job
             outcome = failure(exc)
@@ -248,6 +255,7 @@ class LoopThread:
     def _settle_unstarted(self, attempt: Attempt) -> None:
         """An attempt stopped before its coroutine ran."""
         attempt.coroutine.close()  # never awaited, and says nothing about it
+        coroutine_hooks(attempt, None)
         handle = attempt.handle
         assert handle is not None
         if attempt.reason == "cancel":

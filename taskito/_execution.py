@@ -19,6 +19,7 @@ from taskito.exceptions import JobCancelledError, SerializationError
 if TYPE_CHECKING:
     from taskito._async import Attempt, EventLoop
     from taskito._client import Client
+    from taskito._hooks import Hooks
     from taskito.serializers import Serializer
     from taskito.task import TaskWrapper
 
@@ -33,6 +34,7 @@ def execute(
     tasks: dict[str, TaskWrapper[Any, Any]],
     client: Client,
     event_loop: EventLoop,
+    hooks: Hooks,
     task_name: str,
     payload: bytes,
     job_id: str,
@@ -40,7 +42,8 @@ def execute(
     max_retries: int,
     queue: str,
 ) -> AttemptOutcome:
-    """Runs attempt ``attempt`` of job ``job_id`` of ``task_name``."""
+    """Runs attempt ``attempt`` of job ``job_id`` of ``task_name``, between
+    its hooks (``_hooks``) if it has any."""
     task = tasks.get(task_name)
     if task is None:
         return OUTCOME_FAILURE, ("UnknownTaskError", unknown_task_message(task_name), "", False)
@@ -50,22 +53,32 @@ def execute(
         return failure(exc, "cannot decode the job's arguments: ", retryable=False)
     context = JobContext(job_id, task_name, queue, attempt, max_retries, task.soft_timeout, client.engine)
     token = _current.set(context)
+    chain = hooks.chain(task)
+    around = None if chain is None else chain.enter(context, args, kwargs)
     try:
         value = task.fn(*args, **kwargs)
         if inspect.iscoroutine(value):
-            # Runs in a copy of this context, where current_job is this job.
+            # Runs in a copy of this context, where current_job is this job;
+            # its after-hooks run on the loop when it ends.
             coroutine = event_loop.attempt(
-                value, contextvars.copy_context(), context, task, client.serializer
+                value, contextvars.copy_context(), context, task, client.serializer, around
             )
             context.probe = coroutine  # cancellation, without a storage read on the loop
             return OUTCOME_DEFERRED, coroutine
     except JobCancelledError as exc:
+        if around is not None:
+            around.exit(None, exc)
         if context.cancel_requested():
             return OUTCOME_CANCELLED, str(exc)
         # Not this job's cancellation (a sub-job's result(), say): a failure.
         return failure(exc, retryable=task.should_retry(exc))
     except BaseException as exc:
+        if around is not None:
+            around.exit(None, exc)
         return failure(exc, retryable=task.should_retry(exc))
+    else:
+        if around is not None:
+            around.exit(value, None)
     finally:
         _current.reset(token)
     return encode_result(client.serializer, value)
@@ -85,6 +98,23 @@ def coroutine_outcome(attempt: Attempt, task: asyncio.Task[Any]) -> AttemptOutco
     except BaseException as exc:
         return failure(exc, retryable=attempt.wrapper.should_retry(exc))
     return encode_result(attempt.serializer, value)
+
+
+def coroutine_hooks(attempt: Attempt, task: asyncio.Task[Any] | None) -> None:
+    """Runs a coroutine's after-hooks, in its context, once it ended (its
+    ``task``) or was stopped before it ran (None)."""
+    around = attempt.around
+    if around is None:
+        return
+    if task is None:
+        attempt.context.run(around.exit, None, asyncio.CancelledError())
+        return
+    try:
+        value = task.result()
+    except BaseException as exc:
+        attempt.context.run(around.exit, None, exc)
+    else:
+        attempt.context.run(around.exit, value, None)
 
 
 def encode_result(serializer: Serializer, value: Any) -> AttemptOutcome:

@@ -79,8 +79,17 @@ def debug_events() -> bool:
     return _events.isEnabledFor(logging.DEBUG)
 
 
-def log_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
-    """Logs one event of a worker's engine (its ``on_event`` callback)."""
+def log_event(
+    kind: str,
+    job_id: str | None,
+    task: str | None,
+    attempt: int | None,
+    message: str,
+    error: tuple[str, str, str] | None = None,
+) -> None:
+    """Logs one event of a worker's engine (its ``on_event`` callback, which
+    also hands a failed attempt's ``error``, type, message and traceback, to
+    the Queue's hooks: see ``WorkerAPI._on_event``)."""
     level = EVENT_LEVELS.get(kind, logging.INFO)
     extra = {"event": kind, "job_id": job_id, "task": task, "attempt": attempt}
     if job_id is None:

@@ -8,6 +8,7 @@ __all__ = [
     "OUTCOME_DEFERRED",
     "OUTCOME_FAILURE",
     "OUTCOME_SUCCESS",
+    "PERIODIC_LOOKAHEAD",
     "SQLITE_VERSION",
     "AsyncWatch",
     "AttemptHandle",
@@ -30,10 +31,19 @@ __all__ = [
     "TaskitoError",
     "UnknownTaskError",
     "__version__",
+    "check_catch_up",
+    "next_tick",
+    "rate_per_second",
 ]
 
 __version__: str
 SQLITE_VERSION: str
+# Seconds a periodic tick is stored ahead of its time.
+PERIODIC_LOOKAHEAD: float
+
+def next_tick(cron: str, timezone: str, after: float | None = None) -> float | None: ...
+def check_catch_up(catch_up: str) -> None: ...
+def rate_per_second(rate: str, field: str) -> float: ...
 
 # The tag that starts what start_worker's `execute` returns for an attempt:
 # (OUTCOME_SUCCESS, result bytes), (OUTCOME_FAILURE, (type, message,
@@ -104,7 +114,7 @@ class NativeQueue:
     def start_worker(
         self,
         execute: Callable[[str, bytes, str, int, int, str], tuple[int, Any]],
-        on_event: Callable[[str, str | None, str | None, int | None, str], None],
+        on_event: Callable[[str, str | None, str | None, int | None, str, tuple[str, str, str] | None], None],
         workers: int,
         queues: list[str] | None,
         lease: float,
@@ -116,8 +126,13 @@ class NativeQueue:
         unknown_task_grace: float | None,
         debug_events: bool,
         async_concurrency: int = 100,
+        periodic: list[tuple[Any, ...]] = ...,
+        rate_limits: list[tuple[str, str, float]] = ...,
     ) -> str: ...
     def set_tasks(self, tasks: list[str]) -> None: ...
+    def declare(self, periodic: list[tuple[Any, ...]], rate_limits: list[tuple[str, str, float]]) -> None: ...
+    def periodic(self) -> list[dict[str, Any]]: ...
+    def job_payload(self, job_id: str) -> bytes | None: ...
     def hurry_stop(self) -> None: ...
     @property
     def worker_error(self) -> str | None: ...

@@ -8,10 +8,11 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from taskito import _async, _client, _execution, _logging, _options, _stopping
+from taskito import _async, _client, _execution, _hooks, _logging, _options, _stopping
 from taskito._native import NativeQueue
 from taskito.context import _current
 from taskito.exceptions import InvalidArgumentError, StorageError, TaskitoError
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
     from taskito.task import TaskWrapper
 
 logger = logging.getLogger("taskito.worker")
+
+
+def _event_callback(queue: weakref.ref[WorkerAPI]) -> Callable[..., None]:
+    """The engine's ``on_event`` for a worker of ``queue``: ``_on_event``,
+    reached through a weak reference. The worker's event thread keeps its
+    callback until the thread ends, after the worker stopped; a bound method
+    there would keep a stopped Queue alive meanwhile."""
+
+    def on_event(*event: Any) -> None:
+        target = queue()
+        if target is None:
+            _logging.log_event(*event)
+        else:
+            target._on_event(*event)
+
+    return on_event
+
 
 # Workers started in this process, on any Queue: the ``taskito worker``
 # command tells from it that importing an app started one of its own.
@@ -32,6 +50,10 @@ class WorkerAPI:
 
     _client: _client.Client
     _tasks: dict[str, TaskWrapper[Any, Any]]
+    _hooks: _hooks.Hooks
+    # What the worker records for the whole database: periodic schedules and
+    # rate limits (``ScheduleAPI._declared``).
+    _declared: Callable[[], tuple[list[Any], list[Any]]]
     _event_loop: _async.EventLoop
     _worker_lock: threading.Lock
     _worker_engine: NativeQueue | None
@@ -79,9 +101,10 @@ class WorkerAPI:
         global _workers_started
         with self._worker_lock:
             engine = self._client.engine
+            periodic, rate_limits = self._declared()
             engine.start_worker(
                 self._execute,
-                _logging.log_event,
+                _event_callback(weakref.ref(self)),
                 threads,
                 queues,
                 self.lease_duration,
@@ -93,6 +116,8 @@ class WorkerAPI:
                 self.unknown_task_grace,
                 _logging.debug_events(),
                 coroutines,
+                periodic,
+                rate_limits,
             )
             self._event_loop.concurrency = coroutines
             self._worker_engine = engine
@@ -248,6 +273,20 @@ class WorkerAPI:
 
     def _execute(self, *attempt: Any) -> _execution.AttemptOutcome:
         """The engine's ``execute`` callback: one attempt, with this Queue's
-        tasks, serializer and event loop (see ``_execution.execute`` for the
-        arguments)."""
-        return _execution.execute(self._tasks, self._client, self._event_loop, *attempt)
+        tasks, serializer, event loop and hooks (see ``_execution.execute``
+        for the arguments)."""
+        return _execution.execute(self._tasks, self._client, self._event_loop, self._hooks, *attempt)
+
+    def _on_event(
+        self,
+        kind: str,
+        job_id: str | None,
+        task: str | None,
+        attempt: int | None,
+        message: str,
+        error: tuple[str, str, str] | None = None,
+    ) -> None:
+        """The engine's ``on_event`` callback: logs the event, then runs the
+        hooks that follow storage's decisions (``on_retry``, ``on_dead``)."""
+        _logging.log_event(kind, job_id, task, attempt, message, error)
+        self._hooks.on_event(self._tasks, self._client, kind, job_id, task, attempt, error)

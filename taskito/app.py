@@ -12,9 +12,10 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _async, _options
+from taskito import _async, _hooks, _native, _options, periodic
 from taskito._native import NativeQueue
 from taskito._queue_jobs import JobsAPI
+from taskito._queue_schedule import ScheduleAPI
 from taskito._queue_worker import WorkerAPI
 from taskito._storage import Storage
 from taskito.context import _current
@@ -22,6 +23,7 @@ from taskito.exceptions import (
     InvalidArgumentError,
     UnknownTaskError,
 )
+from taskito.middleware import TaskMiddleware
 from taskito.result import JobResult
 from taskito.serializers import Serializer, SignedSerializer, resolve
 from taskito.task import TaskWrapper
@@ -33,7 +35,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Queue(JobsAPI, WorkerAPI):
+class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
     """A task queue on one database.
 
     ``db_path`` is a SQLite file (its folders are created; the file is made
@@ -74,6 +76,11 @@ class Queue(JobsAPI, WorkerAPI):
 
     ``async_concurrency`` is how many coroutine tasks (``async def``) a
     worker runs at once on its event loop, beside its ``workers`` threads.
+
+    ``middleware`` (``TaskMiddleware`` instances) runs around every attempt
+    of every task, before the task's own. ``queue_rate_limits`` maps queue
+    names to rates such as ``"10/s"``: jobs of that queue start at most that
+    often, across every worker of the database (see ``task(rate_limit=)``).
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class Queue(JobsAPI, WorkerAPI):
         schema: str = "taskito",
         connect_timeout: float = 10.0,
         async_concurrency: int = 100,
+        middleware: list[TaskMiddleware] | None = None,
+        queue_rate_limits: dict[str, str] | None = None,
     ) -> None:
         storage = Storage.resolve(db_path, backend, db_url, schema, connect_timeout)
         # The spelling a relative path was given in, and the folder it was
@@ -130,6 +139,9 @@ class Queue(JobsAPI, WorkerAPI):
             "unknown_task_grace", unknown_task_grace, allow_zero=False
         )
         self.async_concurrency = _options.count("async_concurrency", async_concurrency, minimum=1)
+        self._hooks = _hooks.Hooks(middleware or [])
+        self.queue_rate_limits, self._queue_rates = _queue_rates(queue_rate_limits)
+        self._periodic: dict[str, periodic.Periodic] = {}
         codec = resolve(serializer)
         if signing_key is not None:
             codec = SignedSerializer(codec, signing_key)
@@ -223,6 +235,8 @@ class Queue(JobsAPI, WorkerAPI):
             "unknown_task_grace": self.unknown_task_grace,
             **storage,
             "async_concurrency": self.async_concurrency,
+            "middleware": list(self._hooks.middleware),
+            "queue_rate_limits": dict(self.queue_rate_limits),
         }
 
     # ── tasks ────────────────────────────────────────────────────────────
@@ -243,6 +257,8 @@ class Queue(JobsAPI, WorkerAPI):
         soft_timeout: float | None = None,
         retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        rate_limit: str | None = None,
+        middleware: list[TaskMiddleware] | None = None,
     ) -> Callable[[Callable[P, R]], TaskWrapper[P, R]]: ...
 
     def task(
@@ -258,6 +274,8 @@ class Queue(JobsAPI, WorkerAPI):
         soft_timeout: float | None = None,
         retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
+        rate_limit: str | None = None,
+        middleware: list[TaskMiddleware] | None = None,
     ) -> Any:
         """Registers a function as a task: ``@queue.task()`` or ``@queue.task``.
 
@@ -272,6 +290,11 @@ class Queue(JobsAPI, WorkerAPI):
         exceptions never are. ``timeout`` fails (and retries) an attempt that
         runs longer; ``soft_timeout`` makes ``current_job.check_timeout()``
         raise ``TaskTimeoutError`` inside the task once it has passed.
+        ``rate_limit`` (``"N/s"``, ``"N/m"`` or ``"N/h"``) lets its jobs start
+        at most that often across every worker of the database; a job over
+        the limit waits (it never fails or spends an attempt) and other
+        tasks' jobs run meanwhile. ``middleware`` runs around its attempts,
+        after the Queue's.
         """
         checked_retries = None if max_retries is None else _options.count("max_retries", max_retries)
         checked_backoff = _options.seconds("retry_backoff", retry_backoff)
@@ -281,6 +304,8 @@ class Queue(JobsAPI, WorkerAPI):
         checked_soft = _options.optional_seconds("soft_timeout", soft_timeout, allow_zero=False)
         retry_types = _options.exception_types("retry_on", retry_on)
         no_retry_types = _options.exception_types("dont_retry_on", dont_retry_on)
+        rate = None if rate_limit is None else _rate("rate_limit", rate_limit)
+        task_middleware = tuple(_hooks.middleware_list("middleware", middleware))
         if name is not None:
             _options.name("task name", name)
 
@@ -306,8 +331,13 @@ class Queue(JobsAPI, WorkerAPI):
                 soft_timeout=checked_soft,
                 retry_on=retry_types,
                 dont_retry_on=no_retry_types,
+                rate_limit=rate_limit,
+                rate_per_second=rate,
+                middleware=task_middleware,
             )
             self._tasks[task_name] = wrapper
+            if rate is not None:
+                self._redeclare()
             if self._worker_engine is not None:
                 # A worker claims only jobs of the tasks it knows.
                 self._worker_engine.set_tasks(list(self._tasks))
@@ -418,6 +448,27 @@ class Queue(JobsAPI, WorkerAPI):
             raise InvalidArgumentError("drop_schema() is for PostgreSQL queues; this one is on SQLite")
         self.close()
         self._engine.drop_schema()
+
+
+def _rate(field: str, value: Any) -> float:
+    """A rate such as ``"100/m"`` in jobs per second; ``InvalidArgumentError``
+    names ``field``."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{field} must be a str such as '100/m', got {value!r}")
+    return float(_native.rate_per_second(value, field))
+
+
+def _queue_rates(limits: Any) -> tuple[dict[str, str], dict[str, float]]:
+    """``queue_rate_limits`` as given, and in jobs per second."""
+    if limits is None:
+        return {}, {}
+    if not isinstance(limits, dict):
+        raise InvalidArgumentError(f"queue_rate_limits must be a dict of queue name to rate, got {limits!r}")
+    rates = {}
+    for queue, rate in limits.items():
+        _options.name("queue_rate_limits key", queue)
+        rates[queue] = _rate(f"queue_rate_limits[{queue!r}]", rate)
+    return dict(limits), rates
 
 
 def _import_name(module: str) -> str:

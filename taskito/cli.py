@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import sys
@@ -211,6 +212,7 @@ def _info(queue: Queue, *, as_json: bool) -> int:
         "stats": queue.stats(),
         "live_workers": _with_supervisors(queue.workers()),
         "unserved_tasks": queue.unserved_tasks(),
+        "periodic": queue.periodic_tasks(),
     }
     if as_json:
         print(json.dumps(info, indent=2))
@@ -233,7 +235,21 @@ def _info(queue: Queue, *, as_json: bool) -> int:
                     else ""
                 )
                 print(f"  {name:<30} {n} job(s): no live worker has this task{hint}")
+        if info["periodic"]:
+            print("periodic tasks:")
+            for row in info["periodic"]:
+                print(f"  {_schedule_line(row)}")
     return 0
+
+
+def _schedule_line(row: dict[str, Any]) -> str:
+    """One schedule: its name, pattern and zone, and when it runs next."""
+    next_run = row["next_run"]
+    when = (
+        "never" if next_run is None else datetime.datetime.fromtimestamp(next_run, datetime.UTC).isoformat()
+    )
+    stored = "" if row["registered"] else " (no worker has recorded it yet)"
+    return f"{row['name']:<30} {row['cron']} ({row['timezone']}), next run {when}{stored}"
 
 
 def _with_supervisors(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:

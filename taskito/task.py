@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 from taskito import _options
 
 if TYPE_CHECKING:
+    from taskito._hooks import Chain
     from taskito.app import Queue
+    from taskito.middleware import TaskMiddleware
     from taskito.result import JobResult
 
 P = ParamSpec("P")
@@ -35,6 +37,9 @@ class TaskWrapper(Generic[P, R]):
         soft_timeout: float | None = None,
         retry_on: tuple[type[BaseException], ...] = (),
         dont_retry_on: tuple[type[BaseException], ...] = (),
+        rate_limit: str | None = None,
+        rate_per_second: float | None = None,
+        middleware: tuple[TaskMiddleware, ...] = (),
     ) -> None:
         self.fn = fn
         self.name = name
@@ -46,6 +51,12 @@ class TaskWrapper(Generic[P, R]):
         self.soft_timeout = soft_timeout
         self.retry_on = retry_on
         self.dont_retry_on = dont_retry_on
+        # "100/m" as given, and as jobs per second for the engine.
+        self.rate_limit = rate_limit
+        self.rate_per_second = rate_per_second
+        self.middleware = middleware
+        # The hooks that run around it: (the Queue's hooks version, chain).
+        self._hook_chain: tuple[int, Chain | None] | None = None
         # Enqueues through the queue's current Client, which Queue.redirect swaps.
         self._queue = queue
         functools.update_wrapper(self, fn)
@@ -130,6 +141,8 @@ class TaskWrapper(Generic[P, R]):
             "soft_timeout": self.soft_timeout,
             "retry_on": self.retry_on,
             "dont_retry_on": self.dont_retry_on,
+            "rate_limit": self.rate_limit,
+            "middleware": list(self.middleware),
         }
 
     def should_retry(self, exc: BaseException) -> bool:

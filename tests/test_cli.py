@@ -188,6 +188,31 @@ def test_info_prints_tasks_and_counts(app: ModuleType, tmp_path: Path) -> None:
     assert "cliapp.add" in out and "pending" in out
 
 
+def test_info_lists_periodic_tasks_with_their_next_run(tmp_path: Path) -> None:
+    (tmp_path / "cronapp.py").write_text(
+        textwrap.dedent(
+            f"""
+            from taskito import Queue
+            queue = Queue({str(tmp_path / "cron.db")!r})
+
+            @queue.periodic(cron="0 3 * * *", name="nightly", timezone="Asia/Tokyo")
+            def nightly():
+                pass
+            """
+        )
+    )
+    proc = taskito(tmp_path, "info", "--app", "cronapp:queue")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    [line] = [line for line in out.splitlines() if "nightly" in line and "0 3 * * *" in line]
+    assert "(Asia/Tokyo), next run " in line and "T18:00:00+00:00" in line
+    assert "no worker has recorded it yet" in line
+    proc = taskito(tmp_path, "info", "--app", "cronapp:queue", "--json")
+    out, _ = proc.communicate(timeout=60)
+    [row] = json.loads(out)["periodic"]
+    assert (row["name"], row["task_name"], row["registered"]) == ("nightly", "nightly", False)
+
+
 def test_run_worker_in_a_script_stops_on_sigterm(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(

@@ -23,7 +23,14 @@ def native() -> Iterator[NativeQueue]:
     engine.close(5.0)
 
 
-def _ignore_event(kind: str, job_id: str | None, task: str | None, attempt: int | None, message: str) -> None:
+def _ignore_event(
+    kind: str,
+    job_id: str | None,
+    task: str | None,
+    attempt: int | None,
+    message: str,
+    error: tuple[str, str, str] | None,
+) -> None:
     pass
 
 

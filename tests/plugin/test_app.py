@@ -12,7 +12,7 @@ import pytest
 from pytest_taskito._app import DECIDED_BY_THE_PLUGIN, copy_tasks
 from pytest_taskito._settings import Settings
 from pytest_taskito.plugin import make_queue
-from taskito import JsonSerializer, Queue
+from taskito import JsonSerializer, Queue, TaskMiddleware
 from tests.postgres import scratch_schema
 
 from .conftest import ini
@@ -235,6 +235,8 @@ def test_every_queue_setting_is_copied_unless_the_plugin_decides_it(tmp_path: Pa
         "schema": postgres["schema"],
         "connect_timeout": 3.0,
         "async_concurrency": 7,
+        "middleware": [TaskMiddleware()],
+        "queue_rate_limits": {"emails": "10/s"},
     }
     assert list(app_values) == list(parameters)[1:], "a new Queue() parameter needs a value here"
     with app_database, Queue(**app_values) as app, ExitStack() as stack:

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 pub use hub::{Hub, Watch};
-pub use worker::{Deferred, Worker, WorkerConfig};
+pub use worker::{Declared, Deferred, Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
 use crate::job::{

@@ -107,6 +107,9 @@ struct Line {
     task: Option<String>,
     attempt: Option<u32>,
     message: String,
+    /// A failed attempt's error: type, message, traceback (for the hooks
+    /// that follow what storage decided: `on_retry`, `on_dead`).
+    error: Option<(String, String, String)>,
 }
 
 impl Line {
@@ -117,6 +120,7 @@ impl Line {
             task: None,
             attempt: None,
             message,
+            error: None,
         }
     }
 }
@@ -133,6 +137,7 @@ fn line(event: Event) -> Line {
             traceback,
             next,
         } => {
+            let raised = (error_type.clone(), message.clone(), traceback.clone());
             let error = if message.is_empty() {
                 error_type
             } else {
@@ -169,6 +174,7 @@ fn line(event: Event) -> Line {
                 task: Some(task),
                 attempt: Some(attempt),
                 message: text,
+                error: Some(raised),
             }
         }
         Event::Succeeded {
@@ -182,6 +188,7 @@ fn line(event: Event) -> Line {
             message: format!("{task}: attempt {attempt} succeeded in {seconds:.6}s"),
             task: Some(task),
             attempt: Some(attempt),
+            error: None,
         },
         Event::Claimed { running, held } => Line::new(
             "claimed",
@@ -248,8 +255,9 @@ fn line(event: Event) -> Line {
     }
 }
 
-/// Calls the Queue's `on_event(kind, job_id, task, attempt, message)`,
-/// which logs it.
+/// Calls the Queue's `on_event(kind, job_id, task, attempt, message,
+/// error)`, which logs it (and runs the hooks it is for); `error` is a
+/// failed attempt's (type, message, traceback), else None.
 pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
     let Line {
         kind,
@@ -257,8 +265,10 @@ pub(super) fn log_event(py: Python<'_>, on_event: &Py<PyAny>, event: Event) {
         task,
         attempt,
         message,
+        error,
     } = line(event);
-    if let Err(err) = on_event.call1(py, (kind, id.map(format_id), task, attempt, message)) {
+    let args = (kind, id.map(format_id), task, attempt, message, error);
+    if let Err(err) = on_event.call1(py, args) {
         err.write_unraisable(py, None);
     }
 }

@@ -4,7 +4,7 @@
 //! Python-free engine.
 //!
 //! `native_queue` is the pyclass one `Queue` drives (its worker methods in
-//! `native_worker`); `watch` backs `aresult()`; `runner` and `events` are
+//! `native_worker`, its schedules and rate limits in `schedule`); `watch` backs `aresult()`; `runner` and `events` are
 //! what the worker's threads call into Python through; `deferred` is how
 //! coroutines report back; `outcome` reads what a task's attempt returned;
 //! `convert` turns engine values into Python ones; `errors` is the
@@ -18,6 +18,7 @@ mod native_queue;
 mod native_worker;
 mod outcome;
 mod runner;
+mod schedule;
 mod watch;
 
 use pyo3::prelude::*;
@@ -29,6 +30,13 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<watch::AsyncWatch>()?;
     module.add_class::<deferred::AttemptHandle>()?;
     outcome::register(module)?;
+    module.add_function(wrap_pyfunction!(schedule::next_tick, module)?)?;
+    module.add_function(wrap_pyfunction!(schedule::check_catch_up, module)?)?;
+    module.add_function(wrap_pyfunction!(schedule::rate_per_second, module)?)?;
+    module.add(
+        "PERIODIC_LOOKAHEAD",
+        crate::storage::PERIODIC_LOOKAHEAD.as_secs_f64(),
+    )?;
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add("SQLITE_VERSION", rusqlite::version())?;
     Ok(())

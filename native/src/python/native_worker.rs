@@ -13,6 +13,7 @@ use pyo3::types::PyDict;
 use super::convert::{optional_seconds, seconds, worker_dict};
 use super::events::{flush, python_side};
 use super::native_queue::{ActiveWorker, NativeQueue};
+use super::schedule::{declared, LimitTuple, ScheduleTuple};
 use crate::engine::{Worker, WorkerConfig};
 use crate::error::Error;
 use crate::job::format_id;
@@ -27,8 +28,9 @@ impl NativeQueue {
     /// what is worth logging (successes and claims too with `debug_events`).
     /// It claims only jobs of `tasks` (None: any task).
     /// Coroutines (`OUTCOME_DEFERRED`) run `async_concurrency` at most at
-    /// once, beside the `workers` executors.
-    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace, debug_events, async_concurrency = 100))]
+    /// once, beside the `workers` executors. `periodic` and `rate_limits`
+    /// are what the Queue declares (see `schedule`).
+    #[pyo3(signature = (execute, on_event, workers, queues, lease, heartbeat, jobs_per_run, result_ttl, tasks, prefetch, unknown_task_grace, debug_events, async_concurrency = 100, periodic = Vec::new(), rate_limits = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn start_worker(
         &self,
@@ -46,6 +48,8 @@ impl NativeQueue {
         unknown_task_grace: Option<f64>,
         debug_events: bool,
         async_concurrency: usize,
+        periodic: Vec<ScheduleTuple>,
+        rate_limits: Vec<LimitTuple>,
     ) -> PyResult<String> {
         let config = WorkerConfig {
             concurrency: workers,
@@ -59,6 +63,7 @@ impl NativeQueue {
             prefetch,
             unknown_task_grace: optional_seconds(unknown_task_grace, "unknown_task_grace")?,
             debug_events,
+            declared: declared(periodic, rate_limits)?,
             ..WorkerConfig::default()
         };
         let engine = self.engine(py)?;

@@ -4,7 +4,11 @@
 //! bindings do not know which one they talk to.
 
 mod common;
+mod cron;
 mod postgres;
+mod rate_limit;
+#[cfg(test)]
+mod schedule_tests;
 mod sqlite;
 
 use std::time::Duration;
@@ -16,7 +20,12 @@ use crate::job::{
 };
 use crate::wakeup::Wakeups;
 
+pub use cron::{
+    CatchUp, FiredTicks, PeriodicRecord, PeriodicSchedule, Schedule,
+    LOOKAHEAD as PERIODIC_LOOKAHEAD,
+};
 pub use postgres::{redact as redact_url, PostgresConfig, PostgresStorage, APPLICATION_NAME};
+pub use rate_limit::{parse_rate, LimitScope, LimitedClaim, RateLimit, RateLimits};
 pub use sqlite::{Durability, SqliteConfig, SqliteStorage, MEMORY};
 
 /// A schema of its own on the PostgreSQL test server, for tests elsewhere.
@@ -36,6 +45,10 @@ pub struct ClaimRequest<'a> {
     pub tasks: Option<&'a [String]>,
     /// Take only jobs of a priority above this one.
     pub above_priority: Option<i64>,
+    /// Leave out jobs of these tasks and queues: the rate-limited ones,
+    /// which only `claim_limited` takes.
+    pub skip_tasks: Option<&'a [String]>,
+    pub skip_queues: Option<&'a [String]>,
     pub start: usize,
     pub hold: usize,
     pub lease: Duration,
@@ -54,6 +67,8 @@ impl<'a> ClaimRequest<'a> {
             queues,
             tasks: None,
             above_priority: None,
+            skip_tasks: None,
+            skip_queues: None,
             start: limit,
             hold: 0,
             lease,
@@ -291,4 +306,37 @@ pub trait Storage: Send + Sync {
     /// `grace` ago whose task no worker has ever registered (none without a
     /// grace period), and those whose task name cannot be read at all.
     fn fail_unknown_tasks(&self, grace: Option<Duration>) -> Result<Vec<UnknownTaskJob>>;
+
+    // Schedule half of scheduling and workflows
+
+    /// Records a worker's periodic schedules, or updates them. A new
+    /// schedule's next tick is the first after now; a stored one keeps its
+    /// next tick (ticks missed meanwhile are caught up by the next firing),
+    /// unless its cron pattern or time zone changed.
+    fn register_periodic(&self, schedules: &[PeriodicSchedule]) -> Result<()>;
+
+    /// Stores, as jobs due at their tick, the ticks of the schedules `names`
+    /// that fall due by `PERIODIC_LOOKAHEAD` from now (missed ones as their
+    /// `catch_up` says). Each schedule's next tick is moved on by a
+    /// compare-and-set in the transaction that stores its jobs, so however
+    /// many processes fire at once, each tick is stored once.
+    fn fire_periodic(&self, names: &[String]) -> Result<FiredTicks>;
+
+    /// Every stored schedule, by name.
+    fn periodic(&self) -> Result<Vec<PeriodicRecord>>;
+
+    /// Records a worker's rate limits: a bucket (full) for each new one; a
+    /// stored one takes the new rate and keeps its tokens (up to the burst).
+    fn configure_rate_limits(&self, limits: &[RateLimit]) -> Result<()>;
+
+    /// Takes up to `request.start` ready jobs that `limits` limit, in claim
+    /// order, each only with a token from every bucket that applies to it
+    /// (refilled by the time elapsed), debited in the same transaction, and
+    /// marks them running. The rest wait; `retry_at` says when a token for
+    /// them comes. `request`'s filters apply; its `hold` does not (limited
+    /// jobs are never held).
+    fn claim_limited(&self, request: &ClaimRequest, limits: &RateLimits) -> Result<LimitedClaim>;
+
+    /// A job's serialized arguments, if it exists.
+    fn payload(&self, id: i64) -> Result<Option<Vec<u8>>>;
 }

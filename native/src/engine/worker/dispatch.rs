@@ -183,6 +183,8 @@ pub(super) fn dispatcher(
     let mut listening: Option<Listening<'_>> = None;
     let mut prefetched: VecDeque<ClaimedJob> = VecDeque::new();
     let mut progress = Progress::new(&shared);
+    // When a token comes for rate-limited jobs left waiting (i64::MAX: none wait).
+    let mut limited_wake: Micros = i64::MAX;
     while !shared.stopping() {
         let generation = hub.work_generation();
         // Read before looking for work: a commit after the look moves it.
@@ -228,7 +230,14 @@ pub(super) fn dispatcher(
                 }
             }
         }
-        let got = match take_jobs(&shared, &mut prefetched, room, hold_room, &jobs) {
+        let got = match take_jobs(
+            &shared,
+            &mut prefetched,
+            room,
+            hold_room,
+            &jobs,
+            &mut limited_wake,
+        ) {
             Ok(got) => got,
             Err(e) => {
                 shared.report("claiming jobs", &e);
@@ -252,6 +261,7 @@ pub(super) fn dispatcher(
         }
         let due_in = next_due
             .min(wakeups.due_hint())
+            .min(limited_wake)
             .saturating_sub(now_micros());
         let until_due = Duration::from_micros(due_in.max(0) as u64);
         if !work.wait(seen, idle.min(until_due)) {
@@ -273,27 +283,39 @@ pub(super) fn dispatcher(
 }
 
 /// Claims up to `room` jobs to run now and `hold_room` to hold, and hands
-/// the running ones to the executors. Held jobs start first, unless a better
-/// job waits in storage. Returns how many jobs it took or started.
+/// the running ones to the executors. Rate-limited jobs come first, each
+/// with a token (bounded by their rate, they cannot crowd out the rest),
+/// and are never held; the other claims leave them out. Held jobs start
+/// first, unless a better job waits in storage. Returns how many jobs it
+/// took or started; `limited_wake` is when a token comes for limited jobs
+/// left waiting.
 fn take_jobs(
     shared: &Shared,
     prefetched: &mut VecDeque<ClaimedJob>,
     room: usize,
     hold_room: usize,
     executors: &Sender<ClaimedJob>,
+    limited_wake: &mut Micros,
 ) -> crate::error::Result<usize> {
     let tasks = shared.tasks();
+    let limits = shared.limits();
+    let limited = !limits.all.is_empty();
     let mut request = ClaimRequest {
         worker_id: &shared.id,
         queues: shared.config.queues.as_deref(),
         tasks: tasks.as_deref().map(|t| t.as_slice()),
         above_priority: None,
+        skip_tasks: limited.then_some(limits.tasks.as_slice()),
+        skip_queues: limited.then_some(limits.queues.as_slice()),
         start: room,
         hold: hold_room,
         lease: shared.config.lease,
     };
-    let mut to_run = Vec::new();
-    let taken;
+    let mut to_run = shared.claim_limited(&request, &limits, limited_wake)?;
+    shared.hold(&to_run);
+    let room = room - to_run.len();
+    request.start = room;
+    let mut taken = to_run.len();
     if let (true, Some(best_held)) = (room > 0, prefetched.front()) {
         // Only jobs better than what this worker holds may jump the queue.
         request.above_priority = Some(best_held.priority);
@@ -303,12 +325,12 @@ fn take_jobs(
         let starting: Vec<ClaimedJob> = prefetched
             .drain(..(room - better.len()).min(prefetched.len()))
             .collect();
-        taken = better.len() + starting.len();
+        taken += better.len() + starting.len();
         to_run.extend(better);
         to_run.extend(shared.start_held(starting)?);
     } else {
         let claimed = shared.storage().claim(&request)?;
-        taken = claimed.len();
+        taken += claimed.len();
         shared.hold(&claimed);
         for job in claimed {
             if job.running {

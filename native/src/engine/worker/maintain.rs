@@ -1,5 +1,6 @@
-//! The maintenance thread: renews leases, enforces timeouts, recovers the
-//! jobs of dead workers, purges expired results and checkpoints the log.
+//! The maintenance thread: renews leases, enforces timeouts, stores the due
+//! ticks of periodic schedules, recovers the jobs of dead workers, purges
+//! expired results and checkpoints the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ pub(super) fn maintenance(shared: Arc<Shared>) {
             heartbeat(&shared);
         }
         enforce_timeouts(&shared);
+        shared.fire_periodic_if_due();
         if last_cancel_look.elapsed() >= CANCEL_LOOK_EVERY {
             last_cancel_look = Instant::now();
             shared.look_for_cancel_requests();

@@ -15,9 +15,10 @@ mod held;
 mod lease;
 mod maintain;
 mod registry;
+mod schedule;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::job::{AttemptRef, ClaimedJob, JobOptions};
 use crate::storage::Storage;
 use commit::WriterMsg;
 pub use deferred::Deferred;
+pub use schedule::Declared;
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -66,6 +68,8 @@ pub struct WorkerConfig {
     /// Also report each success and claim (a per-job cost: only when the
     /// operator asked for debug logs).
     pub debug_events: bool,
+    /// Its periodic schedules and rate limits (see `schedule`).
+    pub declared: Declared,
 }
 
 impl Default for WorkerConfig {
@@ -84,6 +88,7 @@ impl Default for WorkerConfig {
             tasks: None,
             unknown_task_grace: None,
             debug_events: false,
+            declared: Declared::default(),
         }
     }
 }
@@ -169,6 +174,12 @@ struct Shared {
     tasks: RwLock<Option<Arc<Vec<String>>>>,
     /// Jobs drained from the channel after stop began: never started.
     unstarted: Mutex<Vec<AttemptRef>>,
+    /// Its rate limits, which its claims apply (see `schedule`).
+    limits: RwLock<Arc<schedule::Limits>>,
+    /// The names of its periodic schedules, and when its maintenance looks
+    /// at them next (microseconds, this process's clock).
+    periodic: RwLock<Arc<Vec<String>>>,
+    next_periodic_look: AtomicI64,
     outcomes: Sender<WriterMsg>,
     /// Hands executors the jobs enqueued already claimed for this worker;
     /// dropped when the worker stops.
@@ -210,7 +221,9 @@ impl LocalWorker for Shared {
             .queues
             .as_ref()
             .is_none_or(|q| q.contains(&options.queue))
-            && self.tasks().is_none_or(|t| t.contains(&options.task_name));
+            && self.tasks().is_none_or(|t| t.contains(&options.task_name))
+            // A rate-limited job needs a token: only a claim can give it one.
+            && !self.limits().all.limits(&options.task_name, &options.queue);
         let direct = self.direct.lock();
         let inflight = self.inflight.load(Ordering::SeqCst);
         let idle = direct.as_ref().is_some_and(|jobs| jobs.is_empty())
@@ -283,6 +296,9 @@ impl Worker {
             held: Mutex::new(HashMap::new()),
             tasks: RwLock::new(config.tasks.clone().map(Arc::new)),
             unstarted: Mutex::new(Vec::new()),
+            limits: RwLock::new(Arc::default()),
+            periodic: RwLock::new(Arc::default()),
+            next_periodic_look: AtomicI64::new(i64::MIN),
             outcomes: outcomes_tx,
             direct: Mutex::new(Some(jobs_tx.clone())),
             live_executors: Mutex::new(config.concurrency),
@@ -296,6 +312,7 @@ impl Worker {
         // In the registry before it claims anything, so that its jobs'
         // tasks are never counted as served by no one.
         shared.register()?;
+        shared.declare(&shared.config.declared)?;
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name)

@@ -42,6 +42,28 @@ fn filters(
     (sql, params)
 }
 
+/// Leaves out the rate-limited tasks and queues (`request.skip_*`), which
+/// only `claim_limited` takes: parameters numbered on from those given.
+fn skip_limited(
+    request: &ClaimRequest,
+    sql: &mut String,
+    params: &mut Vec<Box<dyn ToSql + Sync>>,
+    first: usize,
+) {
+    for (skip, column) in [
+        (request.skip_tasks, "task_name"),
+        (request.skip_queues, "queue"),
+    ] {
+        if let Some(names) = skip {
+            params.push(Box::new(names.to_vec()));
+            *sql += &format!(
+                " AND NOT ({column} = ANY(${}::text[]))",
+                first + params.len() - 1
+            );
+        }
+    }
+}
+
 /// Takes up to `$2` ready jobs in claim order for worker `$1`, leased for
 /// `$4` µs: the first `$3` running (started now), the rest claimed.
 ///
@@ -84,7 +106,8 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
         queues: request.queues,
         tasks: request.tasks,
     };
-    let (filter_sql, filter_params) = filters(scope, request.above_priority, 5);
+    let (mut filter_sql, mut filter_params) = filters(scope, request.above_priority, 5);
+    skip_limited(request, &mut filter_sql, &mut filter_params, 5);
     let sql = claim_sql(&filter_sql);
     let (limit, start, lease) = (
         request.limit() as i64,

@@ -26,7 +26,9 @@ mod enqueue;
 mod listener;
 mod maintenance;
 mod outcomes;
+mod periodic;
 mod pool;
+mod rate_limits;
 mod reads;
 mod registry;
 mod schema;
@@ -39,7 +41,8 @@ use self::connect::Target;
 use self::listener::Listener;
 use self::pool::{Conn, Pool};
 use super::{
-    CancelRequest, ClaimRequest, DirectClaim, JobScope, ReapedJob, Storage, UnknownTaskJob,
+    CancelRequest, ClaimRequest, DirectClaim, FiredTicks, JobScope, LimitedClaim, PeriodicRecord,
+    PeriodicSchedule, RateLimit, RateLimits, ReapedJob, Storage, UnknownTaskJob,
     WorkerRegistration,
 };
 use crate::error::Result;
@@ -294,6 +297,32 @@ impl Storage for PostgresStorage {
             Some(grace) => registry::fail_unknown_tasks(self, grace),
             None => Ok(Vec::new()),
         }
+    }
+
+    // Schedule half of scheduling and workflows
+
+    fn register_periodic(&self, schedules: &[PeriodicSchedule]) -> Result<()> {
+        periodic::register_periodic(self, schedules)
+    }
+
+    fn fire_periodic(&self, names: &[String]) -> Result<FiredTicks> {
+        periodic::fire_periodic(self, names)
+    }
+
+    fn periodic(&self) -> Result<Vec<PeriodicRecord>> {
+        periodic::periodic(self)
+    }
+
+    fn configure_rate_limits(&self, limits: &[RateLimit]) -> Result<()> {
+        rate_limits::configure_rate_limits(self, limits)
+    }
+
+    fn claim_limited(&self, request: &ClaimRequest, limits: &RateLimits) -> Result<LimitedClaim> {
+        rate_limits::claim_limited(self, request, limits)
+    }
+
+    fn payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        periodic::payload(self, id)
     }
 }
 

@@ -84,7 +84,40 @@ CREATE TABLE known_tasks (
 CREATE SEQUENCE changes;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1];
+// V4: periodic schedules and rate limits (see the SQLite schema's V4).
+const V4: &str = r#"
+-- One row per periodic schedule; next_tick is the first tick not yet stored
+-- as a job, moved on by a compare-and-set in the transaction that stores it.
+CREATE TABLE periodic (
+    name          text        PRIMARY KEY,
+    task_name     text        NOT NULL,
+    queue         text        NOT NULL,
+    cron          text        NOT NULL,
+    timezone      text        NOT NULL,
+    catch_up      text        NOT NULL,
+    payload       bytea       NOT NULL,
+    priority      bigint      NOT NULL,
+    max_retries   bigint      NOT NULL,
+    retry_backoff float8      NOT NULL,
+    timeout_ms    bigint,
+    next_tick     timestamptz NOT NULL,
+    last_tick     timestamptz,
+    updated_at    timestamptz NOT NULL
+);
+
+-- One token bucket per rate-limited task name ('task') and queue ('queue').
+CREATE TABLE rate_limits (
+    kind        text        NOT NULL,
+    name        text        NOT NULL,
+    per_second  float8      NOT NULL,
+    burst       float8      NOT NULL,
+    tokens      float8      NOT NULL,
+    refilled_at timestamptz NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V4];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 

@@ -21,6 +21,9 @@ pub(super) struct Filters {
     pub queues: bool,
     pub tasks: bool,
     pub above_priority: bool,
+    /// Leave out rate-limited tasks (`?9`) and queues (`?10`): see
+    /// `rate_limits`.
+    pub skips: bool,
 }
 
 impl Filters {
@@ -34,6 +37,10 @@ impl Filters {
         }
         if self.above_priority {
             sql += " AND priority > ?8";
+        }
+        if self.skips {
+            sql += " AND task_name NOT IN (SELECT value FROM json_each(?9)) \
+                     AND queue NOT IN (SELECT value FROM json_each(?10))";
         }
         sql
     }
@@ -86,6 +93,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         queues: request.queues.is_some(),
         tasks: request.tasks.is_some(),
         above_priority: request.above_priority.is_some(),
+        skips: request.skip_tasks.is_some() || request.skip_queues.is_some(),
     });
     let now = storage.now();
     let (jobs, quarantined) = storage.write(|tx| {
@@ -177,6 +185,10 @@ fn take_once(
         tasks: request.tasks,
     };
     bind_filters(&mut stmt, scope, request.above_priority)?;
+    if request.skip_tasks.is_some() || request.skip_queues.is_some() {
+        stmt.raw_bind_parameter(9, json_names(request.skip_tasks.unwrap_or_default()))?;
+        stmt.raw_bind_parameter(10, json_names(request.skip_queues.unwrap_or_default()))?;
+    }
     let mut rows = stmt.raw_query();
     let (mut good, mut bad) = (Vec::with_capacity(limit), Vec::new());
     while let Some(row) = rows.next()? {
@@ -262,6 +274,7 @@ pub(super) fn best_ready_priority(storage: &SqliteStorage, scope: JobScope) -> R
         queues: scope.queues.is_some(),
         tasks: scope.tasks.is_some(),
         above_priority: false,
+        skips: false,
     });
     storage.read(|conn| {
         let mut stmt = conn.prepare_cached(&sql)?;

@@ -29,6 +29,8 @@ mod enqueue;
 mod foreign;
 mod maintenance;
 mod outcomes;
+mod periodic;
+mod rate_limits;
 mod reads;
 mod registry;
 mod schema;
@@ -47,8 +49,9 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use self::foreign::OwnedFile;
 use self::maintenance::data_version;
 use super::{
-    CancelRequest, ClaimRequest, DirectClaim, JobScope, QuarantinedJob, ReapedJob, Storage,
-    UnknownTaskJob, WorkerRegistration,
+    CancelRequest, ClaimRequest, DirectClaim, FiredTicks, JobScope, LimitedClaim, PeriodicRecord,
+    PeriodicSchedule, QuarantinedJob, RateLimit, RateLimits, ReapedJob, Storage, UnknownTaskJob,
+    WorkerRegistration,
 };
 use crate::error::{DatabaseFault, Error, Result};
 use crate::job::{
@@ -501,6 +504,32 @@ impl Storage for SqliteStorage {
 
     fn fail_unknown_tasks(&self, grace: Option<Duration>) -> Result<Vec<UnknownTaskJob>> {
         registry::fail_unknown_tasks(self, grace)
+    }
+
+    // Schedule half of scheduling and workflows
+
+    fn register_periodic(&self, schedules: &[PeriodicSchedule]) -> Result<()> {
+        periodic::register_periodic(self, schedules)
+    }
+
+    fn fire_periodic(&self, names: &[String]) -> Result<FiredTicks> {
+        periodic::fire_periodic(self, names)
+    }
+
+    fn periodic(&self) -> Result<Vec<PeriodicRecord>> {
+        periodic::periodic(self)
+    }
+
+    fn configure_rate_limits(&self, limits: &[RateLimit]) -> Result<()> {
+        rate_limits::configure_rate_limits(self, limits)
+    }
+
+    fn claim_limited(&self, request: &ClaimRequest, limits: &RateLimits) -> Result<LimitedClaim> {
+        rate_limits::claim_limited(self, request, limits)
+    }
+
+    fn payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        periodic::payload(self, id)
     }
 }
 

@@ -92,12 +92,51 @@ CREATE TABLE known_tasks (
 ) WITHOUT ROWID;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2];
+// V4: periodic schedules and rate limits (issue 12, its schedule half; V3
+// is the jobs half's), shared by every worker process through the database.
+const V4: &str = r#"
+-- One row per periodic schedule (@queue.periodic), upserted by every worker
+-- that declares it. next_tick is the first tick not yet stored as a job:
+-- the worker that stores a tick moves it on with a compare-and-set in the
+-- same transaction, so each tick is enqueued once however many processes
+-- serve the database.
+CREATE TABLE periodic (
+    name          TEXT    PRIMARY KEY,
+    task_name     TEXT    NOT NULL,
+    queue         TEXT    NOT NULL,
+    cron          TEXT    NOT NULL,
+    timezone      TEXT    NOT NULL,
+    catch_up      TEXT    NOT NULL,   -- one, all or none
+    payload       BLOB    NOT NULL,   -- the jobs' arguments
+    priority      INTEGER NOT NULL,
+    max_retries   INTEGER NOT NULL,
+    retry_backoff REAL    NOT NULL,
+    timeout_ms    INTEGER,
+    next_tick     INTEGER NOT NULL,   -- microseconds since the epoch
+    last_tick     INTEGER,            -- the latest tick stored as a job
+    updated_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- One token bucket per rate-limited task name (kind 'task') and queue
+-- (kind 'queue'), shared by every worker: a claim refills it by the time
+-- elapsed and debits what it takes, in the claim's transaction.
+CREATE TABLE rate_limits (
+    kind        TEXT    NOT NULL,
+    name        TEXT    NOT NULL,
+    per_second  REAL    NOT NULL,
+    burst       REAL    NOT NULL,
+    tokens      REAL    NOT NULL,
+    refilled_at INTEGER NOT NULL,     -- microseconds since the epoch
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V4];
 
 /// A table some migration creates, if a database taskito never touched
 /// already has one (`jobs` first: the one users recognise).
 const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
-     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks') \
+     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits') \
      ORDER BY name <> 'jobs', name LIMIT 1";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

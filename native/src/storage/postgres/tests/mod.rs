@@ -182,3 +182,4 @@ mod outcomes;
 mod prefetch;
 mod reads;
 mod registry;
+mod schedule;

@@ -21,6 +21,7 @@ mod poison;
 mod prefetch;
 mod reads;
 mod registry;
+mod schedule;
 
 fn memory() -> SqliteStorage {
     SqliteStorage::open(SqliteConfig::new(MEMORY)).unwrap()

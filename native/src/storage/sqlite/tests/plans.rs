@@ -6,7 +6,7 @@ use rusqlite::types::Value;
 
 use super::*;
 use crate::job::state_sql;
-use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, reads, registry};
+use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, rate_limits, reads, registry};
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
 fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
@@ -49,11 +49,14 @@ fn hot_queries_use_their_indexes() {
         text(r#"["emails","default"]"#),
         text(r#"["send","resize"]"#),
         int(5),
+        text(r#"["throttled"]"#),
+        text(r#"["slow-queue"]"#),
     ]);
     let every_filter = claim::Filters {
         queues: true,
         tasks: true,
         above_priority: true,
+        skips: true,
     };
     let only_tasks = claim::Filters {
         tasks: true,
@@ -76,6 +79,18 @@ fn hot_queries_use_their_indexes() {
             "best ready job",
             claim::best_ready_sql(only_tasks),
             filtered_params[..7].to_vec(),
+            "jobs_ready",
+        ),
+        (
+            "rate-limited jobs with a token",
+            rate_limits::candidates_sql(true, true),
+            vec![
+                text(r#"["throttled"]"#),
+                text(r#"["slow-queue"]"#),
+                int(8),
+                text(r#"["emails","default"]"#),
+                text(r#"["send","resize"]"#),
+            ],
             "jobs_ready",
         ),
         (
@@ -227,6 +242,11 @@ fn statements_on_one_job_go_straight_to_it() {
         ("get job", reads::GET_JOB, vec![int(JOB)]),
         ("state and result", reads::STATE_AND_RESULT, vec![int(JOB)]),
         ("cancel requested", reads::CANCEL_REQUESTED, vec![int(JOB)]),
+        (
+            "take a rate-limited job",
+            rate_limits::TAKE,
+            vec![int(JOB), text("w1"), int(NOW), int(NOW + 1)],
+        ),
     ];
     for (name, sql, params) in cases {
         let plan = plan(&s, sql, &params);
