@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -201,7 +203,8 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
     before = set(procs.descendants(os.getpid()))
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{cell.adapter}-", dir=workdir))
     try:
-        row = _run_in(folder, cell, python, timeout, before)
+        with _redis_to_itself(cell):
+            row = _run_in(folder, cell, python, timeout, before)
         # A cell that died before dropping its PostgreSQL schemas left them
         # listed in its folder: dropped now, and said before the row's error.
         note = _drop_left_schemas(folder, cell, python)
@@ -214,6 +217,23 @@ def run_cell(cell: Cell, python: str, timeout: float, workdir: Path | None = Non
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {**row, "error": note + row["error"]} if note else row
+
+
+@contextlib.contextmanager
+def _redis_to_itself(cell: Cell, blocking: bool = True) -> Iterator[None]:
+    """Holds the cell's Redis databases for as long as it runs, when it uses
+    Redis. Every Redis cell flushes and fills the same two databases of its
+    server: two sweeps on one machine (two checkouts, or tests under xdist)
+    would empty each other's queues mid-cell, so their Redis cells take
+    turns, by a lock file named after the server. Not ``blocking``: raises
+    BlockingIOError if another cell holds it."""
+    if DB_MODES[cell.db].backend != "redis":
+        yield
+        return
+    server = hashlib.sha256(cell.redis_url.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"taskito-bench-redis-{server}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
 
 
 def _run_in(folder: Path, cell: Cell, python: str, timeout: float, before: set[int]) -> dict[str, Any]:

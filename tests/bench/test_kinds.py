@@ -7,11 +7,8 @@ package is installed (the bench extra) and, on Redis, a server answers at
 from __future__ import annotations
 
 import csv
-import fcntl
 import importlib.util
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,15 +40,6 @@ def runs_here(engine: str) -> bool:
     return installed and (engine == "huey" or REDIS)
 
 
-@pytest.fixture
-def redis_to_itself() -> Iterator[None]:
-    """Cells flush and fill the same two Redis databases: tests whose sweeps
-    use them (under xdist, in other processes) take turns, by a file lock."""
-    with open(Path(tempfile.gettempdir()) / "taskito-bench-redis.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def rows_of(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -77,7 +65,7 @@ def assert_ran_or_skipped(row: dict[str, str]) -> bool:
     return True
 
 
-def test_cpu_ms_runs_in_each_engines_own_processes(tmp_path: Path, redis_to_itself: None) -> None:
+def test_cpu_ms_runs_in_each_engines_own_processes(tmp_path: Path) -> None:
     rows = tiny(
         tmp_path, "--engines", "taskito,huey,celery,dramatiq", "--db", "file,redis", "--tasks", "cpu_ms",
         "--processes", "1,2", "--workers", "1,2", "--jobs", "20",
@@ -114,7 +102,7 @@ def test_cpu_ms_runs_in_each_engines_own_processes(tmp_path: Path, redis_to_itse
 
 
 def test_async_sleep_runs_on_event_loops_and_engines_without_one_say_why(
-    tmp_path: Path, redis_to_itself: None
+    tmp_path: Path,
 ) -> None:
     rows = tiny(
         tmp_path, "--engines", "taskito,saq,taskiq,huey,celery", "--db", "file,redis", "--tasks", "async_sleep",
@@ -147,7 +135,7 @@ def test_async_sleep_runs_on_event_loops_and_engines_without_one_say_why(
     assert all(r["status"] == "skipped" for e in ("huey", "celery") for r in by_engine[e])
 
 
-def test_chains_count_every_step_and_time_no_enqueue(tmp_path: Path, redis_to_itself: None) -> None:
+def test_chains_count_every_step_and_time_no_enqueue(tmp_path: Path) -> None:
     rows = tiny(
         tmp_path, "--engines", "taskito,huey,celery,dramatiq", "--db", "file,redis", "--tasks", "chain",
         "--placement", "thread,process", "--workers", "2", "--jobs", "40",

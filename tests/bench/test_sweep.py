@@ -4,6 +4,7 @@ real subprocesses, the CSV they leave."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -15,11 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import taskito
 import taskito._native
 from benchmarks.grid import Cell
 from benchmarks.schema import COLUMNS, METRICS
-from benchmarks.sweep import Plan, Progress, run_cell
+from benchmarks.sweep import Plan, Progress, _redis_to_itself, run_cell
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 HUEY = importlib.util.find_spec("huey") is not None
@@ -275,3 +278,19 @@ def test_progress_estimates_time_left_from_each_engines_own_cells() -> None:
     assert "timeout" in lines[1] and "killed after 3s" in lines[1]
     # After the first cell, huey's time is guessed from the mean of all cells so far.
     assert lines[0].endswith("ETA 3s")
+
+
+def test_redis_cells_hold_their_servers_databases_while_they_run(tmp_path: Path) -> None:
+    """Every Redis cell flushes the same two databases: while one runs, a
+    cell of another sweep on the same server cannot start; other servers
+    and other backends are not held up."""
+    redis_cell = Cell("celery", "redis", 1, "noop", 10, 1, 1, 1)
+    other_server = dataclasses.replace(redis_cell, redis_url="redis://127.0.0.1:6380")
+    sqlite_cell = Cell("taskito", "file", 1, "noop", 10, 1, 1, 1)
+    with _redis_to_itself(redis_cell):
+        with pytest.raises(BlockingIOError), _redis_to_itself(redis_cell, blocking=False):
+            pass
+        with _redis_to_itself(other_server, blocking=False), _redis_to_itself(sqlite_cell, blocking=False):
+            pass
+    with _redis_to_itself(redis_cell, blocking=False):
+        pass

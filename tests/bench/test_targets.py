@@ -9,7 +9,6 @@ import re
 import pytest
 
 from benchmarks import pool_targets, targets
-from tests.bench.test_kinds import redis_to_itself  # noqa: F401  # the fixture
 
 
 def test_the_default_and_eight_workers_are_one_configuration_on_eight_cpus() -> None:
@@ -124,7 +123,6 @@ def test_the_cross_process_group_alone_brings_the_in_process_drain_it_is_set_aga
     assert "issue 13 targets" not in out
 
 
-@pytest.mark.usefixtures("redis_to_itself")
 def test_issue_13s_targets_each_print_a_value_and_a_verdict_or_why_not(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
