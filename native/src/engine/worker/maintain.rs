@@ -125,6 +125,10 @@ fn heartbeat(shared: &Shared) {
     }
     shared.renew_registration();
     quarantine_unreadable(shared);
+    // Progress reported since the last beat, in one write.
+    if let Err(e) = shared.engine.write_progress(None) {
+        shared.report("recording progress", &e);
+    }
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
         let asked = Instant::now();

@@ -345,7 +345,7 @@ static CANCEL_UNSTARTED: LazyLock<String> = LazyLock::new(|| {
             "WITH upd AS (UPDATE jobs SET status = ",
             state_sql!(Cancelled),
             ", finished_at = now(), lease_expires_at = NULL WHERE id = $1::int8 AND status IN (",
-            state_sql!(Ready, Scheduled, Retrying, Claimed),
+            state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
             ") RETURNING id) SELECT id, {notify} FROM upd"
         ),
         notify = notify_sql(2, 3, 4)
@@ -418,5 +418,24 @@ pub(super) fn retry_dead(storage: &PostgresStorage, id: i64) -> Result<bool> {
             &[&id, &storage.channel, &notes.payloads, &notes.work],
         )?;
         Ok(!rows.is_empty())
+    })
+}
+
+/// Records the progress `$2` that the tasks of running jobs `$1` reported.
+const RECORD_PROGRESS: &str = "UPDATE jobs j SET progress = t.progress \
+    FROM unnest($1::int8[], $2::int2[]) AS t(id, progress) WHERE j.id = t.id";
+
+pub(super) fn record_progress(storage: &PostgresStorage, progress: &[(i64, u8)]) -> Result<()> {
+    if progress.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = progress.to_vec();
+    // In id order, as every multi-row write locks its rows.
+    sorted.sort_unstable();
+    let ids: Vec<i64> = sorted.iter().map(|p| p.0).collect();
+    let values: Vec<i16> = sorted.iter().map(|p| i16::from(p.1)).collect();
+    storage.run(|conn| {
+        conn.execute(RECORD_PROGRESS, &[&ids, &values])?;
+        Ok(())
     })
 }
