@@ -152,13 +152,21 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
 /// status instead: the entries a status index keeps for every job that ever
 /// had that status (until vacuum) would make each batch cost as much as the
 /// queue's history.
+///
+/// One that expired while it was held ends expired instead (not started).
 const START_CLAIMED: &str = concat!(
-    "UPDATE jobs j SET status = ",
+    "UPDATE jobs j SET status = CASE WHEN j.expires_at <= now() THEN ",
+    state_sql!(Expired),
+    " ELSE ",
     state_sql!(Running),
-    ", started_at = now() FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
+    " END, started_at = CASE WHEN j.expires_at <= now() THEN NULL ELSE now() END, \
+     finished_at = CASE WHEN j.expires_at <= now() THEN now() END, \
+     lease_expires_at = CASE WHEN j.expires_at <= now() THEN NULL ELSE j.lease_expires_at END \
+     FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
      WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 = ",
     state_sql!(Claimed),
-    " RETURNING j.id"
+    " RETURNING j.id, j.status = ",
+    state_sql!(Running)
 );
 
 pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
@@ -168,7 +176,7 @@ pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> R
     let (ids, tokens) = ids_and_tokens(jobs);
     let started: std::collections::HashSet<i64> = storage.run(|conn| {
         let rows = conn.query(START_CLAIMED, &[&ids, &tokens])?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().filter(|r| r.get(1)).map(|r| r.get(0)).collect())
     })?;
     Ok(jobs.iter().map(|j| started.contains(&j.id)).collect())
 }

@@ -3,7 +3,7 @@
 //! look at the best waiting job that decides whether a prefetch is handed
 //! back.
 
-use rusqlite::{params, Statement, Transaction};
+use rusqlite::{params, OptionalExtension, Statement, Transaction};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::SqliteStorage;
@@ -237,13 +237,19 @@ fn take_once(
 }
 
 /// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled
-/// or taken back meanwhile.
+/// or taken back meanwhile; one that expired while it was held ends expired
+/// instead (not started). Returns the state it is in.
 pub(super) const START_CLAIMED: &str = concat!(
-    "UPDATE jobs SET status = ",
+    "UPDATE jobs SET status = CASE WHEN expires_at <= ?3 THEN ",
+    state_sql!(Expired),
+    " ELSE ",
     state_sql!(Running),
-    ", started_at = ?3 WHERE id = ?1 AND status = ",
+    " END, started_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?3 END, \
+     finished_at = CASE WHEN expires_at <= ?3 THEN ?3 END, \
+     lease_expires_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE lease_expires_at END \
+     WHERE id = ?1 AND status = ",
     state_sql!(Claimed),
-    " AND lease_token = ?2"
+    " AND lease_token = ?2 RETURNING status"
 );
 
 pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
@@ -255,7 +261,10 @@ pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Res
         let mut stmt = tx.prepare_cached(START_CLAIMED)?;
         let mut started = Vec::with_capacity(jobs.len());
         for job in jobs {
-            started.push(stmt.execute(params![job.id, job.token, now])? == 1);
+            let state: Option<i64> = stmt
+                .query_row(params![job.id, job.token, now], |r| r.get(0))
+                .optional()?;
+            started.push(state == Some(State::Running as i64));
         }
         Ok(started)
     })
