@@ -10,6 +10,8 @@ mod rate_limit;
 #[cfg(test)]
 mod schedule_tests;
 mod sqlite;
+#[cfg(test)]
+mod workflow_tests;
 
 use std::time::Duration;
 

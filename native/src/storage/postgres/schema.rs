@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 // States are spelled as numbers, as in the SQLite schema: a shipped
 // migration is history. The claim order index and the partial predicates
 // match the SQLite ones; statements name the states with `state_sql!`.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- One row per job; `id` is the engine's time-ordered 64-bit id. Times are
 -- the database server's (now()), never a worker's.
 CREATE TABLE jobs (
@@ -85,7 +85,7 @@ CREATE SEQUENCE changes;
 "#;
 
 // V4: periodic schedules and rate limits (see the SQLite schema's V4).
-const V4: &str = r#"
+pub(super) const V4: &str = r#"
 -- One row per periodic schedule; next_tick is the first tick not yet stored
 -- as a job, moved on by a compare-and-set in the transaction that stores it.
 CREATE TABLE periodic (
@@ -120,7 +120,7 @@ CREATE TABLE rate_limits (
 // V3: the jobs half of issue 12 (see the SQLite schema's V3). It shipped
 // after V4, and the list is in the order migrations shipped (the version
 // counts the entries applied): a schema at version 2 (V1, V4) gets V3 next.
-const V3: &str = r#"
+pub(super) const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN unique_key text;
 ALTER TABLE jobs ADD COLUMN expires_at timestamptz;
 ALTER TABLE jobs ADD COLUMN metadata text;              -- JSON given at enqueue

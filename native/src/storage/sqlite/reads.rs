@@ -307,9 +307,9 @@ pub(super) fn dependency_results(storage: &SqliteStorage, id: i64) -> Result<Vec
 /// The jobs job `?1` depends on, in order.
 pub(super) const DEPENDENCIES: &str =
     "SELECT depends_on FROM job_dependencies WHERE job_id = ?1 ORDER BY position";
-/// The jobs that depend on job `?1`, in enqueue order.
-pub(super) const DEPENDENTS: &str =
-    "SELECT job_id FROM job_dependencies WHERE depends_on = ?1 ORDER BY job_id";
+/// The jobs that depend on job `?1` (sorted into enqueue order after: the
+/// index's order is by whether they settled).
+pub(super) const DEPENDENTS: &str = "SELECT job_id FROM job_dependencies WHERE depends_on = ?1";
 
 pub(super) fn links(storage: &SqliteStorage, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
     storage.read(|conn| {
@@ -319,7 +319,9 @@ pub(super) fn links(storage: &SqliteStorage, id: i64) -> Result<(Vec<i64>, Vec<i
             let rows = stmt.query_map([id], |r| r.get(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
         };
-        let links = (ids(DEPENDENCIES)?, ids(DEPENDENTS)?);
+        let mut dependents = ids(DEPENDENTS)?;
+        dependents.sort_unstable();
+        let links = (ids(DEPENDENCIES)?, dependents);
         tx.finish()?;
         Ok(links)
     })

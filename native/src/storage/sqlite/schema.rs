@@ -13,7 +13,7 @@ use crate::error::{DatabaseFault, Error, Result};
 // rows and rebuilds these indexes. Until then the tests tie the two together:
 // the partial indexes' predicates must read as the constants spell them, and
 // every hot statement, written with the constants, must use its index.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- One row per job. `id` is the time-ordered job id (see job::IdGenerator) and
 -- the rowid, so enqueue order needs no index of its own.
 CREATE TABLE jobs (
@@ -67,7 +67,7 @@ CREATE INDEX job_errors_by_job ON job_errors (job_id);
 // operators can see who serves the database. Jobs gain the state Claimed
 // (7: held by a worker, not started), which the partial index jobs_status
 // already covers (status <> 0).
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 -- One row per live worker: written when it starts, its heartbeat renewed with
 -- its leases, deleted when it stops. A row whose expires_at has passed is a
 -- worker that died; any worker deletes such rows.
@@ -94,7 +94,7 @@ CREATE TABLE known_tasks (
 
 // V4: periodic schedules and rate limits (issue 12, its schedule half; V3
 // is the jobs half's), shared by every worker process through the database.
-const V4: &str = r#"
+pub(super) const V4: &str = r#"
 -- One row per periodic schedule (@queue.periodic), upserted by every worker
 -- that declares it. next_tick is the first tick not yet stored as a job:
 -- the worker that stores a tick moves it on with a compare-and-set in the
@@ -135,7 +135,7 @@ CREATE TABLE rate_limits (
 // metadata, progress). It shipped after V4: the list is in the order the
 // migrations shipped, because `user_version` counts the entries applied.
 // A database at version 3 (V1, V2, V4) gets V3 as its fourth.
-const V3: &str = r#"
+pub(super) const V3: &str = r#"
 ALTER TABLE jobs ADD COLUMN unique_key TEXT;
 ALTER TABLE jobs ADD COLUMN expires_at INTEGER;       -- microseconds since the epoch
 ALTER TABLE jobs ADD COLUMN metadata TEXT;            -- JSON given at enqueue
