@@ -311,3 +311,25 @@ pub fn metadata_and_progress_are_stored(s: &dyn Storage) {
     succeed(s, &job);
     assert_eq!(s.get_job(id).unwrap().unwrap().progress, Some(55));
 }
+
+pub fn a_revived_job_keeps_its_key_unless_another_took_it(s: &dyn Storage) {
+    let keyed = |key: &str| {
+        let mut n = node("t", key);
+        n.unique_key = Some(key.into());
+        n
+    };
+    let lone = s.enqueue_graph(&[keyed("lone")]).unwrap()[0];
+    let taken = s.enqueue_graph(&[keyed("taken")]).unwrap()[0];
+    for job in claim(s) {
+        die(s, &job);
+    }
+    let taker = s.enqueue_graph(&[keyed("taken")]).unwrap()[0];
+    assert_ne!(taker, taken);
+    assert!(s.retry_dead(lone).unwrap());
+    assert!(s.retry_dead(taken).unwrap());
+    let key_of = |id| s.get_job(id).unwrap().unwrap().unique_key;
+    assert_eq!(key_of(lone).as_deref(), Some("lone"));
+    assert_eq!(key_of(taken), None, "its key is another live job's");
+    assert_eq!(key_of(taker).as_deref(), Some("taken"));
+    assert_eq!(s.enqueue_graph(&[keyed("lone")]).unwrap(), vec![lone]);
+}

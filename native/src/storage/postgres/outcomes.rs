@@ -394,14 +394,19 @@ pub(super) fn request_cancel(storage: &PostgresStorage, id: i64) -> Result<Cance
 }
 
 /// Makes dead job `$1` ready now with a fresh set of attempts; its payload,
-/// options and error history stay.
+/// options and error history stay. Its unique key stays unless another live
+/// job took it meanwhile: then the revived job goes without.
 static REVIVE_DEAD: LazyLock<String> = LazyLock::new(|| {
     format!(
         concat!(
             "WITH upd AS (UPDATE jobs SET status = ",
             state_sql!(Ready),
             ", attempt = 0, scheduled_at = now(), started_at = NULL, finished_at = NULL, \
-             worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = false \
+             worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = false, \
+             unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o \
+             WHERE o.unique_key = jobs.unique_key AND o.status IN (",
+            state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+            ")) THEN NULL ELSE unique_key END \
              WHERE id = $1::int8 AND status = ",
             state_sql!(Dead),
             " RETURNING id) SELECT id, {notify} FROM upd"

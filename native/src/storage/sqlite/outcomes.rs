@@ -276,12 +276,17 @@ fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<(bool, boo
 }
 
 /// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
-/// payload, options and error history stay.
+/// payload, options and error history stay. Its unique key stays unless
+/// another live job took it meanwhile: then the revived job goes without.
 pub(super) const REVIVE_DEAD: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Ready),
     ", attempt = 0, scheduled_at = ?2, started_at = NULL, finished_at = NULL, \
-     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0 \
+     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0, \
+     unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o WHERE o.unique_key = jobs.unique_key \
+     AND o.status IN (",
+    state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+    ")) THEN NULL ELSE unique_key END \
      WHERE id = ?1 AND status = ",
     state_sql!(Dead)
 );

@@ -68,3 +68,9 @@ fn an_expired_job_is_never_claimed_and_ends_expired() {
     let (scratch, s) = storage!();
     spec::an_expired_job_is_never_claimed_and_ends_expired(&s, &expirer(&scratch));
 }
+
+#[test]
+fn a_revived_job_keeps_its_key_unless_another_took_it() {
+    let (_scratch, s) = storage!();
+    spec::a_revived_job_keeps_its_key_unless_another_took_it(&s);
+}

@@ -54,3 +54,8 @@ fn an_expired_job_is_never_claimed_and_ends_expired() {
     let s = memory();
     spec::an_expired_job_is_never_claimed_and_ends_expired(&s, &expirer(&s));
 }
+
+#[test]
+fn a_revived_job_keeps_its_key_unless_another_took_it() {
+    spec::a_revived_job_keeps_its_key_unless_another_took_it(&memory());
+}
