@@ -337,3 +337,17 @@ pub fn a_revived_job_keeps_its_key_unless_another_took_it(s: &dyn Storage) {
     assert_eq!(key_of(taker).as_deref(), Some("taken"));
     assert_eq!(s.enqueue_graph(&[keyed("lone")]).unwrap(), vec![lone]);
 }
+
+pub fn a_later_node_may_depend_on_a_node_that_is_a_live_keyed_job(s: &dyn Storage) {
+    let mut keyed = node("t", "first");
+    keyed.unique_key = Some("step-1".into());
+    let live = s.enqueue_graph(&[keyed.clone()]).unwrap()[0];
+    let ids = s
+        .enqueue_graph(&[keyed, after(node("t", "next"), &[0])])
+        .unwrap();
+    assert_eq!(ids[0], live, "the node is the live job");
+    assert_eq!(s.links(ids[1]).unwrap().0, vec![live]);
+    assert_eq!(state(s, ids[1]), State::Waiting);
+    succeed(s, &claim(s));
+    assert_eq!(claimed_ids(s), vec![ids[1]]);
+}

@@ -74,3 +74,9 @@ fn a_revived_job_keeps_its_key_unless_another_took_it() {
     let (_scratch, s) = storage!();
     spec::a_revived_job_keeps_its_key_unless_another_took_it(&s);
 }
+
+#[test]
+fn a_later_node_may_depend_on_a_node_that_is_a_live_keyed_job() {
+    let (_scratch, s) = storage!();
+    spec::a_later_node_may_depend_on_a_node_that_is_a_live_keyed_job(&s);
+}

@@ -62,3 +62,8 @@ fn an_expired_job_is_never_claimed_and_ends_expired() {
 fn a_revived_job_keeps_its_key_unless_another_took_it() {
     spec::a_revived_job_keeps_its_key_unless_another_took_it(&memory());
 }
+
+#[test]
+fn a_later_node_may_depend_on_a_node_that_is_a_live_keyed_job() {
+    spec::a_later_node_may_depend_on_a_node_that_is_a_live_keyed_job(&memory());
+}
