@@ -60,19 +60,21 @@ class JobContext:
         self.started = time.monotonic()
         self.probe: CancelProbe = engine
         self.engine = engine
-        self._metadata: dict[str, Any] | None = None
 
     def cancel_requested(self) -> bool:
         return self.probe.cancel_requested(self.id)
 
     def metadata(self) -> dict[str, Any]:
         """The job's metadata, read from storage on first use: claims do not
-        carry it, so that jobs without metadata cost nothing for it."""
-        if self._metadata is None:
+        carry it, so that jobs without metadata cost nothing for it (the
+        slot stays unset until then: one store less per attempt)."""
+        try:
+            return self._metadata
+        except AttributeError:
             record = self.engine.get_job(self.id) or {}
             text = record.get("metadata")
-            self._metadata = {} if text is None else dict(json.loads(text))
-        return self._metadata
+            self._metadata: dict[str, Any] = {} if text is None else dict(json.loads(text))
+            return self._metadata
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.task_name} attempt={self.attempt}>"

@@ -129,14 +129,15 @@ fn purge_sql(states: &str) -> String {
     format!(
         "WITH gone AS (DELETE FROM jobs WHERE status IN ({states}) \
          AND finished_at < now() - $1::int8 * interval '1 microsecond' RETURNING id), \
-         errors AS (DELETE FROM job_errors WHERE job_id IN (SELECT id FROM gone)) \
+         errors AS (DELETE FROM job_errors WHERE job_id IN (SELECT id FROM gone)), \
+         links AS (DELETE FROM job_dependencies WHERE job_id IN (SELECT id FROM gone)) \
          SELECT count(*) FROM gone"
     )
 }
 
 static PURGE_DEAD: LazyLock<String> = LazyLock::new(|| purge_sql(state_sql!(Dead)));
 static PURGE_FINISHED: LazyLock<String> =
-    LazyLock::new(|| purge_sql(state_sql!(Complete, Cancelled)));
+    LazyLock::new(|| purge_sql(state_sql!(Complete, Cancelled, Expired)));
 
 fn purge(storage: &PostgresStorage, sql: &str, older_than: Duration) -> Result<usize> {
     let age = micros(older_than);

@@ -27,7 +27,8 @@ pub(super) const DROP_EXPIRY: i64 = 4;
 
 const ON_END: &str = "SELECT on_end FROM jobs WHERE id = ?1";
 
-const ENDED_JOB: &str = "SELECT status, task_name, unique_key FROM jobs WHERE id = ?1";
+const ENDED_JOB: &str = "SELECT status, task_name, \
+    (SELECT unique_key FROM job_details WHERE job_id = jobs.id) FROM jobs WHERE id = ?1";
 
 /// The message of the `DependencyFailed` error of job `?1`, if it was
 /// cancelled because of a dependency: its dependents pass it on.

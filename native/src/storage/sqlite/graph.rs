@@ -19,14 +19,17 @@ use crate::storage::common::{
     initial_state, timeout_millis, DEPENDENCY_FAILED,
 };
 
-/// One job of a graph; `?13` is its expiry (also `expiry`, until it ends),
-/// `?17` its `on_end` bits. An id another process took in the same
-/// millisecond inserts nothing.
+/// One job of a graph; `?12` is its expiry, `?16` its `on_end` bits. An id
+/// another process took in the same millisecond inserts nothing.
 pub(super) const INSERT_NODE: &str = "INSERT INTO jobs (id, payload, queue, task_name, status, \
-    priority, created_at, scheduled_at, max_retries, retry_backoff, timeout_ms, unique_key, \
-    expires_at, expiry, metadata, feed, pending_deps, finished_at, on_end) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, ?18) \
+    priority, created_at, scheduled_at, max_retries, retry_backoff, timeout_ms, expiry, feed, \
+    pending_deps, finished_at, on_end) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
     ON CONFLICT (id) DO NOTHING";
+
+/// What job `?1` was enqueued with beyond its options.
+pub(super) const INSERT_DETAILS: &str = "INSERT INTO job_details \
+    (job_id, unique_key, expires_at, metadata) VALUES (?1, ?2, ?3, ?4)";
 
 /// The live job holding key `?1`, if any.
 pub(super) const LIVE_WITH_KEY: &str = "SELECT job_id FROM unique_keys WHERE key = ?1";
@@ -104,10 +107,8 @@ fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros)
     } else {
         0
     };
-    let expiry = node
-        .expires
-        .filter(|_| state != State::Cancelled)
-        .map(|e| now.saturating_add(micros(e)));
+    let expires_at = node.expires.map(|e| now.saturating_add(micros(e)));
+    let expiry = expires_at.filter(|_| state != State::Cancelled);
     let id = loop {
         let id = IDS.next();
         let options = &node.options;
@@ -123,9 +124,7 @@ fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros)
             options.max_retries,
             options.retry_backoff,
             options.timeout.map(timeout_millis),
-            node.unique_key,
             expiry,
-            node.metadata,
             node.feed as i64,
             pending as i64,
             (state == State::Cancelled).then_some(now),
@@ -137,6 +136,14 @@ fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros)
         // Another process took this id in the same millisecond.
         IDS.skip_past(id);
     };
+    if node.unique_key.is_some() || expires_at.is_some() || node.metadata.is_some() {
+        tx.prepare_cached(INSERT_DETAILS)?.execute(params![
+            id,
+            node.unique_key,
+            expires_at,
+            node.metadata
+        ])?;
+    }
     if on_end & FREE_KEY != 0 {
         if let Some(key) = &node.unique_key {
             tx.prepare_cached(TAKE_KEY)?.execute(params![key, id])?;

@@ -160,13 +160,41 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
     Ok(reaped)
 }
 
-/// The error history of jobs that died before `?1`, then those jobs.
-pub(super) const PURGE_DEAD_ERRORS: &str = concat!(
-    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
-    state_sql!(Ready),
-    " AND status = ",
-    state_sql!(Dead),
-    " AND finished_at < ?1)"
+/// The ids of jobs that died before `?1`, as an `IN` operand.
+macro_rules! dead_before {
+    () => {
+        concat!(
+            "(SELECT id FROM jobs WHERE status <> ",
+            state_sql!(Ready),
+            " AND status = ",
+            state_sql!(Dead),
+            " AND finished_at < ?1)"
+        )
+    };
+}
+
+/// The ids of jobs completed, cancelled or expired before `?1`.
+macro_rules! finished_before {
+    () => {
+        concat!(
+            "(SELECT id FROM jobs WHERE status <> ",
+            state_sql!(Ready),
+            " AND status IN (",
+            state_sql!(Complete, Cancelled, Expired),
+            ") AND finished_at < ?1)"
+        )
+    };
+}
+
+/// What goes with jobs that died before `?1` (their errors, details and
+/// dependency rows), then those jobs.
+pub(super) const PURGE_DEAD_ERRORS: &str =
+    concat!("DELETE FROM job_errors WHERE job_id IN ", dead_before!());
+pub(super) const PURGE_DEAD_DETAILS: &str =
+    concat!("DELETE FROM job_details WHERE job_id IN ", dead_before!());
+pub(super) const PURGE_DEAD_LINKS: &str = concat!(
+    "DELETE FROM job_dependencies WHERE job_id IN ",
+    dead_before!()
 );
 pub(super) const PURGE_DEAD: &str = concat!(
     "DELETE FROM jobs WHERE status <> ",
@@ -179,33 +207,45 @@ pub(super) const PURGE_DEAD: &str = concat!(
 pub(super) fn purge_dead(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
     let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
-        tx.prepare_cached(PURGE_DEAD_ERRORS)?.execute([before])?;
+        for sql in [PURGE_DEAD_ERRORS, PURGE_DEAD_DETAILS, PURGE_DEAD_LINKS] {
+            tx.prepare_cached(sql)?.execute([before])?;
+        }
         Ok(tx.prepare_cached(PURGE_DEAD)?.execute([before])?)
     })
 }
 
-/// The error history of jobs completed or cancelled before `?1`, then those
-/// jobs.
+/// What goes with jobs completed, cancelled or expired before `?1`, then
+/// those jobs.
 pub(super) const PURGE_FINISHED_ERRORS: &str = concat!(
-    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
-    state_sql!(Ready),
-    " AND status IN (",
-    state_sql!(Complete, Cancelled),
-    ") AND finished_at < ?1)"
+    "DELETE FROM job_errors WHERE job_id IN ",
+    finished_before!()
+);
+pub(super) const PURGE_FINISHED_DETAILS: &str = concat!(
+    "DELETE FROM job_details WHERE job_id IN ",
+    finished_before!()
+);
+pub(super) const PURGE_FINISHED_LINKS: &str = concat!(
+    "DELETE FROM job_dependencies WHERE job_id IN ",
+    finished_before!()
 );
 pub(super) const PURGE_FINISHED: &str = concat!(
     "DELETE FROM jobs WHERE status <> ",
     state_sql!(Ready),
     " AND status IN (",
-    state_sql!(Complete, Cancelled),
+    state_sql!(Complete, Cancelled, Expired),
     ") AND finished_at < ?1"
 );
 
 pub(super) fn purge_finished(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
     let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
-        tx.prepare_cached(PURGE_FINISHED_ERRORS)?
-            .execute([before])?;
+        for sql in [
+            PURGE_FINISHED_ERRORS,
+            PURGE_FINISHED_DETAILS,
+            PURGE_FINISHED_LINKS,
+        ] {
+            tx.prepare_cached(sql)?.execute([before])?;
+        }
         Ok(tx.prepare_cached(PURGE_FINISHED)?.execute([before])?)
     })
 }

@@ -329,48 +329,56 @@ fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<(bool, boo
 }
 
 /// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
-/// payload, options and error history stay. Returns its unique key.
+/// payload, options and error history stay.
 pub(super) const REVIVE_DEAD: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Ready),
     ", attempt = 0, scheduled_at = ?2, started_at = NULL, finished_at = NULL, \
      worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0 \
      WHERE id = ?1 AND status = ",
-    state_sql!(Dead),
-    " RETURNING unique_key"
+    state_sql!(Dead)
 );
+
+/// Job `?1`'s unique key, if it was given one.
+pub(super) const KEY_OF: &str = "SELECT unique_key FROM job_details WHERE job_id = ?1";
 
 /// Takes unique key `?1` for job `?2` unless a live job holds it.
 pub(super) const TAKE_KEY: &str =
     "INSERT INTO unique_keys (key, job_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
 
-/// The revived job `?1` holds its key again (`?2`: it does), or goes without.
-pub(super) const KEEP_KEY: &str = "UPDATE jobs SET \
-    on_end = CASE WHEN ?2 THEN on_end | 2 ELSE on_end END, \
-    unique_key = CASE WHEN ?2 THEN unique_key END WHERE id = ?1";
+/// The revived job `?1` holds its key again: its end frees it.
+pub(super) const KEEP_KEY: &str = "UPDATE jobs SET on_end = on_end | 2 WHERE id = ?1";
+
+/// The revived job `?1` goes without its key (another live job holds it).
+pub(super) const DROP_KEY: &str = "UPDATE job_details SET unique_key = NULL WHERE job_id = ?1";
 
 pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = storage.now();
     storage.write(|tx| {
-        let revived: Option<Option<String>> = tx
-            .prepare_cached(REVIVE_DEAD)?
-            .query_row(params![id, now], |r| r.get(0))
-            .optional()?;
-        let Some(key) = revived else {
+        if tx.prepare_cached(REVIVE_DEAD)?.execute(params![id, now])? == 0 {
             return Ok(false);
-        };
+        }
+        let key: Option<String> = tx
+            .prepare_cached(KEY_OF)?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten();
         if let Some(key) = key {
             // Its key is its own again, unless another live job took it
             // while it was dead: then it goes without.
-            let took = tx.prepare_cached(TAKE_KEY)?.execute(params![key, id])? == 1;
-            tx.prepare_cached(KEEP_KEY)?.execute(params![id, took])?;
+            if tx.prepare_cached(TAKE_KEY)?.execute(params![key, id])? == 1 {
+                tx.prepare_cached(KEEP_KEY)?.execute([id])?;
+            } else {
+                tx.prepare_cached(DROP_KEY)?.execute([id])?;
+            }
         }
         Ok(true)
     })
 }
 
 /// Records the progress `?2` that the task of running job `?1` reported.
-pub(super) const RECORD_PROGRESS: &str = "UPDATE jobs SET progress = ?2 WHERE id = ?1";
+pub(super) const RECORD_PROGRESS: &str = "INSERT INTO job_details (job_id, progress) \
+    VALUES (?1, ?2) ON CONFLICT (job_id) DO UPDATE SET progress = excluded.progress";
 
 pub(super) fn record_progress(storage: &SqliteStorage, progress: &[(i64, u8)]) -> Result<()> {
     if progress.is_empty() {

@@ -20,8 +20,11 @@ macro_rules! record_columns {
          timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
          lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
          ELSE e.error_type || ': ' || e.message END FROM job_errors e \
-         WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1), unique_key, metadata, \
-         progress, expires_at"
+         WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1), \
+         (SELECT unique_key FROM job_details WHERE job_id = jobs.id), \
+         (SELECT metadata FROM job_details WHERE job_id = jobs.id), \
+         (SELECT progress FROM job_details WHERE job_id = jobs.id), \
+         (SELECT expires_at FROM job_details WHERE job_id = jobs.id)"
     };
 }
 

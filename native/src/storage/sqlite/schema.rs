@@ -136,17 +136,25 @@ CREATE TABLE rate_limits (
 // migrations shipped, because `user_version` counts the entries applied.
 // A database at version 3 (V1, V2, V4) gets V3 as its fourth.
 pub(super) const V3: &str = r#"
-ALTER TABLE jobs ADD COLUMN unique_key TEXT;          -- as given at enqueue
-ALTER TABLE jobs ADD COLUMN expires_at INTEGER;       -- as given at enqueue (microseconds)
-ALTER TABLE jobs ADD COLUMN expiry INTEGER;           -- expires_at, until the job ends
-ALTER TABLE jobs ADD COLUMN metadata TEXT;            -- JSON given at enqueue
-ALTER TABLE jobs ADD COLUMN progress INTEGER;         -- 0..100, as the task reported
+-- Only what claims and completions use goes on jobs: every column there is
+-- copied by every status change of every job.
+ALTER TABLE jobs ADD COLUMN expiry INTEGER;           -- when it expires (microseconds), until it ends
 ALTER TABLE jobs ADD COLUMN feed INTEGER NOT NULL DEFAULT 0;          -- job::Feed
 ALTER TABLE jobs ADD COLUMN pending_deps INTEGER NOT NULL DEFAULT 0;  -- dependencies not yet settled
 -- What must happen when the job ends (ends.rs), as bits: 1 settle its
 -- dependents, 2 free its unique key, 4 drop its expiry. 0 for plain jobs,
 -- whose completion checks it and does nothing more.
 ALTER TABLE jobs ADD COLUMN on_end INTEGER NOT NULL DEFAULT 0;
+
+-- What a job was enqueued with beyond its options, and its progress: a row
+-- only for jobs that have any.
+CREATE TABLE job_details (
+    job_id     INTEGER PRIMARY KEY,
+    unique_key TEXT,                -- as given at enqueue
+    expires_at INTEGER,             -- as given at enqueue (microseconds)
+    metadata   TEXT,                -- JSON given at enqueue
+    progress   INTEGER              -- 0..100, as the task reported
+);
 
 -- The unique key of each live job (pending, scheduled, waiting, claimed,
 -- running or retrying): an enqueue with a key inserts here first and takes
@@ -182,7 +190,7 @@ const MIGRATIONS: &[&str] = &[V1, V2, V4, V3];
 /// already has one (`jobs` first: the one users recognise).
 const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
      AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits', \
-     'job_dependencies', 'unique_keys') \
+     'job_dependencies', 'unique_keys', 'job_details') \
      ORDER BY name <> 'jobs', name LIMIT 1";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

@@ -281,12 +281,7 @@ fn statements_on_one_job_go_straight_to_it() {
         (
             "keep a revived job's key",
             outcomes::KEEP_KEY,
-            vec![int(JOB), int(1)],
-        ),
-        (
-            "record progress",
-            outcomes::RECORD_PROGRESS,
-            vec![int(JOB), int(50)],
+            vec![int(JOB)],
         ),
     ];
     for (name, sql, params) in cases {

@@ -9,10 +9,7 @@ fn expirer(s: &SqliteStorage) -> impl Fn(i64) + '_ {
     move |id| {
         s.writer
             .lock()
-            .execute(
-                "UPDATE jobs SET expires_at = 1, expiry = 1 WHERE id = ?1",
-                [id],
-            )
+            .execute("UPDATE jobs SET expiry = 1 WHERE id = ?1", [id])
             .unwrap();
     }
 }
