@@ -340,7 +340,7 @@ impl NativeQueue {
         Ok(py.detach(|| engine.storage.purge_dead(age))?)
     }
 
-    /// Deletes completed and cancelled jobs that finished more than
+    /// Deletes completed, cancelled and expired jobs that finished more than
     /// `older_than` seconds ago.
     fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
         let age = seconds(older_than, "older_than")?;

@@ -251,7 +251,7 @@ pub trait Storage: Send + Sync {
 
     fn stats(&self) -> Result<Stats>;
 
-    /// Deletes completed and cancelled jobs that finished more than
+    /// Deletes completed, cancelled and expired jobs that finished more than
     /// `older_than` ago.
     fn purge_finished(&self, older_than: Duration) -> Result<usize>;
 
