@@ -5,6 +5,7 @@ job per key."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,22 @@ def test_four_producer_processes_store_one_job_per_key(database: dict[str, Any],
         assert queue.stats()["pending"] == 1000
         keys = {job.to_dict()["unique_key"] for job in queue.list_jobs(limit=2000)}
         assert keys == {f"key-{i}" for i in range(1000)}
+
+
+def test_aapply_async_takes_the_same_options(make_queue: MakeQueue) -> None:
+    queue = make_queue()
+
+    @queue.task()
+    def step(n: int) -> int:
+        return n
+
+    async def enqueue() -> tuple[str, str, str]:
+        first = await step.aapply_async((1,), unique_key="async-key", metadata={"via": "asyncio"})
+        again = await step.aapply_async((2,), unique_key="async-key")
+        after = await step.aapply_async((3,), depends_on=first, expires=60)
+        return first.id, again.id, after.dependencies[0]
+
+    first, again, parent = asyncio.run(enqueue())
+    assert first == again == parent
+    assert queue.get_job(first) is not None
+    assert queue.get_job(first).metadata == {"via": "asyncio"}  # type: ignore[union-attr]
