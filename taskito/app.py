@@ -374,7 +374,7 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         unique_key: str | None = None,
         depends_on: JobResult | str | Sequence[JobResult | str] | None = None,
         expires: float | datetime.timedelta | datetime.datetime | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | str | None = None,
     ) -> JobResult:
         """Enqueues a registered task by name (options as ``apply_async``)."""
         return self._registered(task_name).apply_async(

@@ -90,7 +90,7 @@ class TaskWrapper(Generic[P, R]):
         unique_key: str | None = None,
         depends_on: JobResult | str | Sequence[JobResult | str] | None = None,
         expires: float | datetime.timedelta | datetime.datetime | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | str | None = None,
     ) -> JobResult:
         """Enqueues one call, overriding the task's options for this job.
 
@@ -101,7 +101,8 @@ class TaskWrapper(Generic[P, R]):
         cancelled if one dies, is cancelled or expires. ``expires`` (seconds,
         a timedelta or a datetime): not started by then, the job ends
         ``expired`` without running. ``metadata``: a JSON-serializable dict
-        stored with the job (``JobResult.metadata``, ``current_job.metadata``).
+        stored with the job (``JobResult.metadata``, ``current_job.metadata``); a JSON string
+        of an object is taken as that dict.
         """
         call_args, call_kwargs = _options.call_args(args, kwargs)
         extras = _job_options.extras(
@@ -141,7 +142,7 @@ class TaskWrapper(Generic[P, R]):
         unique_key: str | None = None,
         depends_on: JobResult | str | Sequence[JobResult | str] | None = None,
         expires: float | datetime.timedelta | datetime.datetime | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | str | None = None,
     ) -> JobResult:
         """``apply_async()`` for asyncio, its enqueue in a worker thread."""
         return await asyncio.to_thread(

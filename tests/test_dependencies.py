@@ -65,7 +65,7 @@ def test_an_unknown_dependency_raises_and_stores_nothing(make_queue: MakeQueue) 
     with pytest.raises(JobNotFoundError):
         t["add"].apply_async((1,), depends_on=["not-an-id"])
     with pytest.raises(InvalidArgumentError, match="depends_on"):
-        t["add"].apply_async((1,), depends_on=42)  # type: ignore[arg-type]
+        t["add"].apply_async((1,), depends_on=42)
     assert sum(queue.stats().values()) == 0
 
 

@@ -93,7 +93,7 @@ def test_a_key_of_the_wrong_type_raises_and_stores_nothing(make_queue: MakeQueue
     with pytest.raises(InvalidArgumentError, match="unique_key"):
         keyed.delay()
     with pytest.raises(InvalidArgumentError, match="unique_key must be a callable"):
-        queue.task(name="broken", unique_key="not callable")(lambda: None)  # type: ignore[arg-type]
+        queue.task(name="broken", unique_key="not callable")(lambda: None)  # type: ignore[call-overload]
     assert sum(queue.stats().values()) == 0
 
 
