@@ -157,8 +157,9 @@ CREATE TABLE job_details (
 );
 
 -- The unique key of each live job (pending, scheduled, waiting, claimed,
--- running or retrying): an enqueue with a key inserts here first and takes
--- the job it finds instead when the key is held; a job's end frees its key.
+-- running or retrying): an enqueue with a key looks here first, inside its
+-- write transaction, and returns the job it finds; otherwise it stores the
+-- job and its key here. A job's end frees its key.
 -- A table of its own, not a partial index on jobs over live states: such an
 -- index would be looked at by every change of every job's status.
 CREATE TABLE unique_keys (
