@@ -76,7 +76,7 @@ class JobsAPI:
         return int(self._client.engine.purge_dead(_options.seconds("older_than", older_than)))
 
     def purge_finished(self, older_than: float = 0.0) -> int:
-        """Deletes completed and cancelled jobs (and their results) that
+        """Deletes completed, cancelled and expired jobs (and their results) that
         finished more than ``older_than`` seconds (or a timedelta) ago;
         returns how many. ``result_ttl`` does this continuously."""
         return int(self._client.engine.purge_finished(_options.seconds("older_than", older_than)))

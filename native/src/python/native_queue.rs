@@ -32,7 +32,7 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[pyclass(module = "taskito._native", frozen)]
 pub struct NativeQueue {
     config: Backend,
-    max_payload_size: usize,
+    pub(super) max_payload_size: usize,
     pub(super) state: RwLock<Option<Open>>,
 }
 
@@ -340,7 +340,7 @@ impl NativeQueue {
         Ok(py.detach(|| engine.storage.purge_dead(age))?)
     }
 
-    /// Deletes completed and cancelled jobs that finished more than
+    /// Deletes completed, cancelled and expired jobs that finished more than
     /// `older_than` seconds ago.
     fn purge_finished(&self, py: Python<'_>, older_than: f64) -> PyResult<usize> {
         let age = seconds(older_than, "older_than")?;

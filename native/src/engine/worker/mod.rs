@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     pub idle_poll_max: Duration,
     /// Most jobs one runner call may take in a row (one GIL acquisition).
     pub jobs_per_run: usize,
-    /// Completed and cancelled jobs are deleted this long after finishing.
+    /// Completed, cancelled and expired jobs are deleted this long after finishing.
     pub result_ttl: Option<Duration>,
     /// Jobs held beyond the idle executors; `None`: about 5 ms of work at
     /// the measured rate (none for slow jobs). See `dispatch`.

@@ -6,9 +6,10 @@
 use rusqlite::{params, Statement, Transaction};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
+use super::ends::job_ended;
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
+use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Feed, Micros, State};
 use crate::storage::common::{json_names, sort_in_claim_order, timeout_from_millis};
 use crate::storage::{ClaimRequest, JobScope};
 
@@ -66,7 +67,10 @@ fn bind_filters(
 
 /// Takes up to `?4` ready jobs in claim order for worker `?1` at `?2`,
 /// leased until `?3`, into state `?5` (running, started now, or claimed, not
-/// started), and returns them.
+/// started), and returns them, with their expiry: one past it is ended
+/// expired in the same transaction (`EXPIRE_CLAIMED`), never run.
+/// Filtering expired jobs out in the subquery instead would make it read
+/// every candidate's row, where now it walks the index alone.
 pub(super) fn claim_sql(filters: Filters) -> String {
     format!(
         concat!(
@@ -78,7 +82,7 @@ pub(super) fn claim_sql(filters: Filters) -> String {
             state_sql!(Ready),
             "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
              RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
-             lease_token, max_retries, retry_backoff, timeout_ms"
+             lease_token, max_retries, retry_backoff, timeout_ms, feed, expiry"
         ),
         // A format string made by a macro cannot capture variables by name.
         filters = filters.sql()
@@ -96,6 +100,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         skips: request.skip_tasks.is_some() || request.skip_queues.is_some(),
     });
     let now = storage.now();
+    let mut expired = false;
     let (jobs, quarantined) = storage.write(|tx| {
         let mut quarantined = Vec::new();
         let mut jobs = take(
@@ -106,6 +111,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
             request.start,
             now,
             &mut quarantined,
+            &mut expired,
         )?;
         // The held ones come after every started one in claim order: the
         // first statement took the best, and both run in one transaction.
@@ -117,10 +123,15 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
             request.hold,
             now,
             &mut quarantined,
+            &mut expired,
         )?;
         jobs.extend(held);
         Ok((jobs, quarantined))
     })?;
+    if expired {
+        // Their waiters, and their dependents' (settled by their ends).
+        storage.wakeups.settled();
+    }
     storage.quarantined.lock().extend(quarantined);
     Ok(jobs)
 }
@@ -137,18 +148,32 @@ fn take(
     limit: usize,
     now: Micros,
     quarantined: &mut Vec<QuarantinedJob>,
+    expired: &mut bool,
 ) -> Result<Vec<ClaimedJob>> {
     let mut jobs = Vec::with_capacity(limit);
     while jobs.len() < limit {
         let want = limit - jobs.len();
         let (good, bad) = take_once(tx, sql, request, state, want, now)?;
-        let (taken, replace) = (good.len() + bad.len(), bad.len());
-        jobs.extend(good);
+        let (unexpired, past): (Vec<Taken>, Vec<Taken>) = good
+            .into_iter()
+            .partition(|(_, expires)| expires.is_none_or(|e| e > now));
+        let (taken, replace) = (
+            unexpired.len() + past.len() + bad.len(),
+            past.len() + bad.len(),
+        );
+        jobs.extend(unexpired.into_iter().map(|(job, _)| job));
+        for (job, _) in past {
+            tx.prepare_cached(EXPIRE_CLAIMED)?
+                .execute(params![job.id, now])?;
+            job_ended(tx, job.id, now)?;
+            *expired = true;
+        }
         for (id, attempt, problem) in bad {
             quarantine(tx, id, attempt, &problem)?;
             quarantined.push(QuarantinedJob { id, problem });
         }
-        // Only quarantines leave room to fill; fewer rows means none left.
+        // Only quarantines and expiries leave room to fill; fewer rows means
+        // none left.
         if replace == 0 || taken < want {
             break;
         }
@@ -163,6 +188,18 @@ fn take(
 /// be read, and what was wrong.
 type Unreadable = (i64, i64, String);
 
+/// A claimed job, and when it expires.
+type Taken = (ClaimedJob, Option<Micros>);
+
+/// Ends job `?1`, claimed in this transaction past its expiry, expired at
+/// `?2`, as if never claimed (its attempt given back).
+pub(super) const EXPIRE_CLAIMED: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Expired),
+    ", finished_at = ?2, started_at = NULL, worker_id = NULL, lease_expires_at = NULL, \
+     attempt = attempt - 1 WHERE id = ?1"
+);
+
 fn take_once(
     tx: &Transaction,
     sql: &str,
@@ -170,7 +207,7 @@ fn take_once(
     state: State,
     limit: usize,
     now: Micros,
-) -> Result<(Vec<ClaimedJob>, Vec<Unreadable>)> {
+) -> Result<(Vec<Taken>, Vec<Unreadable>)> {
     if limit == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -205,6 +242,8 @@ fn take_once(
         let max_retries = cells.get(8, "max_retries");
         let retry_backoff = cells.get(9, "retry_backoff");
         let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
+        let feed = cells.get::<i64>(11, "feed");
+        let expires_at = cells.get::<Option<i64>>(12, "expiry");
         let job = (|| {
             Some(ClaimedJob {
                 id,
@@ -219,10 +258,11 @@ fn take_once(
                 retry_backoff: retry_backoff?,
                 timeout: timeout_from_millis(timeout_ms?),
                 running: state == State::Running,
+                feed: Feed::from_i64(feed?),
             })
         })();
-        match job {
-            Some(job) => good.push(job),
+        match job.zip(expires_at) {
+            Some(taken) => good.push(taken),
             None => {
                 let attempt = row.get::<_, i64>(6).unwrap_or(0);
                 bad.push((id, attempt, cells.problems().unwrap_or_default()));
@@ -233,13 +273,15 @@ fn take_once(
 }
 
 /// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled
-/// or taken back meanwhile.
+/// or taken back meanwhile, or expired while it was held (it stays claimed
+/// until its lease runs out, then the claims pass over it and
+/// `promote_due` ends it expired: it never runs).
 pub(super) const START_CLAIMED: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Running),
     ", started_at = ?3 WHERE id = ?1 AND status = ",
     state_sql!(Claimed),
-    " AND lease_token = ?2"
+    " AND lease_token = ?2 AND (expiry IS NULL OR expiry > ?3)"
 );
 
 pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {

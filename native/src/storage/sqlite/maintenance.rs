@@ -10,10 +10,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
-use super::outcomes::{fail_attempt, RELEASE_ATTEMPT};
+use super::ends::job_ended;
+use super::outcomes::{fail_attempt, release_attempt};
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{micros, state_sql, Applied, AttemptRef, Micros, State};
@@ -29,19 +30,47 @@ pub(super) const PROMOTE_DUE: &str = concat!(
     ") AND scheduled_at <= ?1"
 );
 
-/// When the next delayed job or retry falls due (NULL if none waits).
+/// Ends jobs not started by their expiry (`?1` or before) expired, and
+/// returns them (their ends drop the expiry). Written to match the partial
+/// index jobs_expiry, so that jobs without an expiry cost it nothing.
+pub(super) const EXPIRE_DUE: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Expired),
+    ", finished_at = ?1 WHERE expiry IS NOT NULL AND expiry <= ?1 AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    ") RETURNING id"
+);
+
+/// When the next delayed job or retry falls due, or the next job expires
+/// (NULL if none waits).
 pub(super) const NEXT_DUE: &str = concat!(
-    "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (",
+    "SELECT MIN(t) FROM (SELECT MIN(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ")"
+    ") UNION ALL SELECT MIN(expiry) FROM jobs WHERE expiry IS NOT NULL AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    "))"
 );
 
 pub(super) fn promote_due(storage: &SqliteStorage) -> Result<Option<Micros>> {
     let now = storage.now();
-    storage.write(|tx| {
+    let (next, expired) = storage.write(|tx| {
+        // Expired first: a job due and expired at once never runs.
+        let expired: Vec<i64> = tx
+            .prepare_cached(EXPIRE_DUE)?
+            .query_map([now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for &id in &expired {
+            job_ended(tx, id, now)?;
+        }
         tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-        Ok(tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?)
-    })
+        let next = tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?;
+        Ok((next, !expired.is_empty()))
+    })?;
+    if expired {
+        // Their waiters, and their dependents' (settled by their ends).
+        storage.wakeups.settled();
+    }
+    Ok(next)
 }
 
 /// Running and claimed attempts whose lease ran out before `?1`, who held
@@ -57,7 +86,7 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
 
 pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
     let now = storage.now();
-    let (reaped, quarantined) = storage.write(|tx| {
+    let (reaped, quarantined, ended) = storage.write(|tx| {
         // (the attempt, who held it, its state), or the row's id and what of
         // it cannot be read.
         type Expired = std::result::Result<(AttemptRef, Option<String>, i64), (i64, String)>;
@@ -99,6 +128,7 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
         let mut quarantined = Vec::new();
+        let mut ended = false;
         for found in expired {
             let (job, worker, state) = match found {
                 Ok(found) => found,
@@ -110,31 +140,61 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             };
             let applied = if state == State::Claimed as i64 {
                 // Never started: ready again, the attempt not counted.
-                tx.prepare_cached(RELEASE_ATTEMPT)?
-                    .execute(params![job.id, job.token, 1, now])?;
+                release_attempt(tx, &job, true, now, &mut ended)?;
                 Applied::Retry(now)
             } else {
                 let failure = worker_lost(worker.as_deref(), job.attempt);
-                fail_attempt(tx, &job, &failure, None, now)?
+                fail_attempt(tx, &job, &failure, None, now, &mut ended)?
             };
             reaped.push(ReapedJob {
                 id: job.id,
                 applied,
             });
         }
-        Ok((reaped, quarantined))
+        Ok((reaped, quarantined, ended))
     })?;
+    if ended {
+        storage.wakeups.settled();
+    }
     storage.quarantined.lock().extend(quarantined);
     Ok(reaped)
 }
 
-/// The error history of jobs that died before `?1`, then those jobs.
-pub(super) const PURGE_DEAD_ERRORS: &str = concat!(
-    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
-    state_sql!(Ready),
-    " AND status = ",
-    state_sql!(Dead),
-    " AND finished_at < ?1)"
+/// The ids of jobs that died before `?1`, as an `IN` operand.
+macro_rules! dead_before {
+    () => {
+        concat!(
+            "(SELECT id FROM jobs WHERE status <> ",
+            state_sql!(Ready),
+            " AND status = ",
+            state_sql!(Dead),
+            " AND finished_at < ?1)"
+        )
+    };
+}
+
+/// The ids of jobs completed, cancelled or expired before `?1`.
+macro_rules! finished_before {
+    () => {
+        concat!(
+            "(SELECT id FROM jobs WHERE status <> ",
+            state_sql!(Ready),
+            " AND status IN (",
+            state_sql!(Complete, Cancelled, Expired),
+            ") AND finished_at < ?1)"
+        )
+    };
+}
+
+/// What goes with jobs that died before `?1` (their errors, details and
+/// dependency rows), then those jobs.
+pub(super) const PURGE_DEAD_ERRORS: &str =
+    concat!("DELETE FROM job_errors WHERE job_id IN ", dead_before!());
+pub(super) const PURGE_DEAD_DETAILS: &str =
+    concat!("DELETE FROM job_details WHERE job_id IN ", dead_before!());
+pub(super) const PURGE_DEAD_LINKS: &str = concat!(
+    "DELETE FROM job_dependencies WHERE job_id IN ",
+    dead_before!()
 );
 pub(super) const PURGE_DEAD: &str = concat!(
     "DELETE FROM jobs WHERE status <> ",
@@ -147,33 +207,45 @@ pub(super) const PURGE_DEAD: &str = concat!(
 pub(super) fn purge_dead(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
     let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
-        tx.prepare_cached(PURGE_DEAD_ERRORS)?.execute([before])?;
+        for sql in [PURGE_DEAD_ERRORS, PURGE_DEAD_DETAILS, PURGE_DEAD_LINKS] {
+            tx.prepare_cached(sql)?.execute([before])?;
+        }
         Ok(tx.prepare_cached(PURGE_DEAD)?.execute([before])?)
     })
 }
 
-/// The error history of jobs completed or cancelled before `?1`, then those
-/// jobs.
+/// What goes with jobs completed, cancelled or expired before `?1`, then
+/// those jobs.
 pub(super) const PURGE_FINISHED_ERRORS: &str = concat!(
-    "DELETE FROM job_errors WHERE job_id IN (SELECT id FROM jobs WHERE status <> ",
-    state_sql!(Ready),
-    " AND status IN (",
-    state_sql!(Complete, Cancelled),
-    ") AND finished_at < ?1)"
+    "DELETE FROM job_errors WHERE job_id IN ",
+    finished_before!()
+);
+pub(super) const PURGE_FINISHED_DETAILS: &str = concat!(
+    "DELETE FROM job_details WHERE job_id IN ",
+    finished_before!()
+);
+pub(super) const PURGE_FINISHED_LINKS: &str = concat!(
+    "DELETE FROM job_dependencies WHERE job_id IN ",
+    finished_before!()
 );
 pub(super) const PURGE_FINISHED: &str = concat!(
     "DELETE FROM jobs WHERE status <> ",
     state_sql!(Ready),
     " AND status IN (",
-    state_sql!(Complete, Cancelled),
+    state_sql!(Complete, Cancelled, Expired),
     ") AND finished_at < ?1"
 );
 
 pub(super) fn purge_finished(storage: &SqliteStorage, older_than: Duration) -> Result<usize> {
     let before = storage.now().saturating_sub(micros(older_than));
     storage.write(|tx| {
-        tx.prepare_cached(PURGE_FINISHED_ERRORS)?
-            .execute([before])?;
+        for sql in [
+            PURGE_FINISHED_ERRORS,
+            PURGE_FINISHED_DETAILS,
+            PURGE_FINISHED_LINKS,
+        ] {
+            tx.prepare_cached(sql)?.execute([before])?;
+        }
         Ok(tx.prepare_cached(PURGE_FINISHED)?.execute([before])?)
     })
 }

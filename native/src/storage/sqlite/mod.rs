@@ -25,8 +25,10 @@
 mod cells;
 mod claim;
 mod diagnose;
+mod ends;
 mod enqueue;
 mod foreign;
+mod graph;
 mod maintenance;
 mod outcomes;
 mod periodic;
@@ -55,8 +57,8 @@ use super::{
 };
 use crate::error::{DatabaseFault, Error, Result};
 use crate::job::{
-    now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions,
-    JobRecord, Micros, Outcome, Stats, WorkerRecord,
+    now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, GraphNode, JobFilter,
+    JobOptions, JobRecord, Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
@@ -530,6 +532,24 @@ impl Storage for SqliteStorage {
 
     fn payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         periodic::payload(self, id)
+    }
+
+    // Jobs half of scheduling and workflows
+
+    fn enqueue_graph(&self, nodes: &[GraphNode]) -> Result<Vec<i64>> {
+        graph::enqueue_graph(self, nodes)
+    }
+
+    fn dependency_results(&self, id: i64) -> Result<Vec<Option<Vec<u8>>>> {
+        reads::dependency_results(self, id)
+    }
+
+    fn links(&self, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+        reads::links(self, id)
+    }
+
+    fn record_progress(&self, progress: &[(i64, u8)]) -> Result<()> {
+        outcomes::record_progress(self, progress)
     }
 }
 

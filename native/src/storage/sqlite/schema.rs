@@ -13,7 +13,7 @@ use crate::error::{DatabaseFault, Error, Result};
 // rows and rebuilds these indexes. Until then the tests tie the two together:
 // the partial indexes' predicates must read as the constants spell them, and
 // every hot statement, written with the constants, must use its index.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- One row per job. `id` is the time-ordered job id (see job::IdGenerator) and
 -- the rowid, so enqueue order needs no index of its own.
 CREATE TABLE jobs (
@@ -67,7 +67,7 @@ CREATE INDEX job_errors_by_job ON job_errors (job_id);
 // operators can see who serves the database. Jobs gain the state Claimed
 // (7: held by a worker, not started), which the partial index jobs_status
 // already covers (status <> 0).
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 -- One row per live worker: written when it starts, its heartbeat renewed with
 -- its leases, deleted when it stops. A row whose expires_at has passed is a
 -- worker that died; any worker deletes such rows.
@@ -94,7 +94,7 @@ CREATE TABLE known_tasks (
 
 // V4: periodic schedules and rate limits (issue 12, its schedule half; V3
 // is the jobs half's), shared by every worker process through the database.
-const V4: &str = r#"
+pub(super) const V4: &str = r#"
 -- One row per periodic schedule (@queue.periodic), upserted by every worker
 -- that declares it. next_tick is the first tick not yet stored as a job:
 -- the worker that stores a tick moves it on with a compare-and-set in the
@@ -131,12 +131,67 @@ CREATE TABLE rate_limits (
 ) WITHOUT ROWID;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V4];
+// V3: the jobs half of issue 12 (unique keys, dependencies, expiry,
+// metadata, progress). It shipped after V4: the list is in the order the
+// migrations shipped, because `user_version` counts the entries applied.
+// A database at version 3 (V1, V2, V4) gets V3 as its fourth.
+pub(super) const V3: &str = r#"
+-- Only what claims and completions use goes on jobs: every column there is
+-- copied by every status change of every job.
+ALTER TABLE jobs ADD COLUMN expiry INTEGER;           -- when it expires (microseconds), until it ends
+ALTER TABLE jobs ADD COLUMN feed INTEGER NOT NULL DEFAULT 0;          -- job::Feed
+ALTER TABLE jobs ADD COLUMN pending_deps INTEGER NOT NULL DEFAULT 0;  -- dependencies not yet settled
+-- What must happen when the job ends (ends.rs), as bits: 1 settle its
+-- dependents, 2 free its unique key, 4 drop its expiry. 0 for plain jobs,
+-- whose completion checks it and does nothing more.
+ALTER TABLE jobs ADD COLUMN on_end INTEGER NOT NULL DEFAULT 0;
+
+-- What a job was enqueued with beyond its options, and its progress: a row
+-- only for jobs that have any.
+CREATE TABLE job_details (
+    job_id     INTEGER PRIMARY KEY,
+    unique_key TEXT,                -- as given at enqueue
+    expires_at INTEGER,             -- as given at enqueue (microseconds)
+    metadata   TEXT,                -- JSON given at enqueue
+    progress   INTEGER              -- 0..100, as the task reported
+);
+
+-- The unique key of each live job (pending, scheduled, waiting, claimed,
+-- running or retrying): an enqueue with a key looks here first, inside its
+-- write transaction, and returns the job it finds; otherwise it stores the
+-- job and its key here. A job's end frees its key.
+-- A table of its own, not a partial index on jobs over live states: such an
+-- index would be looked at by every change of every job's status.
+CREATE TABLE unique_keys (
+    key    TEXT    PRIMARY KEY,
+    job_id INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Jobs that may still expire, by when. Partial on expiry alone (cleared when
+-- the job ends), so that status changes never touch it.
+CREATE INDEX jobs_expiry ON jobs (expiry) WHERE expiry IS NOT NULL;
+
+-- What each job waits for, in dependency order (position). mode is
+-- job::DependencyMode; satisfied turns 1 once the dependency settled, so a
+-- revived dependency never settles its dependents twice.
+CREATE TABLE job_dependencies (
+    job_id     INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    depends_on INTEGER NOT NULL,
+    mode       INTEGER NOT NULL,
+    satisfied  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
+CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on, satisfied);
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V4, V3];
 
 /// A table some migration creates, if a database taskito never touched
 /// already has one (`jobs` first: the one users recognise).
 const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
-     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits') \
+     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits', \
+     'job_dependencies', 'unique_keys', 'job_details') \
      ORDER BY name <> 'jobs', name LIMIT 1";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

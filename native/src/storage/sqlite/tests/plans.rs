@@ -6,7 +6,9 @@ use rusqlite::types::Value;
 
 use super::*;
 use crate::job::state_sql;
-use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, rate_limits, reads, registry};
+use crate::storage::sqlite::{
+    claim, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
+};
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
 fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
@@ -106,6 +108,24 @@ fn hot_queries_use_their_indexes() {
             "jobs_due",
         ),
         ("next due", maintenance::NEXT_DUE.into(), vec![], "jobs_due"),
+        (
+            "next expiry",
+            maintenance::NEXT_DUE.into(),
+            vec![],
+            "jobs_expiry",
+        ),
+        (
+            "expire due",
+            maintenance::EXPIRE_DUE.into(),
+            vec![int(NOW)],
+            "jobs_expiry",
+        ),
+        (
+            "dependents",
+            reads::DEPENDENTS.into(),
+            vec![int(JOB)],
+            "job_dependencies_by_parent",
+        ),
         (
             "expired leases",
             maintenance::EXPIRED_LEASES.into(),
@@ -247,6 +267,22 @@ fn statements_on_one_job_go_straight_to_it() {
             rate_limits::TAKE,
             vec![int(JOB), text("w1"), int(NOW), int(NOW + 1)],
         ),
+        ("add a dependent", graph::ADD_DEPENDENT, vec![int(JOB)]),
+        (
+            "complete a job whose end has work",
+            outcomes::COMPLETE_WATCHED_ATTEMPT,
+            vec![int(JOB), int(1), Value::Null, int(NOW), Value::Null],
+        ),
+        (
+            "take a claimed job's expiry",
+            claim::EXPIRE_CLAIMED,
+            vec![int(JOB), int(NOW)],
+        ),
+        (
+            "keep a revived job's key",
+            outcomes::KEEP_KEY,
+            vec![int(JOB)],
+        ),
     ];
     for (name, sql, params) in cases {
         let plan = plan(&s, sql, &params);
@@ -294,6 +330,7 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             "jobs_status",
             concat!("WHERE status <> ", state_sql!(Ready)),
         ),
+        ("jobs_expiry", "WHERE expiry IS NOT NULL"),
     ];
     let conn = s.writer.lock();
     for (index, predicate) in predicates {
@@ -305,5 +342,38 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             )
             .unwrap();
         assert!(created.ends_with(predicate), "{index}: {created}");
+    }
+}
+
+#[test]
+fn a_fed_job_reads_its_dependencies_by_key() {
+    let s = memory();
+    let plan = plan(&s, reads::DEPENDENCY_RESULTS, &[int(JOB)]);
+    let mut steps = plan.lines();
+    assert_eq!(
+        steps.next(),
+        Some("SEARCH d USING PRIMARY KEY (job_id=?)"),
+        "{plan}"
+    );
+    assert_eq!(
+        steps.next(),
+        Some("SEARCH j USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn unique_keys_are_looked_up_by_key() {
+    let s = memory();
+    for sql in [graph::LIVE_WITH_KEY, outcomes::TAKE_KEY] {
+        let plan = plan(
+            &s,
+            sql,
+            &[text("report:7"), int(JOB)][..sql.matches('?').count()],
+        );
+        assert!(
+            plan.contains("PRIMARY KEY (key=?)") || !plan.contains("SCAN"),
+            "{sql}: {plan}"
+        );
     }
 }
