@@ -14,6 +14,7 @@ job.result(timeout=10)     # 5
 
 from taskito._native import __version__
 from taskito.app import Queue
+from taskito.canvas import GroupResult, Signature, chain, chord, chunks, group, starmap
 from taskito.context import current_job
 from taskito.exceptions import (
     ForeignSQLiteError,
@@ -41,6 +42,7 @@ from taskito.task import TaskWrapper
 
 __all__ = [
     "ForeignSQLiteError",
+    "GroupResult",
     "InvalidArgumentError",
     "JobCancelledError",
     "JobNotFoundError",
@@ -52,6 +54,7 @@ __all__ = [
     "QueueClosedError",
     "SerializationError",
     "Serializer",
+    "Signature",
     "SignatureError",
     "StorageConnectionError",
     "StorageError",
@@ -65,5 +68,10 @@ __all__ = [
     "TaskitoError",
     "UnknownTaskError",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_job",
+    "group",
+    "starmap",
 ]

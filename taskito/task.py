@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskito import _options
+from taskito.canvas import Signature
 
 if TYPE_CHECKING:
     from taskito._hooks import Chain
@@ -127,6 +128,19 @@ class TaskWrapper(Generic[P, R]):
         """
         client = self._queue._client
         return client.submit(self, client.dump_calls(self.name, iterable))
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task for a workflow (``taskito.chain`` and the
+        others): in a chain, the previous step's result is prepended to
+        ``args``."""
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain, it runs with exactly these
+        arguments, after the previous step completed."""
+
+        return Signature(self, args, kwargs, immutable=True)
 
     @property
     def options(self) -> dict[str, Any]:
