@@ -397,6 +397,18 @@ class GroupResult(Sequence["JobResult"]):
                 raise JobTimeoutError(f"the group's jobs did not all finish within {timeout}s") from None
         return values
 
+    async def aresults(self, timeout: float | None = 30.0) -> list[Any]:
+        """``results()`` for asyncio: the waits never block the event loop."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for job in self.jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                values.append(await job.aresult(timeout=remaining))
+            except JobTimeoutError:
+                raise JobTimeoutError(f"the group's jobs did not all finish within {timeout}s") from None
+        return values
+
     def join(self, timeout: float | None = 30.0) -> list[Any]:
         """``results()``, by Celery's name."""
         return self.results(timeout)

@@ -309,7 +309,7 @@ def test_a_signature_alone_and_asyncio(job_queue: Queue) -> None:
         last = await chain(add.s(1, 1), mul.s(5)).apply_async()
         members = await group(add.s(1, 1), add.s(2, 2)).apply_async()
         assert isinstance(last, JobResult) and isinstance(members, GroupResult)
-        return await last.aresult(timeout=20), [await job.aresult(timeout=20) for job in members]
+        return await last.aresult(timeout=20), await members.aresults(timeout=20)
 
     assert asyncio.run(main()) == (10, [2, 4])
 
