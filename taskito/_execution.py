@@ -41,9 +41,15 @@ def execute(
     attempt: int,
     max_retries: int,
     queue: str,
+    fed: tuple[str, list[bytes | None]] | None = None,
 ) -> AttemptOutcome:
     """Runs attempt ``attempt`` of job ``job_id`` of ``task_name``, between
-    its hooks (``_hooks``) if it has any."""
+    its hooks (``_hooks``) if it has any. ``fed`` is None, or its
+    dependencies' stored results for a job fed by them: ``("one", [r])``
+    prepends r's value to the positional arguments (a chain's next step),
+    ``("all", [r1, r2, ...])`` prepends the list of their values as one
+    argument (a chord's callback); a dependency that did not complete gives
+    None."""
     task = tasks.get(task_name)
     if task is None:
         return OUTCOME_FAILURE, ("UnknownTaskError", unknown_task_message(task_name), "", False)
@@ -51,6 +57,11 @@ def execute(
         args, kwargs = client.serializer.loads(payload)
     except Exception as exc:
         return failure(exc, "cannot decode the job's arguments: ", retryable=False)
+    if fed is not None:
+        try:
+            args = fed_arguments(client, fed, tuple(args))
+        except Exception as exc:
+            return failure(exc, "cannot decode the results of the job's dependencies: ", retryable=False)
     context = JobContext(job_id, task_name, queue, attempt, max_retries, task.soft_timeout, client.engine)
     token = _current.set(context)
     chain = hooks.chain(task)
@@ -115,6 +126,17 @@ def coroutine_hooks(attempt: Attempt, task: asyncio.Task[Any] | None) -> None:
         attempt.context.run(around.exit, None, exc)
     else:
         attempt.context.run(around.exit, value, None)
+
+
+def fed_arguments(
+    client: Client, fed: tuple[str, list[bytes | None]], args: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    """``args`` with the dependencies' results in front, as ``fed`` says."""
+    kind, results = fed
+    values = [None if r is None else client.serializer.loads(r) for r in results]
+    if kind == "one":
+        return (*values, *args)
+    return (values, *args)
 
 
 def encode_result(serializer: Serializer, value: Any) -> AttemptOutcome:

@@ -90,6 +90,9 @@ class NativeQueue:
         retry_backoff: float,
         timeout: float | None,
     ) -> list[str]: ...
+    def enqueue_graph(self, nodes: list[dict[str, Any]]) -> list[str]: ...
+    def links(self, job_id: str) -> tuple[list[str], list[str]]: ...
+    def report_progress(self, job_id: str, value: int) -> None: ...
     def get_job(self, job_id: str) -> dict[str, Any] | None: ...
     def list_jobs(
         self,
@@ -113,7 +116,9 @@ class NativeQueue:
     def watch(self, job_id: str) -> AsyncWatch: ...
     def start_worker(
         self,
-        execute: Callable[[str, bytes, str, int, int, str], tuple[int, Any]],
+        execute: Callable[
+            [str, bytes, str, int, int, str, tuple[str, list[bytes | None]] | None], tuple[int, Any]
+        ],
         on_event: Callable[[str, str | None, str | None, int | None, str, tuple[str, str, str] | None], None],
         workers: int,
         queues: list[str] | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
@@ -12,7 +13,8 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar, overload
 
 import taskito._client as _client
-from taskito import _async, _hooks, _native, _options, periodic
+from taskito import _async, _hooks, _job_options, _native, _options, periodic
+from taskito._job_options import UniqueKeyFunction
 from taskito._native import NativeQueue
 from taskito._queue_jobs import JobsAPI
 from taskito._queue_schedule import ScheduleAPI
@@ -259,6 +261,7 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         rate_limit: str | None = None,
         middleware: list[TaskMiddleware] | None = None,
+        unique_key: UniqueKeyFunction | None = None,
     ) -> Callable[[Callable[P, R]], TaskWrapper[P, R]]: ...
 
     def task(
@@ -276,6 +279,7 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         dont_retry_on: type[BaseException] | Sequence[type[BaseException]] | None = None,
         rate_limit: str | None = None,
         middleware: list[TaskMiddleware] | None = None,
+        unique_key: UniqueKeyFunction | None = None,
     ) -> Any:
         """Registers a function as a task: ``@queue.task()`` or ``@queue.task``.
 
@@ -294,7 +298,9 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         at most that often across every worker of the database; a job over
         the limit waits (it never fails or spends an attempt) and other
         tasks' jobs run meanwhile. ``middleware`` runs around its attempts,
-        after the Queue's.
+        after the Queue's. ``unique_key``, a callable ``(args, kwargs) ->
+        str``, gives each job a unique key from its arguments (see
+        ``apply_async``); a key given at the call wins.
         """
         checked_retries = None if max_retries is None else _options.count("max_retries", max_retries)
         checked_backoff = _options.seconds("retry_backoff", retry_backoff)
@@ -306,6 +312,7 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         no_retry_types = _options.exception_types("dont_retry_on", dont_retry_on)
         rate = None if rate_limit is None else _rate("rate_limit", rate_limit)
         task_middleware = tuple(_hooks.middleware_list("middleware", middleware))
+        key_function = _job_options.key_function(unique_key)
         if name is not None:
             _options.name("task name", name)
 
@@ -334,6 +341,7 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
                 rate_limit=rate_limit,
                 rate_per_second=rate,
                 middleware=task_middleware,
+                unique_key=key_function,
             )
             self._tasks[task_name] = wrapper
             if rate is not None:
@@ -363,13 +371,13 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
         queue: str | None = None,
         max_retries: int | None = None,
         timeout: float | None = None,
+        unique_key: str | None = None,
+        depends_on: JobResult | str | Sequence[JobResult | str] | None = None,
+        expires: float | datetime.timedelta | datetime.datetime | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> JobResult:
-        """Enqueues a registered task by name."""
-        task = self._tasks.get(task_name) if isinstance(task_name, str) else None
-        if task is None:
-            _options.name("task_name", task_name)
-            raise UnknownTaskError(f"no task named {task_name!r} is registered on this Queue")
-        return task.apply_async(
+        """Enqueues a registered task by name (options as ``apply_async``)."""
+        return self._registered(task_name).apply_async(
             args,
             kwargs,
             priority=priority,
@@ -377,7 +385,45 @@ class Queue(JobsAPI, WorkerAPI, ScheduleAPI):
             queue=queue,
             max_retries=max_retries,
             timeout=timeout,
+            unique_key=unique_key,
+            depends_on=depends_on,
+            expires=expires,
+            metadata=metadata,
         )
+
+    def enqueue_many(
+        self,
+        task_name: str,
+        args_list: Sequence[tuple[Any, ...] | list[Any]],
+        kwargs_list: Sequence[dict[str, Any]] | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        delay: float | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+    ) -> list[JobResult]:
+        """Enqueues one job of a registered task per ``args_list`` item (with
+        the ``kwargs_list`` item of the same index, if given), all in one
+        transaction like ``map()``. Returns the jobs in that order."""
+        task = self._registered(task_name)
+        if kwargs_list is not None and len(kwargs_list) != len(args_list):
+            raise InvalidArgumentError(
+                f"kwargs_list has {len(kwargs_list)} items and args_list {len(args_list)}: one each per job"
+            )
+        calls = [
+            _options.call_args(args, None if kwargs_list is None else kwargs_list[i])
+            for i, args in enumerate(args_list)
+        ]
+        return task._submit_calls(
+            calls, priority=priority, queue=queue, delay=delay, max_retries=max_retries, timeout=timeout
+        )
+
+    def _registered(self, task_name: str) -> TaskWrapper[Any, Any]:
+        task = self._tasks.get(task_name) if isinstance(task_name, str) else None
+        if task is None:
+            _options.name("task_name", task_name)
+            raise UnknownTaskError(f"no task named {task_name!r} is registered on this Queue")
+        return task
 
     def close(self) -> None:
         """Stops the worker (see ``shutdown``) and closes the database.

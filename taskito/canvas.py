@@ -468,7 +468,20 @@ def _client(workflow: Part, queue: Queue | None) -> Client:
 def _submit(workflow: Part, queue: Queue | None) -> JobResult | GroupResult:
     graph = Graph()
     ends = workflow._build(graph, None, [])
-    jobs = _client(workflow, queue).submit_graph(graph.nodes)
+    client = _client(workflow, queue)
+    # Every payload is serialized before anything is stored.
+    nodes = [
+        {
+            **node.signature.options,
+            "task": node.signature.task,
+            "payload": client.dump_call(node.signature.task.name, node.signature.args, node.signature.kwargs),
+            "after": node.after,
+            "feed": node.feed,
+            "mode": node.mode,
+        }
+        for node in graph.nodes
+    ]
+    jobs = client.submit_graph(nodes)
     if ends.many:
         return GroupResult([jobs[i] for i in ends.nodes])
     return jobs[ends.nodes[0]]

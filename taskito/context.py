@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
-from taskito.exceptions import JobCancelledError, TaskTimeoutError
+from taskito.exceptions import InvalidArgumentError, JobCancelledError, TaskTimeoutError
 
 
 class CancelProbe(Protocol):
     def cancel_requested(self, job_id: str) -> bool: ...
+
+
+class JobEngine(CancelProbe, Protocol):
+    """What a running job's context reads and reports through (the native queue)."""
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def report_progress(self, job_id: str, value: int) -> None: ...
 
 
 class JobContext:
@@ -20,7 +28,18 @@ class JobContext:
     engine (a storage read) for a task on a thread, the attempt itself (from
     memory) for a coroutine, whose event loop must not wait for storage."""
 
-    __slots__ = ("attempt", "id", "max_retries", "probe", "queue", "soft_timeout", "started", "task_name")
+    __slots__ = (
+        "_metadata",
+        "attempt",
+        "engine",
+        "id",
+        "max_retries",
+        "probe",
+        "queue",
+        "soft_timeout",
+        "started",
+        "task_name",
+    )
 
     def __init__(
         self,
@@ -30,7 +49,7 @@ class JobContext:
         attempt: int,
         max_retries: int,
         soft_timeout: float | None,
-        engine: CancelProbe,
+        engine: JobEngine,
     ) -> None:
         self.id = id
         self.task_name = task_name
@@ -39,10 +58,21 @@ class JobContext:
         self.max_retries = max_retries
         self.soft_timeout = soft_timeout
         self.started = time.monotonic()
-        self.probe = engine
+        self.probe: CancelProbe = engine
+        self.engine = engine
+        self._metadata: dict[str, Any] | None = None
 
     def cancel_requested(self) -> bool:
         return self.probe.cancel_requested(self.id)
+
+    def metadata(self) -> dict[str, Any]:
+        """The job's metadata, read from storage on first use: claims do not
+        carry it, so that jobs without metadata cost nothing for it."""
+        if self._metadata is None:
+            record = self.engine.get_job(self.id) or {}
+            text = record.get("metadata")
+            self._metadata = {} if text is None else dict(json.loads(text))
+        return self._metadata
 
     def __repr__(self) -> str:
         return f"<JobContext {self.id} {self.task_name} attempt={self.attempt}>"
@@ -75,9 +105,39 @@ class _CurrentJob:
         return self._get().queue
 
     @property
+    def queue_name(self) -> str:
+        """``queue``, by the name the reference project uses."""
+        return self._get().queue
+
+    @property
     def attempt(self) -> int:
         """Which run this is, counting from 1."""
         return self._get().attempt
+
+    @property
+    def retry_count(self) -> int:
+        """How many times this job ran before this attempt (``attempt - 1``),
+        as the reference project counts."""
+        return self._get().attempt - 1
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The ``metadata=`` the job was enqueued with (``{}`` without any)."""
+        return self._get().metadata()
+
+    def update_progress(self, progress: int) -> None:
+        """Reports how far the task got, 0 to 100 (``JobResult.progress``).
+        Cheap: the worker keeps the latest value in memory and writes it with
+        its next batch of writes (at the latest with the job's outcome), never
+        one write per call."""
+        ctx = self._get()
+        if type(progress) is not int:
+            raise InvalidArgumentError(
+                f"progress must be an int from 0 to 100, got {type(progress).__name__}"
+            )
+        if not 0 <= progress <= 100:
+            raise InvalidArgumentError(f"progress must be from 0 to 100, got {progress}")
+        ctx.engine.report_progress(ctx.id, progress)
 
     @property
     def max_retries(self) -> int:

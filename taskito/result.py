@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from taskito.exceptions import (
@@ -23,7 +24,7 @@ T = TypeVar("T")
 class JobCounts(dict[str, int]):
     """What ``Queue.stats()`` returns: job counts by status, keyed by the
     names ``job.status`` uses (pending, claimed, running, complete, failed,
-    dead, cancelled).
+    dead, cancelled, expired).
 
     ``counts["completed"]`` (and ``get``) still answers, with the count of
     ``complete``: the name the reference project's ``stats()`` uses, kept so
@@ -88,7 +89,7 @@ class JobResult:
 
     @property
     def status(self) -> str:
-        """pending, running, complete, failed (a retry is scheduled), dead or cancelled."""
+        """pending, running, complete, failed (a retry is scheduled), dead, cancelled or expired."""
         return str(self.refresh()._snapshot()["status"])
 
     @property
@@ -106,8 +107,34 @@ class JobResult:
     def task_name(self) -> str:
         return str(self._snapshot()["task_name"])
 
+    @property
+    def progress(self) -> int | None:
+        """The last progress the task reported (``current_job.update_progress``),
+        0 to 100, or None. Written in the worker's next batch of writes, and
+        at the latest with the job's outcome."""
+        progress = self.refresh()._snapshot()["progress"]
+        return None if progress is None else int(progress)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The ``metadata=`` the job was enqueued with (``{}`` without any)."""
+        return _metadata(self._snapshot())
+
+    @property
+    def dependencies(self) -> list[str]:
+        """The ids of the jobs this one depends on, in dependency order."""
+        return self._client.engine.links(self.id)[0]
+
+    @property
+    def dependents(self) -> list[str]:
+        """The ids of the jobs that depend on this one, in enqueue order."""
+        return self._client.engine.links(self.id)[1]
+
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.refresh()._snapshot())
+        data = dict(self.refresh()._snapshot())
+        data["metadata"] = _metadata(data)
+        data["dependencies"], data["dependents"] = self._client.engine.links(self.id)
+        return data
 
     def result(
         self,
@@ -174,7 +201,11 @@ class JobResult:
             assert value is not None
             return self._client.load_result(self.id, value)
         if status == "cancelled":
+            if error is not None and error.get("type") == DEPENDENCY_FAILED:
+                raise dependency_failed(self.id, self._snapshot().get("task_name", "?"), error)
             raise JobCancelledError(f"job {self.id} was cancelled")
+        if status == "expired":
+            raise JobCancelledError(f"job {self.id} expired before it started")
         raise task_failed(self.id, self._snapshot().get("task_name", "?"), error)
 
     def __repr__(self) -> str:
@@ -187,9 +218,33 @@ class JobResult:
         return hash(self.id)
 
 
+def _metadata(record: dict[str, Any]) -> dict[str, Any]:
+    text = record.get("metadata")
+    return {} if text is None else dict(json.loads(text))
+
+
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+# The error a job cancelled because a dependency failed carries (engine's
+# storage::common::DEPENDENCY_FAILED).
+DEPENDENCY_FAILED = "DependencyFailed"
+
+
+def dependency_failed(job_id: str, task_name: str, error: dict[str, Any]) -> TaskFailedError:
+    """The exception for a job that never ran because a step it depends on
+    failed: it names that step (its job id and task)."""
+    message = str(error.get("message", ""))
+    exc = TaskFailedError(f"job {job_id} ({task_name}) was cancelled: {message}")
+    exc.job_id = job_id
+    exc.task_name = task_name
+    exc.exc_type = DEPENDENCY_FAILED
+    exc.exc_message = message
+    exc.traceback = ""
+    exc.attempt = None
+    return exc
 
 
 def task_failed(job_id: str, task_name: str, error: dict[str, Any] | None) -> TaskFailedError:

@@ -91,7 +91,9 @@ def test_a_return_value_outside_the_protocol_fails_the_attempt_for_good(
 ) -> None:
     attempts: list[int] = []
 
-    def execute(task: str, payload: bytes, job_id: str, attempt: int, retries: int, queue: str) -> object:
+    def execute(
+        task: str, payload: bytes, job_id: str, attempt: int, retries: int, queue: str, fed: object
+    ) -> object:
         attempts.append(attempt)
         return returned
 

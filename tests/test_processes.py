@@ -221,6 +221,7 @@ def test_two_producers_and_two_workers_on_one_file(cluster: Cluster, producer: Q
         "failed": 0,
         "dead": 0,
         "cancelled": 0,
+        "expired": 0,
     }
     report("2 producers x 2 workers", jobs=20_000, lost=0, duplicated=0, seconds=f"{elapsed:.2f}")
 

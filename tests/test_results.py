@@ -40,6 +40,7 @@ def test_stats_get_job_and_list_jobs(job_queue: Queue) -> None:
         "failed": 0,
         "dead": 0,
         "cancelled": 0,
+        "expired": 0,
     }
     got = job_queue.get_job(ja[0].id)
     assert got is not None and got.id == ja[0].id and got.task_name == a.name
@@ -66,7 +67,16 @@ def test_stats_use_the_status_names_and_keep_completed_as_an_alias(job_queue: Qu
         job.result(timeout=10)
     stats = job_queue.stats()
     assert {job.status for job in jobs} == {"complete"}
-    assert list(stats) == ["pending", "claimed", "running", "complete", "failed", "dead", "cancelled"]
+    assert list(stats) == [
+        "pending",
+        "claimed",
+        "running",
+        "complete",
+        "failed",
+        "dead",
+        "cancelled",
+        "expired",
+    ]
     assert stats["complete"] == stats["completed"] == stats.get("completed") == 3
     assert sum(stats.values()) == 3, "the alias is not counted twice"
     assert stats.get("done", -1) == -1 and stats.get("done") is None

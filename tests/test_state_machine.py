@@ -2,14 +2,15 @@
 
 Hypothesis drives a real Queue (engine, storage, worker threads) with random
 sequences of enqueues (with scripted failures, retry limits, priorities,
-delays), cancellations, worker runs, dead-letter retries and purges, and
-checks after every step that each job's status, attempts and error history
-are what the model predicts.
+delays, unique keys and dependencies on earlier jobs), cancellations, worker
+runs, dead-letter retries and purges, and checks after every step that each
+job's status, attempts and error history are what the model predicts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 from dataclasses import dataclass
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, precondition, rule
 
-from taskito import JobTimeoutError, Queue, TaskFailedError
+from taskito import JobCancelledError, JobNotFoundError, JobTimeoutError, Queue, TaskFailedError
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +45,13 @@ class ModelJob:
     attempt: int = 0
     errors: int = 0
     purged: bool = False
+    unique_key: str | None = None
+    # The job it waits for (enqueued before it), if any.
+    parent: str | None = None
+
+
+# Statuses in which a job holds its unique key.
+LIVE = ("pending", "failed")
 
 
 class JobLifeCycle(RuleBasedStateMachine):
@@ -74,15 +82,70 @@ class JobLifeCycle(RuleBasedStateMachine):
         max_retries=st.integers(0, 2),
         delayed=st.booleans(),
         slow_retry=st.booleans(),
+        unique_key=st.sampled_from([None, None, "a", "b"]),
+        parent=st.one_of(st.none(), jobs),
     )
-    def enqueue(self, failures: int, max_retries: int, delayed: bool, slow_retry: bool) -> str:
+    def enqueue(
+        self,
+        failures: int,
+        max_retries: int,
+        delayed: bool,
+        slow_retry: bool,
+        unique_key: str | None,
+        parent: str | None,
+    ) -> object:
         key = next(KEYS)
         REMAINING_FAILURES[key] = failures
-        job = self.tasks[slow_retry].apply_async(
-            args=(key,), max_retries=max_retries, delay=3600 if delayed else None
+        enqueue = functools.partial(
+            self.tasks[slow_retry].apply_async,
+            args=(key,),
+            max_retries=max_retries,
+            delay=3600 if delayed else None,
+            unique_key=unique_key,
+            depends_on=parent,
         )
-        self.model[job.id] = ModelJob(key, max_retries, delayed, slow_retry, failures_left=failures)
+        holder = self.live_holder(unique_key)
+        if holder is not None:
+            assert enqueue().id == holder, "a live key returns its job"
+            return multiple()
+        if parent is not None and self.model[parent].purged:
+            with pytest.raises(JobNotFoundError):
+                enqueue()
+            return multiple()
+        job = enqueue()
+        expected = ModelJob(
+            key, max_retries, delayed, slow_retry, failures, unique_key=unique_key, parent=parent
+        )
+        self.model[job.id] = expected
+        if parent is not None and self.model[parent].status in ("dead", "cancelled"):
+            # Its dependency already failed it: cancelled at once.
+            expected.status = "cancelled"
+            expected.errors = 1
         return job.id
+
+    def live_holder(self, unique_key: str | None) -> str | None:
+        for job_id, job in self.model.items():
+            if (
+                unique_key is not None
+                and job.unique_key == unique_key
+                and job.status in LIVE
+                and not job.purged
+            ):
+                return job_id
+        return None
+
+    def waits(self, expected: ModelJob) -> bool:
+        """Whether a pending job is waiting for its dependency."""
+        return expected.parent is not None and self.model[expected.parent].status != "complete"
+
+    def failed(self, job_id: str) -> None:
+        """A job died or was cancelled: its waiting dependents are cancelled,
+        each with an error naming the failure, and theirs after them."""
+        for child_id, child in self.model.items():
+            if child.parent == job_id and child.status == "pending":
+                child.status = "cancelled"
+                child.errors += 1
+                self.failed(child_id)
 
     @rule(job_id=jobs)
     def cancel(self, job_id: str) -> None:
@@ -93,16 +156,20 @@ class JobLifeCycle(RuleBasedStateMachine):
         assert cancelled == (expected.status in ("pending", "failed") and not expected.purged)
         if cancelled:
             expected.status = "cancelled"
+            self.failed(job_id)
 
     @rule()
     def run_worker_until_idle(self) -> None:
         self.queue.start_worker()
+        # Enqueue order: a dependency comes before its dependents.
         for job_id, expected in self.model.items():
-            if expected.status != "pending" or expected.delayed or expected.purged:
+            if expected.status != "pending" or expected.delayed or expected.purged or self.waits(expected):
                 continue
             job = self.queue.get_job(job_id)
             assert job is not None
             self.run_model(expected)
+            if expected.status == "dead":
+                self.failed(job_id)
             if expected.status == "failed":
                 # Its retry is an hour away: wait for the failure instead.
                 deadline = time.monotonic() + 30
@@ -113,6 +180,12 @@ class JobLifeCycle(RuleBasedStateMachine):
             else:
                 with contextlib.suppress(TaskFailedError):
                     assert job.result(timeout=30) == expected.key
+        for job_id, expected in self.model.items():
+            if expected.status == "cancelled" and expected.parent is not None and not expected.purged:
+                job = self.queue.get_job(job_id)
+                assert job is not None
+                with contextlib.suppress(JobCancelledError, TaskFailedError):
+                    job.result(timeout=30)
         assert self.queue.shutdown() == 0
 
     def run_model(self, expected: ModelJob) -> None:
@@ -135,6 +208,8 @@ class JobLifeCycle(RuleBasedStateMachine):
     def retry_dead(self, job_id: str) -> None:
         expected = self.model[job_id]
         if expected.status == "dead" and not expected.purged:
+            if self.live_holder(expected.unique_key) is not None:
+                expected.unique_key = None  # another live job took it meanwhile
             self.queue.retry_dead(job_id)
             expected.status = "pending"
             expected.attempt = 0
@@ -157,6 +232,7 @@ class JobLifeCycle(RuleBasedStateMachine):
             "failed": 0,
             "dead": 0,
             "cancelled": 0,
+            "expired": 0,
         }
         for job_id, expected in self.model.items():
             job = self.queue.get_job(job_id)
@@ -168,6 +244,7 @@ class JobLifeCycle(RuleBasedStateMachine):
             assert data["status"] == expected.status, (job_id, data, expected)
             assert data["attempt"] == expected.attempt, (job_id, data, expected)
             assert len(job.errors) == expected.errors, (job_id, job.errors, expected)
+            assert data["unique_key"] == expected.unique_key, (job_id, data, expected)
             counts[expected.status] += 1
         assert self.queue.stats() == counts
 

@@ -15,9 +15,10 @@ pub fn micros(d: Duration) -> Micros {
 
 /// Where a job is in its life. The stored value is the discriminant.
 ///
-/// Users see seven statuses (`Status::name`); the engine splits "pending" in
-/// two so that the claim index only ever holds jobs that can run now: `Ready`
-/// jobs are due, `Scheduled` ones wait for their `scheduled_at`.
+/// Users see eight statuses (`Status::name`); the engine splits "pending" in
+/// three so that the claim index only ever holds jobs that can run now: `Ready`
+/// jobs are due, `Scheduled` ones wait for their `scheduled_at`, `Waiting`
+/// ones for their dependencies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(i64)]
 pub enum State {
@@ -32,6 +33,11 @@ pub enum State {
     /// Held by a worker that has not started it (its prefetch): leased, not
     /// started, still cancellable, handed back to a higher-priority job.
     Claimed = 7,
+    /// Some dependency has not finished yet (`depends_on`): out of the claim
+    /// index until the last one settles (public status "pending").
+    Waiting = 8,
+    /// It was not started before its `expires_at`: it never runs.
+    Expired = 9,
 }
 
 /// The stored value of a [`State`] as a string literal, for query text built
@@ -65,6 +71,12 @@ macro_rules! state_sql {
     (Claimed) => {
         "7"
     };
+    (Waiting) => {
+        "8"
+    };
+    (Expired) => {
+        "9"
+    };
     ($first:ident $(, $rest:ident)+) => {
         concat!(
             $crate::job::state_sql!($first)
@@ -75,7 +87,7 @@ macro_rules! state_sql {
 pub(crate) use state_sql;
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 10] = [
         State::Ready,
         State::Scheduled,
         State::Running,
@@ -84,6 +96,8 @@ impl State {
         State::Dead,
         State::Cancelled,
         State::Claimed,
+        State::Waiting,
+        State::Expired,
     ];
 
     pub fn from_i64(v: i64) -> Option<State> {
@@ -92,19 +106,23 @@ impl State {
 
     pub fn status(self) -> Status {
         match self {
-            State::Ready | State::Scheduled => Status::Pending,
+            State::Ready | State::Scheduled | State::Waiting => Status::Pending,
             State::Claimed => Status::Claimed,
             State::Running => Status::Running,
             State::Complete => Status::Complete,
             State::Retrying => Status::Failed,
             State::Dead => Status::Dead,
             State::Cancelled => Status::Cancelled,
+            State::Expired => Status::Expired,
         }
     }
 
     /// A final state: the job will not run again unless someone revives it.
     pub fn is_final(self) -> bool {
-        matches!(self, State::Complete | State::Dead | State::Cancelled)
+        matches!(
+            self,
+            State::Complete | State::Dead | State::Cancelled | State::Expired
+        )
     }
 }
 
@@ -118,10 +136,11 @@ pub enum Status {
     Failed,
     Dead,
     Cancelled,
+    Expired,
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Pending,
         Status::Claimed,
         Status::Running,
@@ -129,6 +148,7 @@ impl Status {
         Status::Failed,
         Status::Dead,
         Status::Cancelled,
+        Status::Expired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -140,6 +160,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Dead => "dead",
             Status::Cancelled => "cancelled",
+            Status::Expired => "expired",
         }
     }
 
@@ -159,13 +180,14 @@ impl Status {
     /// The stored states that make up this status.
     pub fn states(self) -> &'static [State] {
         match self {
-            Status::Pending => &[State::Ready, State::Scheduled],
+            Status::Pending => &[State::Ready, State::Scheduled, State::Waiting],
             Status::Claimed => &[State::Claimed],
             Status::Running => &[State::Running],
             Status::Complete => &[State::Complete],
             Status::Failed => &[State::Retrying],
             Status::Dead => &[State::Dead],
             Status::Cancelled => &[State::Cancelled],
+            Status::Expired => &[State::Expired],
         }
     }
 }
@@ -293,6 +315,129 @@ impl JobOptions {
     }
 }
 
+/// What a job's dependencies must do before it may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i64)]
+pub enum DependencyMode {
+    /// Complete: if the dependency dies, is cancelled or expires, the job is
+    /// cancelled (and its own dependents after it).
+    #[default]
+    Success = 0,
+    /// Reach any final state (a group's lanes: the next one starts whatever
+    /// became of the one before).
+    Finish = 1,
+}
+
+impl DependencyMode {
+    pub fn parse(text: &str) -> Result<DependencyMode> {
+        match text {
+            "success" => Ok(DependencyMode::Success),
+            "finish" => Ok(DependencyMode::Finish),
+            other => Err(Error::invalid(format!(
+                "dependency mode must be \"success\" or \"finish\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Whether a job's dependencies' results are passed to it when it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i64)]
+pub enum Feed {
+    #[default]
+    None = 0,
+    /// The one dependency's result is prepended to its positional arguments
+    /// (a chain's next step).
+    One = 1,
+    /// A list of every dependency's result, in dependency order, is
+    /// prepended as one positional argument (a chord's callback).
+    All = 2,
+}
+
+impl Feed {
+    pub fn parse(text: &str) -> Result<Feed> {
+        match text {
+            "none" => Ok(Feed::None),
+            "one" => Ok(Feed::One),
+            "all" => Ok(Feed::All),
+            other => Err(Error::invalid(format!(
+                "feed must be \"none\", \"one\" or \"all\", got {other:?}"
+            ))),
+        }
+    }
+
+    pub fn from_i64(v: i64) -> Feed {
+        match v {
+            1 => Feed::One,
+            2 => Feed::All,
+            _ => Feed::None,
+        }
+    }
+}
+
+/// One job of a graph enqueue (`Storage::enqueue_graph`): its options, and
+/// the jobs it waits for, stored ones by id and earlier nodes of the same
+/// call by index. Dependency order (what `Feed::All` passes) is `depends_on`
+/// then `after`.
+#[derive(Clone, Debug)]
+pub struct GraphNode {
+    pub options: JobOptions,
+    pub payload: Vec<u8>,
+    /// While a job with this key is live (not final), enqueueing another
+    /// with it returns that job instead.
+    pub unique_key: Option<String>,
+    /// Not started within this long after enqueue, it ends expired.
+    pub expires: Option<Duration>,
+    /// JSON text stored with the job.
+    pub metadata: Option<String>,
+    pub depends_on: Vec<i64>,
+    pub after: Vec<usize>,
+    pub mode: DependencyMode,
+    pub feed: Feed,
+}
+
+impl GraphNode {
+    pub fn new(options: JobOptions, payload: Vec<u8>) -> Self {
+        GraphNode {
+            options,
+            payload,
+            unique_key: None,
+            expires: None,
+            metadata: None,
+            depends_on: Vec::new(),
+            after: Vec::new(),
+            mode: DependencyMode::Success,
+            feed: Feed::None,
+        }
+    }
+
+    /// Checks what can be checked without the database: the options, that
+    /// `after` names earlier nodes only, and that a fed job has something to
+    /// be fed.
+    pub fn validate(&self, index: usize) -> Result<()> {
+        self.options.validate()?;
+        if let Some(&bad) = self.after.iter().find(|&&i| i >= index) {
+            return Err(Error::invalid(format!(
+                "node {index} of the graph depends on node {bad}: a node may depend only on \
+                 earlier nodes"
+            )));
+        }
+        let parents = self.depends_on.len() + self.after.len();
+        if self.feed == Feed::One && parents != 1 {
+            return Err(Error::invalid(format!(
+                "node {index} of the graph is fed one result but has {parents} dependencies"
+            )));
+        }
+        if matches!(&self.unique_key, Some(k) if k.is_empty()) {
+            return Err(Error::invalid("unique_key must not be empty"));
+        }
+        if matches!(self.expires, Some(e) if e.is_zero()) {
+            return Err(Error::invalid("expires must be in the future"));
+        }
+        Ok(())
+    }
+}
+
 /// A job handed to a worker by a claim.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
@@ -313,6 +458,8 @@ pub struct ClaimedJob {
     /// False for a job the claim only holds (state `Claimed`): the worker
     /// must start it (`Storage::start_claimed`) before running it.
     pub running: bool,
+    /// Whether its dependencies' results go into its arguments.
+    pub feed: Feed,
 }
 
 impl ClaimedJob {
@@ -416,6 +563,12 @@ pub struct JobRecord {
     pub lease_expires_at: Option<Micros>,
     /// The last failed attempt's error message, if any attempt failed.
     pub error: Option<String>,
+    pub unique_key: Option<String>,
+    /// JSON text given at enqueue.
+    pub metadata: Option<String>,
+    /// The last progress the task reported (0 to 100).
+    pub progress: Option<u8>,
+    pub expires_at: Option<Micros>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -509,6 +662,8 @@ mod tests {
                 State::Dead => state_sql!(Dead),
                 State::Cancelled => state_sql!(Cancelled),
                 State::Claimed => state_sql!(Claimed),
+                State::Waiting => state_sql!(Waiting),
+                State::Expired => state_sql!(Expired),
             }
         }
         for state in State::ALL {

@@ -48,6 +48,7 @@ def test_second_sees_only_its_own_jobs(session_queue, session_worker):
     assert session_queue.stats() == {
         "pending": 0, "claimed": 0, "running": 0, "complete": 1, "failed": 0, "dead": 0,
         "cancelled": 0,
+        "expired": 0,
     }
 
 def test_failures_are_raised_in_their_own_test(session_queue, session_worker):

@@ -17,8 +17,8 @@ pub use worker::{Declared, Deferred, Worker, WorkerConfig};
 
 use crate::error::{Error, Result};
 use crate::job::{
-    format_id, micros, now_micros, AttemptRef, ClaimedJob, Finished, JobOptions, Micros, Outcome,
-    State,
+    format_id, micros, now_micros, AttemptRef, ClaimedJob, Finished, GraphNode, JobOptions, Micros,
+    Outcome, State,
 };
 use crate::storage::{CancelRequest, DirectClaim, Storage};
 use relay::Relay;
@@ -148,6 +148,12 @@ pub struct Engine {
     local_worker: Mutex<Option<Weak<dyn LocalWorker>>>,
     relay: Relay,
     closed: std::sync::atomic::AtomicBool,
+    /// The latest progress each running task of this process reported, not
+    /// yet written: the worker writes them with the job's outcome, or with
+    /// its next lease renewal, never one commit per report.
+    progress: Mutex<std::collections::HashMap<i64, u8>>,
+    /// Whether `progress` holds anything: the commit path checks this alone.
+    progress_pending: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -159,7 +165,82 @@ impl Engine {
             hub,
             local_worker: Mutex::new(None),
             closed: std::sync::atomic::AtomicBool::new(false),
+            progress: Mutex::new(std::collections::HashMap::new()),
+            progress_pending: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Stores a graph of jobs (`Storage::enqueue_graph`) and wakes idle
+    /// workers: those it made ready now, and those that fall due later.
+    pub fn enqueue_graph(&self, nodes: &[GraphNode]) -> Result<Vec<i64>> {
+        let ids = self.storage.enqueue_graph(nodes)?;
+        self.announce_work();
+        let soonest_delay = nodes
+            .iter()
+            .filter_map(|n| n.options.delay)
+            .filter(|d| !d.is_zero())
+            .min();
+        if let Some(delay) = soonest_delay {
+            self.announce_due(now_micros().saturating_add(micros(delay)));
+        }
+        Ok(ids)
+    }
+
+    /// A running task reports its progress (0 to 100). Kept in memory: the
+    /// worker writes the latest value per job in batches.
+    pub fn report_progress(&self, id: i64, value: u8) {
+        self.progress.lock().insert(id, value);
+        self.progress_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether any reported progress is unwritten: one load, for the commit
+    /// path.
+    pub(crate) fn has_progress(&self) -> bool {
+        self.progress_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the unwritten progress of these jobs (`None`: of every job).
+    pub(crate) fn take_progress(&self, ids: Option<&[i64]>) -> Vec<(i64, u8)> {
+        if !self
+            .progress_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        let mut progress = self.progress.lock();
+        let taken: Vec<(i64, u8)> = match ids {
+            None => progress.drain().collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| progress.remove(id).map(|v| (*id, v)))
+                .collect(),
+        };
+        if progress.is_empty() {
+            self.progress_pending
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        taken
+    }
+
+    /// Writes the unwritten progress of these jobs (`None`: of every job).
+    /// On failure the values go back, to be written with the next batch.
+    pub(crate) fn write_progress(&self, ids: Option<&[i64]>) -> Result<()> {
+        let taken = self.take_progress(ids);
+        if taken.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.storage.record_progress(&taken) {
+            let mut progress = self.progress.lock();
+            for (id, value) in taken {
+                progress.entry(id).or_insert(value);
+            }
+            self.progress_pending
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub fn is_closed(&self) -> bool {

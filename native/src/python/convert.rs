@@ -57,6 +57,10 @@ pub(super) fn record_dict<'py>(py: Python<'py>, r: &JobRecord) -> PyResult<Bound
     d.set_item("worker_id", &r.worker_id)?;
     d.set_item("lease_expires_at", r.lease_expires_at.map(to_seconds))?;
     d.set_item("error", &r.error)?;
+    d.set_item("unique_key", &r.unique_key)?;
+    d.set_item("metadata", &r.metadata)?;
+    d.set_item("progress", r.progress)?;
+    d.set_item("expires_at", r.expires_at.map(to_seconds))?;
     Ok(d)
 }
 

@@ -56,6 +56,7 @@ pub(super) fn python_side(
     py: Python<'_>,
     execute: Py<PyAny>,
     on_event: Py<PyAny>,
+    storage: Arc<dyn crate::storage::Storage>,
 ) -> PyResult<PythonSide> {
     let (notices, inbox) = crossbeam_channel::unbounded::<Notice>();
     let tasks = Arc::new(RunningTasks::default());
@@ -77,7 +78,7 @@ pub(super) fn python_side(
             })
             .map_err(|e| Error::io("cannot start the worker's Python thread", e))
     })?;
-    let runner = PyRunner::new(execute, tasks.clone(), notices.clone());
+    let runner = PyRunner::new(execute, tasks.clone(), notices.clone(), storage);
     Ok(PythonSide {
         runner: Arc::new(runner),
         events: Arc::new(PyEvents {

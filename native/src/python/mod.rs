@@ -14,6 +14,7 @@ mod convert;
 mod deferred;
 mod errors;
 mod events;
+mod graph;
 mod native_queue;
 mod native_worker;
 mod outcome;

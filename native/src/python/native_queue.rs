@@ -32,7 +32,7 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[pyclass(module = "taskito._native", frozen)]
 pub struct NativeQueue {
     config: Backend,
-    max_payload_size: usize,
+    pub(super) max_payload_size: usize,
     pub(super) state: RwLock<Option<Open>>,
 }
 

@@ -72,7 +72,7 @@ impl NativeQueue {
                 return Err(Error::invalid("a worker is already running for this Queue").into());
             }
         }
-        let side = python_side(py, execute, on_event)?;
+        let side = python_side(py, execute, on_event, engine.storage.clone())?;
         let worker = py.detach(|| Worker::start(engine, side.runner, side.events, config))?;
         let id = worker.id().to_string();
         match self.state.write().as_mut() {

@@ -11,14 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::deferred::AttemptHandle;
 use super::errors;
 use super::events::Notice;
 use super::outcome::{parse_returned, Returned};
 use crate::engine::{Deferred, Runner};
-use crate::job::{format_id, now_micros, AttemptRef, ClaimedJob, Failure, Outcome, OutcomeKind};
+use crate::job::{
+    format_id, now_micros, AttemptRef, ClaimedJob, Failure, Feed, Outcome, OutcomeKind,
+};
+use crate::storage::Storage;
 
 /// Which Python thread runs which attempt, so that an interrupt reaches the
 /// right task and only that one.
@@ -158,6 +161,8 @@ pub(super) struct PyRunner {
     execute: Py<PyAny>,
     tasks: Arc<RunningTasks>,
     notices: crossbeam_channel::Sender<Notice>,
+    /// Where a fed job's dependencies' results are read from.
+    storage: Arc<dyn Storage>,
 }
 
 impl PyRunner {
@@ -167,12 +172,38 @@ impl PyRunner {
         execute: Py<PyAny>,
         tasks: Arc<RunningTasks>,
         notices: crossbeam_channel::Sender<Notice>,
+        storage: Arc<dyn Storage>,
     ) -> Self {
         PyRunner {
             execute,
             tasks,
             notices,
+            storage,
         }
+    }
+
+    /// What `execute` is told of a fed job's inputs: `None` for a job that
+    /// is not fed (no storage read: the hot path), else `("one" | "all",
+    /// [result bytes or None, in dependency order])`, read with the GIL
+    /// released.
+    fn fed<'py>(&self, py: Python<'py>, job: &ClaimedJob) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let kind = match job.feed {
+            Feed::None => return Ok(None),
+            Feed::One => "one",
+            Feed::All => "all",
+        };
+        let results = py.detach(|| self.storage.dependency_results(job.id))?;
+        let results: Vec<Option<Bound<'py, PyBytes>>> = results
+            .iter()
+            .map(|r| r.as_deref().map(|b| PyBytes::new(py, b)))
+            .collect();
+        Ok(Some(PyTuple::new(
+            py,
+            [
+                kind.into_pyobject(py)?.into_any(),
+                PyList::new(py, results)?.into_any(),
+            ],
+        )?))
     }
 
     fn run_one<'py>(
@@ -183,6 +214,11 @@ impl PyRunner {
     ) -> Returned<'py> {
         // SAFETY: a plain FFI getter.
         let thread = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        let fed = match self.fed(py, job) {
+            Ok(fed) => fed,
+            // The inputs could not be read: the attempt fails, to be retried.
+            Err(err) => return Returned::Now(raised(py, &err)),
+        };
         self.tasks.started(job, thread);
         let args = (
             job.task_name.as_str(),
@@ -191,6 +227,7 @@ impl PyRunner {
             job.attempt,
             job.max_retries,
             job.queue.as_str(),
+            fed,
         );
         let returned = args
             .into_pyobject(py)

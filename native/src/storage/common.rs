@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use crate::backoff::retry_delay;
-use crate::job::{micros, AttemptRef, ClaimedJob, Failure, JobOptions, Micros, State};
+use crate::job::{
+    format_id, micros, AttemptRef, ClaimedJob, DependencyMode, Failure, Feed, JobOptions, Micros,
+    State,
+};
 
 /// When jobs enqueued at `now` fall due. Saturates: a delay past the end of
 /// time means never, not some time in the past.
@@ -46,7 +49,59 @@ pub fn claimed_at_enqueue(
         // As a claim would read it back from storage.
         timeout: timeout_from_millis(options.timeout.map(timeout_millis)),
         running: true,
+        feed: Feed::None,
     }
+}
+
+/// What a new job's dependencies, in the states found at enqueue, make of
+/// it: how many it still waits for, and the first that already failed it
+/// (its index), in which case it is cancelled at once. A complete
+/// dependency counts as satisfied; with `DependencyMode::Finish` so does
+/// any final one.
+pub fn dependency_readiness(parents: &[State], mode: DependencyMode) -> (usize, Option<usize>) {
+    let mut pending = 0;
+    for (i, state) in parents.iter().enumerate() {
+        match state {
+            State::Complete => {}
+            s if s.is_final() => {
+                if mode == DependencyMode::Success {
+                    return (pending, Some(i));
+                }
+            }
+            _ => pending += 1,
+        }
+    }
+    (pending, None)
+}
+
+/// The error type recorded on a job cancelled because a dependency failed
+/// it (the schema's settle triggers write the same).
+pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
+
+/// What that error says: which dependency, of which task, and what became
+/// of it. Kept in step with the triggers' text.
+pub fn dependency_failed_message(id: i64, task_name: &str, state: State) -> String {
+    let what = match state {
+        State::Dead => "died",
+        State::Cancelled => "was cancelled",
+        _ => "expired",
+    };
+    format!("dependency {} ({task_name}) {what}", format_id(id))
+}
+
+/// Rejects a dependency named twice: it would be counted twice and settle
+/// once.
+pub fn check_distinct_dependencies(index: usize, parents: &[i64]) -> crate::error::Result<()> {
+    let mut seen = std::collections::HashSet::with_capacity(parents.len());
+    for &p in parents {
+        if !seen.insert(p) {
+            return Err(crate::error::Error::invalid(format!(
+                "node {index} of the graph names dependency {} twice",
+                format_id(p)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Timeouts are stored in whole milliseconds, at least one.

@@ -10,13 +10,15 @@ mod rate_limit;
 #[cfg(test)]
 mod schedule_tests;
 mod sqlite;
+#[cfg(test)]
+mod workflow_tests;
 
 use std::time::Duration;
 
 use crate::error::Result;
 use crate::job::{
-    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
-    Micros, Outcome, Stats, WorkerRecord,
+    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, GraphNode, JobFilter, JobOptions,
+    JobRecord, Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
@@ -339,4 +341,35 @@ pub trait Storage: Send + Sync {
 
     /// A job's serialized arguments, if it exists.
     fn payload(&self, id: i64) -> Result<Option<Vec<u8>>>;
+
+    // Jobs half of scheduling and workflows
+
+    /// Stores a graph of jobs in one transaction and returns their ids in
+    /// node order. A node waits (state `Waiting`, never claimable) until
+    /// every dependency settles: stored ones by id (`JobNotFound` for an
+    /// unknown one, and nothing is stored), earlier nodes by index. A node
+    /// whose unique key a live job holds is that job (its id is returned,
+    /// nothing is stored for it). A dependency already complete counts as
+    /// settled; one already dead, cancelled or expired cancels the node at
+    /// once (`DependencyMode::Success`) or counts as settled (`Finish`).
+    ///
+    /// Whenever a job reaches a final state, by any path, its dependents
+    /// are settled in the same transaction: one fewer pending dependency,
+    /// ready at none; or, when it failed them (mode success), cancelled
+    /// with a `DependencyFailed` error naming the step that failed, and
+    /// their own dependents after them.
+    fn enqueue_graph(&self, nodes: &[GraphNode]) -> Result<Vec<i64>>;
+
+    /// The stored results of a job's dependencies, in dependency order:
+    /// what a fed job (`Feed::One`, `Feed::All`) is passed. `None` for one
+    /// that did not complete.
+    fn dependency_results(&self, id: i64) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// The jobs a job depends on (in dependency order), and the jobs that
+    /// depend on it (in enqueue order).
+    fn links(&self, id: i64) -> Result<(Vec<i64>, Vec<i64>)>;
+
+    /// Records the progress running tasks reported, by job id: the worker
+    /// keeps the latest per job and writes them in batches.
+    fn record_progress(&self, progress: &[(i64, u8)]) -> Result<()>;
 }

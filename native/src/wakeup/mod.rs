@@ -264,6 +264,14 @@ impl Wakeups {
         }
     }
 
+    /// Jobs reached a final state by a path that does not know their ids
+    /// (expiry, dependencies settled in the database): wakes every waiter,
+    /// and idle workers for the dependents that became ready.
+    pub fn settled(&self) {
+        self.work().notify();
+        self.finished(0..DONE_BUCKETS as i64);
+    }
+
     /// Records that a job falls due at `at`. True if that is earlier than
     /// every time announced before (idle workers should look again).
     pub fn announce_due(&self, at: Micros) -> bool {

@@ -626,6 +626,7 @@ fn more_executors_than_a_claim_holds_still_claim() {
 mod deferred;
 mod fairness;
 mod schedule;
+mod workflow;
 
 on_postgres!(
     runs_every_job_once_and_wakes_waiters,

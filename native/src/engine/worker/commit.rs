@@ -48,6 +48,13 @@ pub(super) fn writer(shared: Arc<Shared>, outcomes: Receiver<WriterMsg>) {
 /// Records `batch` in one transaction, retrying while storage fails (at
 /// most five times once `stopping`), then wakes waiters and the dispatcher.
 pub(super) fn commit(shared: &Shared, batch: &mut Vec<Outcome>, stopping: bool) {
+    // The last progress a task reported is stored before its outcome.
+    if shared.engine.has_progress() {
+        let ids: Vec<i64> = batch.iter().map(|o| o.job.id).collect();
+        if let Err(e) = shared.engine.write_progress(Some(&ids)) {
+            shared.report("recording progress", &e);
+        }
+    }
     let mut pause = Duration::from_millis(10);
     let mut failures = 0;
     let applied = loop {

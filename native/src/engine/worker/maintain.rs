@@ -125,6 +125,16 @@ fn heartbeat(shared: &Shared) {
     }
     shared.renew_registration();
     quarantine_unreadable(shared);
+    // Jobs past their expiry end expired even while the dispatcher is too
+    // busy to look (it promotes and expires only when it has room). What
+    // this promotes, the dispatcher finds when it falls due by its own clock.
+    if let Err(e) = storage.promote_due() {
+        shared.report("expiring jobs", &e);
+    }
+    // Progress reported since the last beat, in one write.
+    if let Err(e) = shared.engine.write_progress(None) {
+        shared.report("recording progress", &e);
+    }
     let held: Vec<AttemptRef> = shared.held.lock().values().map(|h| h.job).collect();
     if !held.is_empty() {
         let asked = Instant::now();

@@ -11,7 +11,7 @@ use postgres::types::ToSql;
 
 use super::{micros_of, micros_sql, PostgresStorage};
 use crate::error::Result;
-use crate::job::{micros, state_sql, AttemptRef, ClaimedJob};
+use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Feed};
 use crate::storage::common::{sort_in_claim_order, timeout_from_millis};
 use crate::storage::{ClaimRequest, JobScope};
 
@@ -77,7 +77,8 @@ fn claim_sql(filters: &str) -> String {
             "WITH picked AS MATERIALIZED (SELECT id, priority, scheduled_at FROM jobs \
              WHERE status = ",
             state_sql!(Ready),
-            "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT $2::int8 \
+            "{filters} AND (expires_at IS NULL OR expires_at > now()) \
+             ORDER BY priority DESC, scheduled_at, id LIMIT $2::int8 \
              FOR UPDATE SKIP LOCKED), \
              ordered AS (SELECT array_agg(id ORDER BY priority DESC, scheduled_at, id) AS ids \
              FROM picked) \
@@ -92,7 +93,7 @@ fn claim_sql(filters: &str) -> String {
             " FROM ordered o, unnest(o.ids) WITH ORDINALITY AS u(id, rank) WHERE j.id = u.id \
              RETURNING j.id, j.queue, j.task_name, j.payload, j.priority, j.scheduled_at, \
              j.attempt, j.lease_token, j.max_retries, j.retry_backoff, j.timeout_ms, \
-             u.rank <= $3::int8"
+             u.rank <= $3::int8, j.feed"
         ),
         filters = filters
     )
@@ -133,6 +134,7 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
                 retry_backoff: row.get(9),
                 timeout: timeout_from_millis(row.get(10)),
                 running: row.get(11),
+                feed: Feed::from_i64(i64::from(row.get::<_, i16>(12))),
             })
             .collect();
         // RETURNING comes in update order, not claim order.
@@ -150,13 +152,21 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
 /// status instead: the entries a status index keeps for every job that ever
 /// had that status (until vacuum) would make each batch cost as much as the
 /// queue's history.
+///
+/// One that expired while it was held ends expired instead (not started).
 const START_CLAIMED: &str = concat!(
-    "UPDATE jobs j SET status = ",
+    "UPDATE jobs j SET status = CASE WHEN j.expires_at <= now() THEN ",
+    state_sql!(Expired),
+    " ELSE ",
     state_sql!(Running),
-    ", started_at = now() FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
+    " END, started_at = CASE WHEN j.expires_at <= now() THEN NULL ELSE now() END, \
+     finished_at = CASE WHEN j.expires_at <= now() THEN now() END, \
+     lease_expires_at = CASE WHEN j.expires_at <= now() THEN NULL ELSE j.lease_expires_at END \
+     FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
      WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 = ",
     state_sql!(Claimed),
-    " RETURNING j.id"
+    " RETURNING j.id, j.status = ",
+    state_sql!(Running)
 );
 
 pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
@@ -166,7 +176,7 @@ pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> R
     let (ids, tokens) = ids_and_tokens(jobs);
     let started: std::collections::HashSet<i64> = storage.run(|conn| {
         let rows = conn.query(START_CLAIMED, &[&ids, &tokens])?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().filter(|r| r.get(1)).map(|r| r.get(0)).collect())
     })?;
     Ok(jobs.iter().map(|j| started.contains(&j.id)).collect())
 }

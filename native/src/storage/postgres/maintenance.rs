@@ -14,21 +14,35 @@ use crate::job::{micros, now_micros, state_sql, Applied, AttemptRef, Micros, Out
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
-/// Makes delayed jobs and retries due by now ready (skipping rows another
-/// promoter has locked: it promotes them), notifies if any became ready,
-/// and says in how many µs the next waiting job falls due.
+/// Ends jobs not started by their `expires_at` expired (the settle trigger
+/// cancels or releases their dependents and tells the listeners), then
+/// makes delayed jobs and retries due by now ready (skipping rows another
+/// promoter has locked: it promotes them), notifies if any became ready or
+/// ended, and says in how many µs the next waiting job falls due or
+/// expires.
 const PROMOTE_DUE: &str = concat!(
-    "WITH due AS (UPDATE jobs SET status = ",
+    "WITH expired AS (UPDATE jobs SET status = ",
+    state_sql!(Expired),
+    ", finished_at = now() WHERE id = ANY(ARRAY(SELECT id FROM jobs \
+     WHERE expires_at IS NOT NULL AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    ") AND expires_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING id), \
+     due AS (UPDATE jobs SET status = ",
     state_sql!(Ready),
     " WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") AND scheduled_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING 1) \
+    ") AND scheduled_at <= now() AND id NOT IN (SELECT id FROM expired) \
+     FOR UPDATE SKIP LOCKED)) RETURNING 1) \
      SELECT (SELECT nextval('changes') FROM (SELECT pg_notify($1::text, 'w') \
      FROM due LIMIT 1) AS n) AS notified, \
-     (SELECT (EXTRACT(EPOCH FROM min(scheduled_at) - now()) * 1000000)::int8 FROM jobs \
-     WHERE status IN (",
+     (SELECT (EXTRACT(EPOCH FROM min(t) - now()) * 1000000)::int8 FROM \
+     (SELECT min(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") AND scheduled_at > now()) AS next_due_in"
+    ") AND scheduled_at > now() UNION ALL SELECT min(expires_at) FROM jobs \
+     WHERE expires_at IS NOT NULL AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    ") AND expires_at > now()) AS next) AS next_due_in, \
+     (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired"
 );
 
 pub(super) fn promote_due(storage: &PostgresStorage) -> Result<Option<Micros>> {

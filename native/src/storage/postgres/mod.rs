@@ -23,6 +23,7 @@
 mod claim;
 mod connect;
 mod enqueue;
+mod graph;
 mod listener;
 mod maintenance;
 mod outcomes;
@@ -47,8 +48,8 @@ use super::{
 };
 use crate::error::Result;
 use crate::job::{
-    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions, JobRecord,
-    Micros, Outcome, Stats, WorkerRecord,
+    Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, GraphNode, JobFilter, JobOptions,
+    JobRecord, Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::{Wakeups, ENV_SWITCH};
 
@@ -323,6 +324,24 @@ impl Storage for PostgresStorage {
 
     fn payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         periodic::payload(self, id)
+    }
+
+    // Jobs half of scheduling and workflows
+
+    fn enqueue_graph(&self, nodes: &[GraphNode]) -> Result<Vec<i64>> {
+        graph::enqueue_graph(self, nodes)
+    }
+
+    fn dependency_results(&self, id: i64) -> Result<Vec<Option<Vec<u8>>>> {
+        reads::dependency_results(self, id)
+    }
+
+    fn links(&self, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+        reads::links(self, id)
+    }
+
+    fn record_progress(&self, progress: &[(i64, u8)]) -> Result<()> {
+        outcomes::record_progress(self, progress)
     }
 }
 

@@ -345,7 +345,7 @@ static CANCEL_UNSTARTED: LazyLock<String> = LazyLock::new(|| {
             "WITH upd AS (UPDATE jobs SET status = ",
             state_sql!(Cancelled),
             ", finished_at = now(), lease_expires_at = NULL WHERE id = $1::int8 AND status IN (",
-            state_sql!(Ready, Scheduled, Retrying, Claimed),
+            state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
             ") RETURNING id) SELECT id, {notify} FROM upd"
         ),
         notify = notify_sql(2, 3, 4)
@@ -394,14 +394,19 @@ pub(super) fn request_cancel(storage: &PostgresStorage, id: i64) -> Result<Cance
 }
 
 /// Makes dead job `$1` ready now with a fresh set of attempts; its payload,
-/// options and error history stay.
+/// options and error history stay. Its unique key stays unless another live
+/// job took it meanwhile: then the revived job goes without.
 static REVIVE_DEAD: LazyLock<String> = LazyLock::new(|| {
     format!(
         concat!(
             "WITH upd AS (UPDATE jobs SET status = ",
             state_sql!(Ready),
             ", attempt = 0, scheduled_at = now(), started_at = NULL, finished_at = NULL, \
-             worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = false \
+             worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = false, \
+             unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o \
+             WHERE o.unique_key = jobs.unique_key AND o.status IN (",
+            state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+            ")) THEN NULL ELSE unique_key END \
              WHERE id = $1::int8 AND status = ",
             state_sql!(Dead),
             " RETURNING id) SELECT id, {notify} FROM upd"
@@ -418,5 +423,24 @@ pub(super) fn retry_dead(storage: &PostgresStorage, id: i64) -> Result<bool> {
             &[&id, &storage.channel, &notes.payloads, &notes.work],
         )?;
         Ok(!rows.is_empty())
+    })
+}
+
+/// Records the progress `$2` that the tasks of running jobs `$1` reported.
+const RECORD_PROGRESS: &str = "UPDATE jobs j SET progress = t.progress \
+    FROM unnest($1::int8[], $2::int2[]) AS t(id, progress) WHERE j.id = t.id";
+
+pub(super) fn record_progress(storage: &PostgresStorage, progress: &[(i64, u8)]) -> Result<()> {
+    if progress.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = progress.to_vec();
+    // In id order, as every multi-row write locks its rows.
+    sorted.sort_unstable();
+    let ids: Vec<i64> = sorted.iter().map(|p| p.0).collect();
+    let values: Vec<i16> = sorted.iter().map(|p| i16::from(p.1)).collect();
+    storage.run(|conn| {
+        conn.execute(RECORD_PROGRESS, &[&ids, &values])?;
+        Ok(())
     })
 }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use super::{micros_of, micros_sql, PostgresStorage};
 use crate::error::Result;
-use crate::job::{micros, now_micros, state_sql, ClaimedJob};
+use crate::job::{micros, now_micros, state_sql, ClaimedJob, Feed};
 use crate::storage::common::{sort_in_claim_order, timeout_from_millis};
 use crate::storage::rate_limit::{
     admit, exhausted, Bucket, Buckets, Candidate, LimitScope, LimitedClaim, RateLimit, RateLimits,
@@ -67,8 +67,9 @@ const TAKE: &str = concat!(
     micros_sql!("3"),
     " FROM unnest($1::int8[]) AS t(id) WHERE j.id = t.id AND j.status + 0 = ",
     state_sql!(Ready),
-    " RETURNING j.id, j.queue, j.task_name, j.payload, j.priority, j.scheduled_at, \
-     j.attempt, j.lease_token, j.max_retries, j.retry_backoff, j.timeout_ms"
+    " AND (j.expires_at IS NULL OR j.expires_at > now()) \
+     RETURNING j.id, j.queue, j.task_name, j.payload, j.priority, j.scheduled_at, \
+     j.attempt, j.lease_token, j.max_retries, j.retry_backoff, j.timeout_ms, j.feed"
 );
 
 /// Candidates read per job of room: some may lack their other bucket's token.
@@ -172,6 +173,7 @@ pub(super) fn claim_limited(
                     retry_backoff: r.get(9),
                     timeout: timeout_from_millis(r.get(10)),
                     running: true,
+                    feed: Feed::from_i64(i64::from(r.get::<_, i16>(11))),
                 })
                 .collect();
             sort_in_claim_order(&mut claim.jobs);

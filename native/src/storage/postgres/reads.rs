@@ -19,7 +19,8 @@ macro_rules! record_columns {
          timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
          lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
          ELSE e.error_type || ': ' || e.message END FROM job_errors e \
-         WHERE e.job_id = jobs.id ORDER BY e.seq DESC LIMIT 1)"
+         WHERE e.job_id = jobs.id ORDER BY e.seq DESC LIMIT 1), unique_key, metadata, \
+         progress, expires_at"
     };
 }
 
@@ -57,7 +58,9 @@ pub(super) fn finished(storage: &PostgresStorage, id: i64) -> Result<Option<Fini
         if !state.is_final() {
             return Ok(None);
         }
-        let error = if state == State::Dead {
+        // A job cancelled because a dependency failed has that failure as
+        // its error; one cancelled on request has none.
+        let error = if matches!(state, State::Dead | State::Cancelled) {
             conn.query(LAST_ERROR, &[&id])?.first().map(error_record)
         } else {
             None
@@ -176,6 +179,10 @@ fn record(row: &Row) -> Result<JobRecord> {
         worker_id: row.get(13),
         lease_expires_at: time(row, 14),
         error: row.get(15),
+        unique_key: row.get(16),
+        metadata: row.get(17),
+        progress: row.get::<_, Option<i16>>(18).map(|p| p.clamp(0, 100) as u8),
+        expires_at: time(row, 19),
     })
 }
 
@@ -187,4 +194,41 @@ fn error_record(row: &Row) -> ErrorRecord {
         traceback: row.get(3),
         failed_at: micros_of(row.get(4)),
     }
+}
+
+/// The results of job `$1`'s dependencies, in dependency order.
+const DEPENDENCY_RESULTS: &str = "SELECT j.result FROM job_dependencies d \
+    LEFT JOIN jobs j ON j.id = d.depends_on WHERE d.job_id = $1::int8 ORDER BY d.position";
+
+pub(super) fn dependency_results(
+    storage: &PostgresStorage,
+    id: i64,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    storage.run(|conn| {
+        Ok(conn
+            .query(DEPENDENCY_RESULTS, &[&id])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    })
+}
+
+/// The jobs job `$1` depends on (in order), then those depending on it.
+const LINKS: &str = "SELECT 0, depends_on, position::int8 FROM job_dependencies \
+    WHERE job_id = $1::int8 UNION ALL SELECT 1, job_id, job_id FROM job_dependencies \
+    WHERE depends_on = $1::int8 ORDER BY 1, 3";
+
+pub(super) fn links(storage: &PostgresStorage, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    storage.run(|conn| {
+        let (mut dependencies, mut dependents) = (Vec::new(), Vec::new());
+        for row in conn.query(LINKS, &[&id])? {
+            let side: i32 = row.get(0);
+            if side == 0 {
+                dependencies.push(row.get(1));
+            } else {
+                dependents.push(row.get(1));
+            }
+        }
+        Ok((dependencies, dependents))
+    })
 }

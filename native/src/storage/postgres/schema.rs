@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 // States are spelled as numbers, as in the SQLite schema: a shipped
 // migration is history. The claim order index and the partial predicates
 // match the SQLite ones; statements name the states with `state_sql!`.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- One row per job; `id` is the engine's time-ordered 64-bit id. Times are
 -- the database server's (now()), never a worker's.
 CREATE TABLE jobs (
@@ -85,7 +85,7 @@ CREATE SEQUENCE changes;
 "#;
 
 // V4: periodic schedules and rate limits (see the SQLite schema's V4).
-const V4: &str = r#"
+pub(super) const V4: &str = r#"
 -- One row per periodic schedule; next_tick is the first tick not yet stored
 -- as a job, moved on by a compare-and-set in the transaction that stores it.
 CREATE TABLE periodic (
@@ -117,7 +117,93 @@ CREATE TABLE rate_limits (
 );
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V4];
+// V3: the jobs half of issue 12 (see the SQLite schema's V3). It shipped
+// after V4, and the list is in the order migrations shipped (the version
+// counts the entries applied): a schema at version 2 (V1, V4) gets V3 next.
+pub(super) const V3: &str = r#"
+ALTER TABLE jobs ADD COLUMN unique_key text;
+ALTER TABLE jobs ADD COLUMN expires_at timestamptz;
+ALTER TABLE jobs ADD COLUMN metadata text;              -- JSON given at enqueue
+ALTER TABLE jobs ADD COLUMN progress smallint;          -- 0..100, as the task reported
+ALTER TABLE jobs ADD COLUMN feed smallint NOT NULL DEFAULT 0;          -- job::Feed
+ALTER TABLE jobs ADD COLUMN pending_deps integer NOT NULL DEFAULT 0;   -- dependencies not yet settled
+ALTER TABLE jobs ADD COLUMN dependents integer NOT NULL DEFAULT 0;     -- dependency rows naming it
+
+-- One live job per key (ready, scheduled, running, retrying, claimed,
+-- waiting); a final job frees its key.
+CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN (0, 1, 2, 4, 7, 8);
+
+-- Jobs that may still expire (not started), by when.
+CREATE INDEX jobs_expiry ON jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN (0, 1, 8);
+
+CREATE TABLE job_dependencies (
+    job_id     bigint   NOT NULL,
+    position   integer  NOT NULL,
+    depends_on bigint   NOT NULL,
+    mode       smallint NOT NULL,          -- job::DependencyMode
+    satisfied  boolean  NOT NULL DEFAULT false,
+    PRIMARY KEY (job_id, position)
+);
+CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on) WHERE NOT satisfied;
+CREATE INDEX job_dependencies_dependents ON job_dependencies (depends_on, job_id);
+
+-- Settles the dependents of a job that reached a final state, in the
+-- statement (and transaction) that put it there, as the SQLite trigger
+-- does: dependents it failed (mode success, not complete) are cancelled
+-- with an error naming the step that failed, which fires this again for
+-- theirs; the others count one dependency fewer and are ready at none.
+-- Tells the listeners: work for the released, finished for the cancelled.
+CREATE FUNCTION settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    channel text := 'taskito:' || TG_TABLE_SCHEMA;
+    failure text;
+    cancelled bigint[];
+    released integer;
+BEGIN
+    IF NEW.status <> 3 THEN
+        failure := COALESCE(
+            (SELECT e.message FROM job_errors e WHERE e.job_id = NEW.id
+             AND e.error_type = 'DependencyFailed' ORDER BY e.seq DESC LIMIT 1),
+            'dependency ' || lpad(to_hex(NEW.id), 16, '0') || ' (' || NEW.task_name || ') '
+            || CASE NEW.status WHEN 5 THEN 'died' WHEN 6 THEN 'was cancelled' ELSE 'expired' END);
+        WITH victims AS (
+            SELECT j.id, j.attempt FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+            WHERE d.depends_on = NEW.id AND NOT d.satisfied AND d.mode = 0 AND j.status = 8
+            ORDER BY j.id FOR UPDATE OF j),
+        errs AS (
+            INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at)
+            SELECT id, attempt, 'DependencyFailed', failure, '', now() FROM victims)
+        SELECT array_agg(id) INTO cancelled FROM victims;
+        IF cancelled IS NOT NULL THEN
+            UPDATE jobs SET status = 6, finished_at = now() WHERE id = ANY(cancelled);
+            PERFORM pg_notify(channel, 'f' || array_to_string(cancelled, ','));
+        END IF;
+    END IF;
+    WITH freed AS (
+        UPDATE jobs j SET pending_deps = j.pending_deps - 1,
+               status = CASE WHEN j.pending_deps > 1 THEN 8
+                             WHEN j.scheduled_at <= now() THEN 0 ELSE 1 END
+        FROM job_dependencies d
+        WHERE d.depends_on = NEW.id AND NOT d.satisfied AND (d.mode = 1 OR NEW.status = 3)
+              AND j.id = d.job_id AND j.status = 8
+        RETURNING j.status)
+    SELECT count(*) FILTER (WHERE status <> 8) INTO released FROM freed;
+    UPDATE job_dependencies SET satisfied = true WHERE depends_on = NEW.id AND NOT satisfied;
+    IF released > 0 THEN
+        PERFORM pg_notify(channel, 'w'), nextval('changes');
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+CREATE TRIGGER jobs_settle_dependents AFTER UPDATE OF status ON jobs FOR EACH ROW
+    WHEN (NEW.dependents > 0 AND NEW.status IN (3, 5, 6, 9) AND OLD.status NOT IN (3, 5, 6, 9))
+    EXECUTE FUNCTION settle_dependents();
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V4, V3];
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 

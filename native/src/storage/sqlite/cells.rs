@@ -102,9 +102,9 @@ pub(super) fn quarantine(tx: &Transaction, id: i64, attempt: i64, problem: &str)
 }
 
 /// Rows whose status is no job state: no claim would ever touch them, so
-/// maintenance finds them, a bounded batch at a time. States are 0 to 7, and
+/// maintenance finds them, a bounded batch at a time. States are 0 to 9, and
 /// SQLite sorts text and blobs after every number, so the two ranges of the
-/// status index outside 0..=7 hold them all (but for fractions, which no
+/// status index outside 0..=9 hold them all (but for fractions, which no
 /// writer produces by mistake).
 pub(super) const UNKNOWN_STATES: &str = concat!(
     "SELECT id, status FROM jobs WHERE status <> ",
@@ -112,7 +112,7 @@ pub(super) const UNKNOWN_STATES: &str = concat!(
     " AND (status < ",
     state_sql!(Ready),
     " OR status > ",
-    state_sql!(Claimed),
+    state_sql!(Expired),
     ") LIMIT 100"
 );
 

@@ -3,12 +3,12 @@
 //! look at the best waiting job that decides whether a prefetch is handed
 //! back.
 
-use rusqlite::{params, Statement, Transaction};
+use rusqlite::{params, OptionalExtension, Statement, Transaction};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Micros, State};
+use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Feed, Micros, State};
 use crate::storage::common::{json_names, sort_in_claim_order, timeout_from_millis};
 use crate::storage::{ClaimRequest, JobScope};
 
@@ -66,7 +66,8 @@ fn bind_filters(
 
 /// Takes up to `?4` ready jobs in claim order for worker `?1` at `?2`,
 /// leased until `?3`, into state `?5` (running, started now, or claimed, not
-/// started), and returns them.
+/// started), and returns them. A job past its `expires_at` is passed over:
+/// it never runs, and the next `promote_due` ends it expired.
 pub(super) fn claim_sql(filters: Filters) -> String {
     format!(
         concat!(
@@ -76,9 +77,10 @@ pub(super) fn claim_sql(filters: Filters) -> String {
             " THEN ?2 END, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM jobs WHERE status = ",
             state_sql!(Ready),
-            "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
+            "{filters} AND (expires_at IS NULL OR expires_at > ?2) \
+             ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
              RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
-             lease_token, max_retries, retry_backoff, timeout_ms"
+             lease_token, max_retries, retry_backoff, timeout_ms, feed"
         ),
         // A format string made by a macro cannot capture variables by name.
         filters = filters.sql()
@@ -205,6 +207,7 @@ fn take_once(
         let max_retries = cells.get(8, "max_retries");
         let retry_backoff = cells.get(9, "retry_backoff");
         let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
+        let feed = cells.get::<i64>(11, "feed");
         let job = (|| {
             Some(ClaimedJob {
                 id,
@@ -219,6 +222,7 @@ fn take_once(
                 retry_backoff: retry_backoff?,
                 timeout: timeout_from_millis(timeout_ms?),
                 running: state == State::Running,
+                feed: Feed::from_i64(feed?),
             })
         })();
         match job {
@@ -233,13 +237,19 @@ fn take_once(
 }
 
 /// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled
-/// or taken back meanwhile.
+/// or taken back meanwhile; one that expired while it was held ends expired
+/// instead (not started). Returns the state it is in.
 pub(super) const START_CLAIMED: &str = concat!(
-    "UPDATE jobs SET status = ",
+    "UPDATE jobs SET status = CASE WHEN expires_at <= ?3 THEN ",
+    state_sql!(Expired),
+    " ELSE ",
     state_sql!(Running),
-    ", started_at = ?3 WHERE id = ?1 AND status = ",
+    " END, started_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?3 END, \
+     finished_at = CASE WHEN expires_at <= ?3 THEN ?3 END, \
+     lease_expires_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE lease_expires_at END \
+     WHERE id = ?1 AND status = ",
     state_sql!(Claimed),
-    " AND lease_token = ?2"
+    " AND lease_token = ?2 RETURNING status"
 );
 
 pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
@@ -251,7 +261,10 @@ pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Res
         let mut stmt = tx.prepare_cached(START_CLAIMED)?;
         let mut started = Vec::with_capacity(jobs.len());
         for job in jobs {
-            started.push(stmt.execute(params![job.id, job.token, now])? == 1);
+            let state: Option<i64> = stmt
+                .query_row(params![job.id, job.token, now], |r| r.get(0))
+                .optional()?;
+            started.push(state == Some(State::Running as i64));
         }
         Ok(started)
     })

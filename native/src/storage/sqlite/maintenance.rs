@@ -29,19 +29,41 @@ pub(super) const PROMOTE_DUE: &str = concat!(
     ") AND scheduled_at <= ?1"
 );
 
-/// When the next delayed job or retry falls due (NULL if none waits).
+/// Ends jobs not started by their `expires_at` (`?1` or before) expired.
+/// Written to match the partial index jobs_expiry, so that jobs without
+/// an expiry cost it nothing.
+pub(super) const EXPIRE_DUE: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Expired),
+    ", finished_at = ?1 WHERE expires_at IS NOT NULL AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    ") AND expires_at <= ?1"
+);
+
+/// When the next delayed job or retry falls due, or the next job expires
+/// (NULL if none waits).
 pub(super) const NEXT_DUE: &str = concat!(
-    "SELECT MIN(scheduled_at) FROM jobs WHERE status IN (",
+    "SELECT MIN(t) FROM (SELECT MIN(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ")"
+    ") UNION ALL SELECT MIN(expires_at) FROM jobs WHERE expires_at IS NOT NULL AND status IN (",
+    state_sql!(Ready, Scheduled, Waiting),
+    "))"
 );
 
 pub(super) fn promote_due(storage: &SqliteStorage) -> Result<Option<Micros>> {
     let now = storage.now();
-    storage.write(|tx| {
+    let (next, expired) = storage.write(|tx| {
+        // Expired first: a job due and expired at once never runs.
+        let expired = tx.prepare_cached(EXPIRE_DUE)?.execute([now])?;
         tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
-        Ok(tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?)
-    })
+        let next = tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?;
+        Ok((next, expired))
+    })?;
+    if expired > 0 {
+        // Their waiters, and their dependents' (settled by the trigger).
+        storage.wakeups.settled();
+    }
+    Ok(next)
 }
 
 /// Running and claimed attempts whose lease ran out before `?1`, who held
@@ -57,7 +79,7 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
 
 pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
     let now = storage.now();
-    let (reaped, quarantined) = storage.write(|tx| {
+    let (reaped, quarantined, settled) = storage.write(|tx| {
         // (the attempt, who held it, its state), or the row's id and what of
         // it cannot be read.
         type Expired = std::result::Result<(AttemptRef, Option<String>, i64), (i64, String)>;
@@ -99,6 +121,7 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
         let mut quarantined = Vec::new();
+        let mut settled = false;
         for found in expired {
             let (job, worker, state) = match found {
                 Ok(found) => found,
@@ -115,15 +138,24 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
                 Applied::Retry(now)
             } else {
                 let failure = worker_lost(worker.as_deref(), job.attempt);
-                fail_attempt(tx, &job, &failure, None, now)?
+                match fail_attempt(tx, &job, &failure, None, now)? {
+                    Some((applied, dependents)) => {
+                        settled |= dependents > 0 && applied == Applied::Dead;
+                        applied
+                    }
+                    None => Applied::Stale,
+                }
             };
             reaped.push(ReapedJob {
                 id: job.id,
                 applied,
             });
         }
-        Ok((reaped, quarantined))
+        Ok((reaped, quarantined, settled))
     })?;
+    if settled {
+        storage.wakeups.settled();
+    }
     storage.quarantined.lock().extend(quarantined);
     Ok(reaped)
 }

@@ -27,6 +27,7 @@ mod claim;
 mod diagnose;
 mod enqueue;
 mod foreign;
+mod graph;
 mod maintenance;
 mod outcomes;
 mod periodic;
@@ -55,8 +56,8 @@ use super::{
 };
 use crate::error::{DatabaseFault, Error, Result};
 use crate::job::{
-    now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, JobFilter, JobOptions,
-    JobRecord, Micros, Outcome, Stats, WorkerRecord,
+    now_micros, Applied, AttemptRef, ClaimedJob, ErrorRecord, Finished, GraphNode, JobFilter,
+    JobOptions, JobRecord, Micros, Outcome, Stats, WorkerRecord,
 };
 use crate::wakeup::Wakeups;
 
@@ -287,6 +288,9 @@ fn configure(conn: &mut Connection, config: &SqliteConfig, role: Role, file: boo
         conn.pragma_update(None, "synchronous", config.durability.pragma())?;
     }
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // The trigger that settles a job's dependents fires again for the ones
+    // it cancels: a cascade goes as deep as the graph.
+    conn.pragma_update(None, "recursive_triggers", true)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     if role == Role::Reader {
         conn.pragma_update(None, "query_only", true)?;
@@ -530,6 +534,24 @@ impl Storage for SqliteStorage {
 
     fn payload(&self, id: i64) -> Result<Option<Vec<u8>>> {
         periodic::payload(self, id)
+    }
+
+    // Jobs half of scheduling and workflows
+
+    fn enqueue_graph(&self, nodes: &[GraphNode]) -> Result<Vec<i64>> {
+        graph::enqueue_graph(self, nodes)
+    }
+
+    fn dependency_results(&self, id: i64) -> Result<Vec<Option<Vec<u8>>>> {
+        reads::dependency_results(self, id)
+    }
+
+    fn links(&self, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+        reads::links(self, id)
+    }
+
+    fn record_progress(&self, progress: &[(i64, u8)]) -> Result<()> {
+        outcomes::record_progress(self, progress)
     }
 }
 

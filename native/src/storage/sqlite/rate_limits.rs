@@ -9,7 +9,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::SqliteStorage;
 use crate::error::Result;
-use crate::job::{micros, state_sql, ClaimedJob, Micros};
+use crate::job::{micros, state_sql, ClaimedJob, Feed, Micros};
 use crate::storage::common::{json_names, sort_in_claim_order, timeout_from_millis};
 use crate::storage::rate_limit::{
     admit, exhausted, Bucket, Buckets, Candidate, LimitScope, LimitedClaim, RateLimit, RateLimits,
@@ -76,8 +76,9 @@ pub(super) const TAKE: &str = concat!(
     ", attempt = attempt + 1, lease_token = lease_token + 1, worker_id = ?2, started_at = ?3, \
      lease_expires_at = ?4 WHERE id = ?1 AND status = ",
     state_sql!(Ready),
-    " RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, lease_token, \
-     max_retries, retry_backoff, timeout_ms"
+    " AND (expires_at IS NULL OR expires_at > ?3) \
+     RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, lease_token, \
+     max_retries, retry_backoff, timeout_ms, feed"
 );
 
 /// Candidates read per job of room: some may lack their other bucket's token.
@@ -209,6 +210,7 @@ fn take(
                     retry_backoff: r.get(9)?,
                     timeout: timeout_from_millis(r.get(10)?),
                     running: true,
+                    feed: Feed::from_i64(r.get(11)?),
                 })
             })
             .optional()?;

@@ -20,7 +20,8 @@ macro_rules! record_columns {
          timeout_ms, created_at, scheduled_at, started_at, finished_at, worker_id, \
          lease_expires_at, (SELECT CASE WHEN e.message = '' THEN e.error_type \
          ELSE e.error_type || ': ' || e.message END FROM job_errors e \
-         WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1)"
+         WHERE e.job_id = jobs.id ORDER BY e.rowid DESC LIMIT 1), unique_key, metadata, \
+         progress, expires_at"
     };
 }
 
@@ -62,7 +63,9 @@ pub(super) fn finished(storage: &SqliteStorage, id: i64) -> Result<Option<Finish
         let Some(state) = state.filter(|s| s.is_final()) else {
             return Ok(None);
         };
-        let error = if state == State::Dead {
+        // A job cancelled because a dependency failed has that failure as
+        // its error; one cancelled on request has none.
+        let error = if matches!(state, State::Dead | State::Cancelled) {
             last_error(conn, id)?
         } else {
             None
@@ -238,6 +241,13 @@ fn record(row: &Row) -> rusqlite::Result<JobRecord> {
         worker_id: cells.get(13, "worker_id").flatten(),
         lease_expires_at: cells.get(14, "lease_expires_at").flatten(),
         error: cells.get(15, "error").flatten(),
+        unique_key: cells.get(16, "unique_key").flatten(),
+        metadata: cells.get(17, "metadata").flatten(),
+        progress: cells
+            .get::<Option<i64>>(18, "progress")
+            .flatten()
+            .map(|p| p.clamp(0, 100) as u8),
+        expires_at: cells.get(19, "expires_at").flatten(),
     };
     if let Some(problems) = cells.problems() {
         record.error = Some(format!(
@@ -279,4 +289,40 @@ fn last_error(conn: &Connection, id: i64) -> Result<Option<ErrorRecord>> {
         .prepare_cached(LAST_ERROR)?
         .query_row([id], error_record)
         .optional()?)
+}
+
+/// The results of job `?1`'s dependencies, in dependency order (NULL for
+/// one that did not complete, or that no longer exists).
+pub(super) const DEPENDENCY_RESULTS: &str = "SELECT j.result FROM job_dependencies d \
+    LEFT JOIN jobs j ON j.id = d.depends_on WHERE d.job_id = ?1 ORDER BY d.position";
+
+pub(super) fn dependency_results(storage: &SqliteStorage, id: i64) -> Result<Vec<Option<Vec<u8>>>> {
+    storage.read(|conn| {
+        let mut stmt = conn.prepare_cached(DEPENDENCY_RESULTS)?;
+        let rows = stmt.query_map([id], |r| Ok(result_bytes(r.get_ref(0)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })
+}
+
+/// The jobs job `?1` depends on, in order.
+pub(super) const DEPENDENCIES: &str =
+    "SELECT depends_on FROM job_dependencies WHERE job_id = ?1 ORDER BY position";
+/// The jobs that depend on job `?1` (sorted into enqueue order after: the
+/// index's order is by whether they settled).
+pub(super) const DEPENDENTS: &str = "SELECT job_id FROM job_dependencies WHERE depends_on = ?1";
+
+pub(super) fn links(storage: &SqliteStorage, id: i64) -> Result<(Vec<i64>, Vec<i64>)> {
+    storage.read(|conn| {
+        let tx = conn.unchecked_transaction()?;
+        let ids = |sql: &str| -> Result<Vec<i64>> {
+            let mut stmt = tx.prepare_cached(sql)?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<i64>>>()?)
+        };
+        let mut dependents = ids(DEPENDENTS)?;
+        dependents.sort_unstable();
+        let links = (ids(DEPENDENCIES)?, dependents);
+        tx.finish()?;
+        Ok(links)
+    })
 }

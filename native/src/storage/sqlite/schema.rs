@@ -13,7 +13,7 @@ use crate::error::{DatabaseFault, Error, Result};
 // rows and rebuilds these indexes. Until then the tests tie the two together:
 // the partial indexes' predicates must read as the constants spell them, and
 // every hot statement, written with the constants, must use its index.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- One row per job. `id` is the time-ordered job id (see job::IdGenerator) and
 -- the rowid, so enqueue order needs no index of its own.
 CREATE TABLE jobs (
@@ -67,7 +67,7 @@ CREATE INDEX job_errors_by_job ON job_errors (job_id);
 // operators can see who serves the database. Jobs gain the state Claimed
 // (7: held by a worker, not started), which the partial index jobs_status
 // already covers (status <> 0).
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 -- One row per live worker: written when it starts, its heartbeat renewed with
 -- its leases, deleted when it stops. A row whose expires_at has passed is a
 -- worker that died; any worker deletes such rows.
@@ -94,7 +94,7 @@ CREATE TABLE known_tasks (
 
 // V4: periodic schedules and rate limits (issue 12, its schedule half; V3
 // is the jobs half's), shared by every worker process through the database.
-const V4: &str = r#"
+pub(super) const V4: &str = r#"
 -- One row per periodic schedule (@queue.periodic), upserted by every worker
 -- that declares it. next_tick is the first tick not yet stored as a job:
 -- the worker that stores a tick moves it on with a compare-and-set in the
@@ -131,12 +131,89 @@ CREATE TABLE rate_limits (
 ) WITHOUT ROWID;
 "#;
 
-const MIGRATIONS: &[&str] = &[V1, V2, V4];
+// V3: the jobs half of issue 12 (unique keys, dependencies, expiry,
+// metadata, progress). It shipped after V4: the list is in the order the
+// migrations shipped, because `user_version` counts the entries applied.
+// A database at version 3 (V1, V2, V4) gets V3 as its fourth.
+pub(super) const V3: &str = r#"
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+ALTER TABLE jobs ADD COLUMN expires_at INTEGER;       -- microseconds since the epoch
+ALTER TABLE jobs ADD COLUMN metadata TEXT;            -- JSON given at enqueue
+ALTER TABLE jobs ADD COLUMN progress INTEGER;         -- 0..100, as the task reported
+ALTER TABLE jobs ADD COLUMN feed INTEGER NOT NULL DEFAULT 0;          -- job::Feed
+ALTER TABLE jobs ADD COLUMN pending_deps INTEGER NOT NULL DEFAULT 0;  -- dependencies not yet settled
+ALTER TABLE jobs ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;    -- dependency rows naming it
+
+-- One live job per key: pending, scheduled, running, retrying, claimed or
+-- waiting (0, 1, 2, 4, 7, 8). Enqueue inserts with ON CONFLICT DO NOTHING and
+-- reads the live job's id when nothing went in; a final job frees its key.
+CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN (0, 1, 2, 4, 7, 8);
+
+-- Jobs that may still expire (not started: ready, scheduled, waiting), by
+-- when. Jobs without expires_at are never in it.
+CREATE INDEX jobs_expiry ON jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND status IN (0, 1, 8);
+
+-- What each job waits for, in dependency order (position). mode is
+-- job::DependencyMode; satisfied turns 1 once the dependency settled, so a
+-- revived dependency never settles its dependents twice.
+CREATE TABLE job_dependencies (
+    job_id     INTEGER NOT NULL,
+    position   INTEGER NOT NULL,
+    depends_on INTEGER NOT NULL,
+    mode       INTEGER NOT NULL,
+    satisfied  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, position)
+) WITHOUT ROWID;
+CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on, satisfied);
+
+-- When a job with dependents reaches a final state (complete, dead,
+-- cancelled, expired: 3, 5, 6, 9), in whatever statement puts it there
+-- (completion batches, cancellation, reaping, expiry), in that statement's
+-- transaction: dependents whose dependency failed them (mode success, the
+-- job not complete) are cancelled with an error naming it, which fires this
+-- again for theirs (the writer turns recursive_triggers on); the others
+-- count one dependency fewer, and the last one makes them ready (or
+-- scheduled, if their delay has not passed). Jobs without dependents
+-- (dependents = 0: nearly all) are passed over by the WHEN clause.
+CREATE TRIGGER jobs_settle_dependents AFTER UPDATE OF status ON jobs
+WHEN NEW.dependents > 0 AND NEW.status IN (3, 5, 6, 9) AND OLD.status NOT IN (3, 5, 6, 9)
+BEGIN
+    -- A job cancelled because its own dependency failed passes that
+    -- failure's message on: every job of a cascade names the step that failed.
+    INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at)
+    SELECT d.job_id, j.attempt, 'DependencyFailed',
+           COALESCE((SELECT e.message FROM job_errors e WHERE e.job_id = NEW.id
+                     AND e.error_type = 'DependencyFailed' ORDER BY e.rowid DESC LIMIT 1),
+                    'dependency ' || printf('%016x', NEW.id) || ' (' || NEW.task_name || ') '
+                    || CASE NEW.status WHEN 5 THEN 'died' WHEN 6 THEN 'was cancelled'
+                       ELSE 'expired' END),
+           '', COALESCE(NEW.finished_at, 0)
+    FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+    WHERE NEW.status <> 3 AND d.depends_on = NEW.id AND d.satisfied = 0 AND d.mode = 0
+          AND j.status = 8;
+    UPDATE jobs SET status = 6, finished_at = COALESCE(NEW.finished_at, 0)
+    WHERE NEW.status <> 3 AND status = 8 AND id IN (
+        SELECT job_id FROM job_dependencies
+        WHERE depends_on = NEW.id AND satisfied = 0 AND mode = 0);
+    UPDATE jobs SET pending_deps = pending_deps - 1,
+           status = CASE WHEN pending_deps > 1 THEN 8
+                         WHEN scheduled_at <= COALESCE(NEW.finished_at, 0) THEN 0 ELSE 1 END
+    WHERE status = 8 AND id IN (
+        SELECT job_id FROM job_dependencies
+        WHERE depends_on = NEW.id AND satisfied = 0 AND (mode = 1 OR NEW.status = 3));
+    UPDATE job_dependencies SET satisfied = 1 WHERE depends_on = NEW.id AND satisfied = 0;
+END;
+"#;
+
+const MIGRATIONS: &[&str] = &[V1, V2, V4, V3];
 
 /// A table some migration creates, if a database taskito never touched
 /// already has one (`jobs` first: the one users recognise).
 const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
-     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits') \
+     AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits', \
+     'job_dependencies') \
      ORDER BY name <> 'jobs', name LIMIT 1";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

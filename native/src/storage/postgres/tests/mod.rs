@@ -183,3 +183,4 @@ mod prefetch;
 mod reads;
 mod registry;
 mod schedule;
+mod workflow;

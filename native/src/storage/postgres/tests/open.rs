@@ -132,3 +132,44 @@ fn connections_name_the_schema_and_plan_by_index() {
         ]
     );
 }
+
+#[test]
+fn a_schema_the_schedule_half_made_gets_the_jobs_half_next() {
+    // The schedule half shipped V4 before V3 existed: such a schema is at
+    // version 2 with V1 and V4 applied. Opening it applies V3.
+    let Some(scratch) = Scratch::new() else {
+        return;
+    };
+    let schema = &scratch.schema;
+    let mut client = scratch.client();
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; SET search_path = \"{schema}\"; {} {} \
+             CREATE TABLE schema_version (version bigint NOT NULL); \
+             INSERT INTO schema_version VALUES (2); \
+             INSERT INTO jobs (id, queue, task_name, status, priority, payload, created_at, \
+             scheduled_at, max_retries, retry_backoff) VALUES (7, 'default', 'old', 0, 0, '\\x00', \
+             now(), now(), 3, 1.0)",
+            schema::V1,
+            schema::V4
+        ))
+        .unwrap();
+    let s = scratch.open();
+    let version: i64 = client
+        .query_one(
+            &format!("SELECT version FROM \"{schema}\".schema_version"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::VERSION);
+    let mut keyed = crate::job::GraphNode::new(opts("new"), b"p".to_vec());
+    keyed.unique_key = Some("k".into());
+    keyed.depends_on = vec![7];
+    let ids = s.enqueue_graph(&[keyed.clone(), keyed]).unwrap();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(
+        claim(&s, 10).iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![7]
+    );
+}

@@ -22,6 +22,7 @@ mod prefetch;
 mod reads;
 mod registry;
 mod schedule;
+mod workflow;
 
 fn memory() -> SqliteStorage {
     SqliteStorage::open(SqliteConfig::new(MEMORY)).unwrap()

@@ -89,3 +89,39 @@ fn a_folder_is_not_a_database() {
         .unwrap();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
+
+#[test]
+fn a_database_the_schedule_half_made_gets_the_jobs_half_next() {
+    // The schedule half shipped V4 before V3 existed: such a database is at
+    // version 3 with V1, V2 and V4 applied. Opening it applies V3, and the
+    // jobs it holds carry on.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v4.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in [schema::V1, schema::V2, schema::V4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute(
+            "INSERT INTO jobs (id, queue, task_name, status, priority, payload, created_at, \
+             scheduled_at, max_retries, retry_backoff) VALUES (7, 'default', 'old', 0, 0, x'00', \
+             0, 0, 3, 1.0)",
+            [],
+        )
+        .unwrap();
+    }
+    let s = open(&path);
+    let version: i64 = s
+        .writer
+        .lock()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::VERSION);
+    let mut keyed = crate::job::GraphNode::new(opts("new"), b"p".to_vec());
+    keyed.unique_key = Some("k".into());
+    keyed.depends_on = vec![7];
+    let ids = s.enqueue_graph(&[keyed.clone(), keyed]).unwrap();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(claim_ids(&s), vec![7]);
+}

@@ -6,7 +6,9 @@ use rusqlite::types::Value;
 
 use super::*;
 use crate::job::state_sql;
-use crate::storage::sqlite::{claim, enqueue, maintenance, outcomes, rate_limits, reads, registry};
+use crate::storage::sqlite::{
+    claim, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
+};
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
 fn plan(s: &SqliteStorage, sql: &str, params: &[Value]) -> String {
@@ -106,6 +108,30 @@ fn hot_queries_use_their_indexes() {
             "jobs_due",
         ),
         ("next due", maintenance::NEXT_DUE.into(), vec![], "jobs_due"),
+        (
+            "next expiry",
+            maintenance::NEXT_DUE.into(),
+            vec![],
+            "jobs_expiry",
+        ),
+        (
+            "expire due",
+            maintenance::EXPIRE_DUE.into(),
+            vec![int(NOW)],
+            "jobs_expiry",
+        ),
+        (
+            "live job with a key",
+            graph::LIVE_WITH_KEY.into(),
+            vec![text("report:7")],
+            "jobs_unique_live",
+        ),
+        (
+            "dependents",
+            reads::DEPENDENTS.into(),
+            vec![int(JOB)],
+            "job_dependencies_by_parent",
+        ),
         (
             "expired leases",
             maintenance::EXPIRED_LEASES.into(),
@@ -247,6 +273,12 @@ fn statements_on_one_job_go_straight_to_it() {
             rate_limits::TAKE,
             vec![int(JOB), text("w1"), int(NOW), int(NOW + 1)],
         ),
+        ("add a dependent", graph::ADD_DEPENDENT, vec![int(JOB)]),
+        (
+            "record progress",
+            outcomes::RECORD_PROGRESS,
+            vec![int(JOB), int(50)],
+        ),
     ];
     for (name, sql, params) in cases {
         let plan = plan(&s, sql, &params);
@@ -294,6 +326,22 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             "jobs_status",
             concat!("WHERE status <> ", state_sql!(Ready)),
         ),
+        (
+            "jobs_unique_live",
+            concat!(
+                "WHERE unique_key IS NOT NULL AND status IN (",
+                state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+                ")"
+            ),
+        ),
+        (
+            "jobs_expiry",
+            concat!(
+                "WHERE expires_at IS NOT NULL AND status IN (",
+                state_sql!(Ready, Scheduled, Waiting),
+                ")"
+            ),
+        ),
     ];
     let conn = s.writer.lock();
     for (index, predicate) in predicates {
@@ -306,4 +354,21 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             .unwrap();
         assert!(created.ends_with(predicate), "{index}: {created}");
     }
+}
+
+#[test]
+fn a_fed_job_reads_its_dependencies_by_key() {
+    let s = memory();
+    let plan = plan(&s, reads::DEPENDENCY_RESULTS, &[int(JOB)]);
+    let mut steps = plan.lines();
+    assert_eq!(
+        steps.next(),
+        Some("SEARCH d USING PRIMARY KEY (job_id=?)"),
+        "{plan}"
+    );
+    assert_eq!(
+        steps.next(),
+        Some("SEARCH j USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN"),
+        "{plan}"
+    );
 }
