@@ -71,9 +71,9 @@ def test_an_immutable_signature_ignores_the_previous_result_but_waits_for_it(job
         return "ignored"
 
     @job_queue.task(name="second")
-    def second(*args: Any) -> tuple[Any, ...]:
+    def second(*args: Any) -> list[Any]:
         order.append("second")
-        return args
+        return list(args)
 
     job_queue.start_worker()
     assert chain(first.s(), second.si(5, 6)).delay().result(timeout=20) == [5, 6]
