@@ -299,6 +299,17 @@ def test_signature_options_reach_the_job(job_queue: Queue) -> None:
     assert first is not None and first.to_dict()["queue"] == "default"
 
 
+def test_a_step_whose_unique_key_is_live_is_that_job(job_queue: Queue) -> None:
+    add, _, _ = arithmetic(job_queue)
+    a = chain(add.s(1, 1).set(unique_key="shared"), add.s(10)).delay()
+    b = chain(add.s(1, 1).set(unique_key="shared"), add.s(20)).delay()
+    # Both chains wait for (and are fed) the one live job with the key.
+    assert a.dependencies == b.dependencies
+    job_queue.start_worker()
+    assert (a.result(timeout=20), b.result(timeout=20)) == (12, 22)
+    assert job_queue.stats()["complete"] == 3
+
+
 def test_a_signature_alone_and_asyncio(job_queue: Queue) -> None:
     add, mul, _ = arithmetic(job_queue)
     job_queue.start_worker()
