@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use postgres::Transaction;
+use postgres::{Row, Transaction};
 
 use super::listener::{notify_sql, Notes};
 use super::PostgresStorage;
@@ -21,11 +21,12 @@ use crate::storage::common::{
 const LOCK_PARENTS: &str = "SELECT id, status, task_name FROM jobs \
     WHERE id = ANY($1::int8[]) ORDER BY id FOR UPDATE";
 
-/// The live job holding key `$1`, if any.
+/// The live job holding key `$1`, if any, locked and read like the
+/// dependencies: a later node of the call may depend on it.
 const LIVE_WITH_KEY: &str = concat!(
-    "SELECT id FROM jobs WHERE unique_key = $1::text AND status IN (",
+    "SELECT id, status, task_name FROM jobs WHERE unique_key = $1::text AND status IN (",
     state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-    ")"
+    ") FOR UPDATE"
 );
 
 /// One job, due `$7` µs from now (never, from 285 years on), expiring `$13`
@@ -110,6 +111,16 @@ pub(super) fn enqueue_graph(storage: &PostgresStorage, nodes: &[GraphNode]) -> R
     })
 }
 
+/// The id of the live job `row` (of `LIVE_WITH_KEY`) that a node turned
+/// out to be, recorded so that later nodes of the call can depend on it.
+fn known_parent(row: &Row, parents: &mut HashMap<i64, (State, String)>) -> i64 {
+    let id: i64 = row.get(0);
+    let status: i16 = row.get(1);
+    let state = State::from_i64(i64::from(status)).unwrap_or(State::Dead);
+    parents.insert(id, (state, row.get(2)));
+    id
+}
+
 fn insert_node(
     tx: &mut Transaction,
     node: &GraphNode,
@@ -118,7 +129,7 @@ fn insert_node(
 ) -> Result<i64> {
     if let Some(key) = &node.unique_key {
         if let Some(row) = tx.query_opt(LIVE_WITH_KEY, &[key])? {
-            return Ok(row.get(0));
+            return Ok(known_parent(&row, parents));
         }
     }
     let found: Vec<(i64, State, String)> = node_parents
@@ -169,7 +180,7 @@ fn insert_node(
         if let Some(key) = &node.unique_key {
             // Another producer's job took the key since the look above.
             if let Some(row) = tx.query_opt(LIVE_WITH_KEY, &[key])? {
-                return Ok(row.get(0));
+                return Ok(known_parent(&row, parents));
             }
         }
         // Another process took this id in the same millisecond.
