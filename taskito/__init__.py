@@ -14,7 +14,7 @@ job.result(timeout=10)     # 5
 
 from taskito._native import __version__
 from taskito.app import Queue
-from taskito.canvas import GroupResult, Signature, chain, chord, chunks, group, starmap
+from taskito.canvas import Signature, chain, chord, chunks, group, starmap
 from taskito.context import current_job
 from taskito.exceptions import (
     ForeignSQLiteError,
@@ -35,6 +35,7 @@ from taskito.exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from taskito.group_result import GroupResult
 from taskito.middleware import TaskMiddleware
 from taskito.result import JobResult
 from taskito.serializers import JsonSerializer, PickleSerializer, Serializer

@@ -36,16 +36,16 @@ lane that may have failed).
 from __future__ import annotations
 
 import asyncio
-import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any
 
 from taskito import _options
-from taskito.exceptions import InvalidArgumentError, JobTimeoutError
+from taskito._canvas_graph import Ends, Graph, GraphNode, submit
+from taskito.exceptions import InvalidArgumentError
+from taskito.group_result import GroupResult
 
 if TYPE_CHECKING:
-    from taskito._client import Client
     from taskito.app import Queue
     from taskito.result import JobResult
     from taskito.task import TaskWrapper
@@ -54,41 +54,6 @@ if TYPE_CHECKING:
 SIGNATURE_OPTIONS = frozenset(
     {"priority", "delay", "queue", "max_retries", "timeout", "unique_key", "expires", "metadata"}
 )
-
-
-# ── the graph a workflow is stored as ───────────────────────────────────
-
-
-@dataclass
-class GraphNode:
-    """One job of a workflow: its call, the earlier jobs of the same graph it
-    waits for (``after``, by index), and how their results reach it."""
-
-    signature: Signature
-    after: list[int]
-    # "none", "one" (the single parent's result is prepended) or "all" (the
-    # list of the parents' results, in ``after`` order, is prepended).
-    feed: str
-    # "success": cancelled if a parent fails; "finish": runs after any outcome.
-    mode: str
-
-
-@dataclass
-class Ends:
-    """What a part of a workflow ends in: the jobs whose results are its
-    result, and whether that is one result or a list (a group)."""
-
-    nodes: list[int]
-    many: bool
-
-
-@dataclass
-class Graph:
-    nodes: list[GraphNode] = field(default_factory=list)
-
-    def add(self, node: GraphNode) -> int:
-        self.nodes.append(node)
-        return len(self.nodes) - 1
 
 
 # ── signatures ───────────────────────────────────────────────────────────
@@ -106,6 +71,9 @@ class Signature:
     """
 
     __slots__ = ("args", "immutable", "kwargs", "options", "task")
+
+    # One job: its result is one value.
+    _many = False
 
     def __init__(
         self,
@@ -142,7 +110,7 @@ class Signature:
     def apply(self, queue: Queue | None = None) -> JobResult:
         """Enqueues this one call, on ``queue``'s database if given (else its
         task's); its ``JobResult``."""
-        result = _submit(self, queue)
+        result = submit(self, queue)
         assert not isinstance(result, GroupResult)
         return result
 
@@ -182,33 +150,33 @@ class Signature:
 # ── compositions ─────────────────────────────────────────────────────────
 
 
-class Canvas:
+class Canvas(ABC):
     """What ``chain``, ``group`` and ``chord`` share: enqueueing the whole
     workflow in one transaction."""
 
     def delay(self) -> JobResult | GroupResult:
         """Stores the whole workflow and returns at once: the ``JobResult`` of
         its last job, or a ``GroupResult`` if it ends in a group."""
-        return _submit(self, None)
+        return submit(self, None)
 
     def apply(self, queue: Queue | None = None) -> JobResult | GroupResult:
         """``delay()``, on ``queue``'s database if given (else the tasks')."""
-        return _submit(self, queue)
+        return submit(self, queue)
 
     async def apply_async(self, queue: Queue | None = None) -> JobResult | GroupResult:
         """``apply()`` for asyncio: the enqueue runs in a worker thread."""
         return await asyncio.to_thread(self.apply, queue)
 
-    # Whether it ends in a group (its result is a list of jobs' results).
     @property
+    @abstractmethod
     def _many(self) -> bool:
-        raise NotImplementedError
+        """Whether it ends in a group (its result is a list of jobs' results)."""
 
-    def _build(self, graph: Graph, previous: Ends | None, gate: list[int]) -> Ends:
-        raise NotImplementedError
+    @abstractmethod
+    def _build(self, graph: Graph, previous: Ends | None, gate: list[int]) -> Ends: ...
 
-    def _tasks(self) -> Iterator[TaskWrapper[Any, Any]]:
-        raise NotImplementedError
+    @abstractmethod
+    def _tasks(self) -> Iterator[TaskWrapper[Any, Any]]: ...
 
 
 Part = Signature | Canvas
@@ -230,7 +198,7 @@ class chain(Canvas):  # the reference project's and Celery's name: lower case
 
     @property
     def _many(self) -> bool:
-        return self.signatures[-1]._many if isinstance(self.signatures[-1], Canvas) else False
+        return self.signatures[-1]._many
 
     def _build(self, graph: Graph, previous: Ends | None, gate: list[int]) -> Ends:
         ends = self.signatures[0]._build(graph, previous, gate)
@@ -271,7 +239,7 @@ class group(Canvas):
                 raise InvalidArgumentError(
                     f"group member {i} is a group: list its members in this group instead"
                 )
-            if isinstance(part, Canvas) and part._many:
+            if part._many:
                 raise InvalidArgumentError(
                     f"group member {i} ends in a group: a member must end in one job "
                     "(add a step after it to gather its results)"
@@ -280,6 +248,17 @@ class group(Canvas):
             max_concurrency = _options.count("max_concurrency", max_concurrency, minimum=1)
         self.signatures: list[Part] = list(parts)
         self.max_concurrency = max_concurrency
+
+    def delay(self) -> GroupResult:
+        return self.apply()
+
+    def apply(self, queue: Queue | None = None) -> GroupResult:
+        result = submit(self, queue)
+        assert isinstance(result, GroupResult)
+        return result
+
+    async def apply_async(self, queue: Queue | None = None) -> GroupResult:
+        return await asyncio.to_thread(self.apply, queue)
 
     @property
     def _many(self) -> bool:
@@ -329,6 +308,17 @@ class chord(Canvas):
         self.header = header
         self.body = body
 
+    def delay(self) -> JobResult:
+        return self.apply()
+
+    def apply(self, queue: Queue | None = None) -> JobResult:
+        result = submit(self, queue)
+        assert not isinstance(result, GroupResult)
+        return result
+
+    async def apply_async(self, queue: Queue | None = None) -> JobResult:
+        return await asyncio.to_thread(self.apply, queue)
+
     @property
     def _many(self) -> bool:
         return False
@@ -370,76 +360,7 @@ def starmap(task: TaskWrapper[Any, Any], args_list: Iterable[tuple[Any, ...] | l
     return group(*members)
 
 
-# ── results ──────────────────────────────────────────────────────────────
-
-
-class GroupResult(Sequence["JobResult"]):
-    """The jobs of a group, in the group's order: a sequence of
-    ``JobResult`` (``group.apply()`` in the reference project returns the
-    list), plus ways to wait for all of them."""
-
-    __slots__ = ("jobs",)
-
-    def __init__(self, jobs: list[JobResult]) -> None:
-        self.jobs = jobs
-
-    def results(self, timeout: float | None = 30.0) -> list[Any]:
-        """Waits for every member and returns their results in order. Raises
-        as ``JobResult.result()`` does for the first member (in order) that
-        did not complete; ``timeout`` bounds the whole wait."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for job in self.jobs:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                values.append(job.result(timeout=remaining))
-            except JobTimeoutError:
-                raise JobTimeoutError(f"the group's jobs did not all finish within {timeout}s") from None
-        return values
-
-    async def aresults(self, timeout: float | None = 30.0) -> list[Any]:
-        """``results()`` for asyncio: the waits never block the event loop."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for job in self.jobs:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                values.append(await job.aresult(timeout=remaining))
-            except JobTimeoutError:
-                raise JobTimeoutError(f"the group's jobs did not all finish within {timeout}s") from None
-        return values
-
-    def join(self, timeout: float | None = 30.0) -> list[Any]:
-        """``results()``, by Celery's name."""
-        return self.results(timeout)
-
-    def ready(self) -> bool:
-        """Whether every member has ended (one read per member)."""
-        return all(job.status in FINAL_STATUSES for job in self.jobs)
-
-    def completed_count(self) -> int:
-        """How many members completed (one read per member)."""
-        return sum(job.status == "complete" for job in self.jobs)
-
-    @overload
-    def __getitem__(self, index: int) -> JobResult: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[JobResult]: ...
-    def __getitem__(self, index: int | slice) -> JobResult | list[JobResult]:
-        return self.jobs[index]
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __repr__(self) -> str:
-        return f"<GroupResult {[job.id for job in self.jobs]}>"
-
-
-# The statuses a job never leaves.
-FINAL_STATUSES = frozenset({"complete", "dead", "cancelled", "expired"})
-
-
-# ── storing a workflow ───────────────────────────────────────────────────
+# ── checks ───────────────────────────────────────────────────────────────
 
 
 def _check_parts(kind: str, parts: Sequence[Any]) -> None:
@@ -450,38 +371,3 @@ def _check_parts(kind: str, parts: Sequence[Any]) -> None:
                 f"{kind} {word} {i} is {type(part).__name__}, not a signature (task.s(...)), "
                 "chain, group or chord"
             )
-
-
-def _client(workflow: Part, queue: Queue | None) -> Client:
-    """The Client the whole workflow is stored through: ``queue``'s, or the
-    one Queue all its tasks belong to (one transaction, one database)."""
-    if queue is not None:
-        return queue._client
-    queues = {id(task._queue): task._queue for task in workflow._tasks()}
-    if len(queues) > 1:
-        raise InvalidArgumentError(
-            "the workflow's tasks belong to different Queues: pass the Queue to store it on, as apply(queue)"
-        )
-    return next(iter(queues.values()))._client
-
-
-def _submit(workflow: Part, queue: Queue | None) -> JobResult | GroupResult:
-    graph = Graph()
-    ends = workflow._build(graph, None, [])
-    client = _client(workflow, queue)
-    # Every payload is serialized before anything is stored.
-    nodes = [
-        {
-            **node.signature.options,
-            "task": node.signature.task,
-            "payload": client.dump_call(node.signature.task.name, node.signature.args, node.signature.kwargs),
-            "after": node.after,
-            "feed": node.feed,
-            "mode": node.mode,
-        }
-        for node in graph.nodes
-    ]
-    jobs = client.submit_graph(nodes)
-    if ends.many:
-        return GroupResult([jobs[i] for i in ends.nodes])
-    return jobs[ends.nodes[0]]
