@@ -295,6 +295,10 @@ pub fn an_expired_job_is_never_claimed_and_ends_expired(s: &dyn Storage, expire:
         s.start_claimed(&[claimed[0].attempt_ref()]).unwrap(),
         vec![false]
     );
+    // Handed back (its lease ran out, say): never claimed, and it ends expired.
+    s.release(&[claimed[0].attempt_ref()], true).unwrap();
+    assert!(claim(s).is_empty());
+    s.promote_due().unwrap();
     assert_eq!(state(s, id), State::Expired);
 }
 

@@ -155,6 +155,8 @@ CREATE INDEX job_dependencies_dependents ON job_dependencies (depends_on, job_id
 -- with an error naming the step that failed, which fires this again for
 -- theirs; the others count one dependency fewer and are ready at none.
 -- Tells the listeners: work for the released, finished for the cancelled.
+-- It watches finished_at, which every statement that ends a job sets (and
+-- claims do not).
 CREATE FUNCTION settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
     channel text := 'taskito:' || TG_TABLE_SCHEMA;
@@ -198,7 +200,7 @@ BEGIN
 END
 $fn$;
 
-CREATE TRIGGER jobs_settle_dependents AFTER UPDATE OF status ON jobs FOR EACH ROW
+CREATE TRIGGER jobs_settle_dependents AFTER UPDATE OF finished_at ON jobs FOR EACH ROW
     WHEN (NEW.dependents > 0 AND NEW.status IN (3, 5, 6, 9) AND OLD.status NOT IN (3, 5, 6, 9))
     EXECUTE FUNCTION settle_dependents();
 "#;

@@ -3,7 +3,7 @@
 //! look at the best waiting job that decides whether a prefetch is handed
 //! back.
 
-use rusqlite::{params, OptionalExtension, Statement, Transaction};
+use rusqlite::{params, Statement, Transaction};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
 use super::SqliteStorage;
@@ -66,8 +66,10 @@ fn bind_filters(
 
 /// Takes up to `?4` ready jobs in claim order for worker `?1` at `?2`,
 /// leased until `?3`, into state `?5` (running, started now, or claimed, not
-/// started), and returns them. A job past its `expires_at` is passed over:
-/// it never runs, and the next `promote_due` ends it expired.
+/// started), and returns them, with their `expires_at`: one past it is
+/// ended expired in the same transaction (`EXPIRE_CLAIMED`), never run.
+/// Filtering expired jobs out in the subquery instead would make it read
+/// every candidate's row, where now it walks the index alone.
 pub(super) fn claim_sql(filters: Filters) -> String {
     format!(
         concat!(
@@ -77,10 +79,9 @@ pub(super) fn claim_sql(filters: Filters) -> String {
             " THEN ?2 END, lease_expires_at = ?3 \
              WHERE id IN (SELECT id FROM jobs WHERE status = ",
             state_sql!(Ready),
-            "{filters} AND (expires_at IS NULL OR expires_at > ?2) \
-             ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
+            "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
              RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
-             lease_token, max_retries, retry_backoff, timeout_ms, feed"
+             lease_token, max_retries, retry_backoff, timeout_ms, feed, expires_at"
         ),
         // A format string made by a macro cannot capture variables by name.
         filters = filters.sql()
@@ -98,6 +99,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         skips: request.skip_tasks.is_some() || request.skip_queues.is_some(),
     });
     let now = storage.now();
+    let mut expired = false;
     let (jobs, quarantined) = storage.write(|tx| {
         let mut quarantined = Vec::new();
         let mut jobs = take(
@@ -108,6 +110,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
             request.start,
             now,
             &mut quarantined,
+            &mut expired,
         )?;
         // The held ones come after every started one in claim order: the
         // first statement took the best, and both run in one transaction.
@@ -119,10 +122,15 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
             request.hold,
             now,
             &mut quarantined,
+            &mut expired,
         )?;
         jobs.extend(held);
         Ok((jobs, quarantined))
     })?;
+    if expired {
+        // Their waiters (their dependents' hear from the settling).
+        storage.wakeups.settled();
+    }
     storage.quarantined.lock().extend(quarantined);
     Ok(jobs)
 }
@@ -139,18 +147,31 @@ fn take(
     limit: usize,
     now: Micros,
     quarantined: &mut Vec<QuarantinedJob>,
+    expired: &mut bool,
 ) -> Result<Vec<ClaimedJob>> {
     let mut jobs = Vec::with_capacity(limit);
     while jobs.len() < limit {
         let want = limit - jobs.len();
         let (good, bad) = take_once(tx, sql, request, state, want, now)?;
-        let (taken, replace) = (good.len() + bad.len(), bad.len());
-        jobs.extend(good);
+        let (unexpired, past): (Vec<Taken>, Vec<Taken>) = good
+            .into_iter()
+            .partition(|(_, expires)| expires.is_none_or(|e| e > now));
+        let (taken, replace) = (
+            unexpired.len() + past.len() + bad.len(),
+            past.len() + bad.len(),
+        );
+        jobs.extend(unexpired.into_iter().map(|(job, _)| job));
+        for (job, _) in past {
+            tx.prepare_cached(EXPIRE_CLAIMED)?
+                .execute(params![job.id, now])?;
+            *expired = true;
+        }
         for (id, attempt, problem) in bad {
             quarantine(tx, id, attempt, &problem)?;
             quarantined.push(QuarantinedJob { id, problem });
         }
-        // Only quarantines leave room to fill; fewer rows means none left.
+        // Only quarantines and expiries leave room to fill; fewer rows means
+        // none left.
         if replace == 0 || taken < want {
             break;
         }
@@ -165,6 +186,18 @@ fn take(
 /// be read, and what was wrong.
 type Unreadable = (i64, i64, String);
 
+/// A claimed job, and when it expires.
+type Taken = (ClaimedJob, Option<Micros>);
+
+/// Ends job `?1`, claimed in this transaction past its expiry, expired at
+/// `?2`, as if never claimed (its attempt given back).
+pub(super) const EXPIRE_CLAIMED: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Expired),
+    ", finished_at = ?2, started_at = NULL, worker_id = NULL, lease_expires_at = NULL, \
+     attempt = attempt - 1 WHERE id = ?1"
+);
+
 fn take_once(
     tx: &Transaction,
     sql: &str,
@@ -172,7 +205,7 @@ fn take_once(
     state: State,
     limit: usize,
     now: Micros,
-) -> Result<(Vec<ClaimedJob>, Vec<Unreadable>)> {
+) -> Result<(Vec<Taken>, Vec<Unreadable>)> {
     if limit == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -208,6 +241,7 @@ fn take_once(
         let retry_backoff = cells.get(9, "retry_backoff");
         let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
         let feed = cells.get::<i64>(11, "feed");
+        let expires_at = cells.get::<Option<i64>>(12, "expires_at");
         let job = (|| {
             Some(ClaimedJob {
                 id,
@@ -225,8 +259,8 @@ fn take_once(
                 feed: Feed::from_i64(feed?),
             })
         })();
-        match job {
-            Some(job) => good.push(job),
+        match job.zip(expires_at) {
+            Some(taken) => good.push(taken),
             None => {
                 let attempt = row.get::<_, i64>(6).unwrap_or(0);
                 bad.push((id, attempt, cells.problems().unwrap_or_default()));
@@ -237,19 +271,15 @@ fn take_once(
 }
 
 /// Starts claimed attempt `?2` of job `?1` at `?3`, unless it was cancelled
-/// or taken back meanwhile; one that expired while it was held ends expired
-/// instead (not started). Returns the state it is in.
+/// or taken back meanwhile, or expired while it was held (it stays claimed
+/// until its lease runs out, then the claims pass over it and
+/// `promote_due` ends it expired: it never runs).
 pub(super) const START_CLAIMED: &str = concat!(
-    "UPDATE jobs SET status = CASE WHEN expires_at <= ?3 THEN ",
-    state_sql!(Expired),
-    " ELSE ",
+    "UPDATE jobs SET status = ",
     state_sql!(Running),
-    " END, started_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE ?3 END, \
-     finished_at = CASE WHEN expires_at <= ?3 THEN ?3 END, \
-     lease_expires_at = CASE WHEN expires_at <= ?3 THEN NULL ELSE lease_expires_at END \
-     WHERE id = ?1 AND status = ",
+    ", started_at = ?3 WHERE id = ?1 AND status = ",
     state_sql!(Claimed),
-    " AND lease_token = ?2 RETURNING status"
+    " AND lease_token = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
 );
 
 pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {
@@ -261,10 +291,7 @@ pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Res
         let mut stmt = tx.prepare_cached(START_CLAIMED)?;
         let mut started = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let state: Option<i64> = stmt
-                .query_row(params![job.id, job.token, now], |r| r.get(0))
-                .optional()?;
-            started.push(state == Some(State::Running as i64));
+            started.push(stmt.execute(params![job.id, job.token, now])? == 1);
         }
         Ok(started)
     })

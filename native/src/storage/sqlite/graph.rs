@@ -3,12 +3,13 @@
 //! One transaction stores a whole graph (a chain, a chord, one job with
 //! `depends_on`); the plain enqueue in `enqueue.rs` stays the hot path.
 //!
-//! What happens when a dependency settles is the schema's trigger
-//! `jobs_settle_dependents`: every statement that ends a job runs it.
+//! What happens when a dependency ends is `dependencies.rs`: every write
+//! transaction settles the dependents of the jobs it ended.
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::cells::Cells;
+use super::dependencies::INHERITED_FAILURE;
 use super::SqliteStorage;
 use crate::error::{Error, Result};
 use crate::job::{format_id, micros, state_sql, GraphNode, Micros, State, IDS};
@@ -33,7 +34,8 @@ pub(super) const LIVE_WITH_KEY: &str = concat!(
 );
 
 /// A dependency's state and task name, counting one more dependent on it
-/// when it is not final (the trigger runs only for jobs with dependents).
+/// when it is not final (only jobs with dependents are settled when they
+/// end).
 pub(super) const ADD_DEPENDENT: &str = concat!(
     "UPDATE jobs SET dependents = dependents + CASE WHEN status IN (",
     state_sql!(Complete, Dead, Cancelled, Expired),
@@ -42,12 +44,6 @@ pub(super) const ADD_DEPENDENT: &str = concat!(
 
 pub(super) const INSERT_DEPENDENCY: &str = "INSERT INTO job_dependencies \
     (job_id, position, depends_on, mode, satisfied) VALUES (?1, ?2, ?3, ?4, ?5)";
-
-/// The message of the `DependencyFailed` error of job `?1`, if it was
-/// cancelled because of a dependency: a job cancelled after it passes the
-/// same message on.
-pub(super) const INHERITED_FAILURE: &str = "SELECT message FROM job_errors \
-    WHERE job_id = ?1 AND error_type = 'DependencyFailed' ORDER BY rowid DESC LIMIT 1";
 
 pub(super) const RECORD_DEPENDENCY_FAILURE: &str = "INSERT INTO job_errors \
     (job_id, attempt, error_type, message, traceback, failed_at) VALUES (?1, 0, ?2, ?3, '', ?4)";

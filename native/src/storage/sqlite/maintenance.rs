@@ -60,7 +60,7 @@ pub(super) fn promote_due(storage: &SqliteStorage) -> Result<Option<Micros>> {
         Ok((next, expired))
     })?;
     if expired > 0 {
-        // Their waiters, and their dependents' (settled by the trigger).
+        // Their waiters (their dependents' hear from the settling).
         storage.wakeups.settled();
     }
     Ok(next)
@@ -79,7 +79,7 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
 
 pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
     let now = storage.now();
-    let (reaped, quarantined, settled) = storage.write(|tx| {
+    let (reaped, quarantined) = storage.write(|tx| {
         // (the attempt, who held it, its state), or the row's id and what of
         // it cannot be read.
         type Expired = std::result::Result<(AttemptRef, Option<String>, i64), (i64, String)>;
@@ -121,7 +121,6 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
         let mut quarantined = Vec::new();
-        let mut settled = false;
         for found in expired {
             let (job, worker, state) = match found {
                 Ok(found) => found,
@@ -138,24 +137,15 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
                 Applied::Retry(now)
             } else {
                 let failure = worker_lost(worker.as_deref(), job.attempt);
-                match fail_attempt(tx, &job, &failure, None, now)? {
-                    Some((applied, dependents)) => {
-                        settled |= dependents > 0 && applied == Applied::Dead;
-                        applied
-                    }
-                    None => Applied::Stale,
-                }
+                fail_attempt(tx, &job, &failure, None, now)?
             };
             reaped.push(ReapedJob {
                 id: job.id,
                 applied,
             });
         }
-        Ok((reaped, quarantined, settled))
+        Ok((reaped, quarantined))
     })?;
-    if settled {
-        storage.wakeups.settled();
-    }
     storage.quarantined.lock().extend(quarantined);
     Ok(reaped)
 }

@@ -24,6 +24,7 @@
 
 mod cells;
 mod claim;
+mod dependencies;
 mod diagnose;
 mod enqueue;
 mod foreign;
@@ -198,16 +199,25 @@ impl SqliteStorage {
             .fetch_add(crate::job::micros(by), Ordering::Relaxed);
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer
+    /// connection. Before it commits, the dependents of the jobs it ended
+    /// are settled (`dependencies`), and once it has, workers and waiters
+    /// are told if any were.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
         let out = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
+            let settled = dependencies::settle(&tx, self.now())?;
             tx.commit()?;
-            Ok(out)
+            Ok((out, settled))
         })();
-        out.map_err(|e| self.name_database(e))
+        drop(conn);
+        let (out, settled) = out.map_err(|e| self.name_database(e))?;
+        if settled {
+            self.wakeups.settled();
+        }
+        Ok(out)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -288,9 +298,6 @@ fn configure(conn: &mut Connection, config: &SqliteConfig, role: Role, file: boo
         conn.pragma_update(None, "synchronous", config.durability.pragma())?;
     }
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // The trigger that settles a job's dependents fires again for the ones
-    // it cancels: a cascade goes as deep as the graph.
-    conn.pragma_update(None, "recursive_triggers", true)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
     if role == Role::Reader {
         conn.pragma_update(None, "query_only", true)?;

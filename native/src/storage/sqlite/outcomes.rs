@@ -24,7 +24,7 @@ pub(super) const COMPLETE_ATTEMPT: &str = concat!(
     ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
      lease_expires_at = NULL WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2 RETURNING dependents"
+    " AND lease_token = ?2"
 );
 
 /// Ends attempt `?2` of job `?1` cancelled at `?3` (started at `?4` when
@@ -35,61 +35,52 @@ pub(super) const CANCEL_ATTEMPT: &str = concat!(
     ", finished_at = ?3, started_at = COALESCE(?4, started_at), lease_expires_at = NULL \
      WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2 RETURNING dependents"
+    " AND lease_token = ?2"
 );
 
 pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
     if outcomes.is_empty() {
         return Ok(Vec::new());
     }
-    let (applied, settled_dependents) = storage.write(|tx| {
+    storage.write(|tx| {
         let mut applied = Vec::with_capacity(outcomes.len());
-        // Whether a job that ended had dependents: the schema's trigger
-        // settled them in this transaction, and workers and waiters must hear.
-        let mut settled = false;
         for outcome in outcomes {
             let job = &outcome.job;
-            let ended: Option<(Applied, i64)> = match &outcome.kind {
-                OutcomeKind::Success(result) => tx
-                    .prepare_cached(COMPLETE_ATTEMPT)?
-                    .query_row(
-                        params![
-                            job.id,
-                            job.token,
-                            result,
-                            outcome.finished_at,
-                            outcome.started_at
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .map(|dependents| (Applied::Complete, dependents)),
+            applied.push(match &outcome.kind {
+                OutcomeKind::Success(result) => {
+                    let changed = tx.prepare_cached(COMPLETE_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        result,
+                        outcome.finished_at,
+                        outcome.started_at
+                    ])?;
+                    if changed == 1 {
+                        Applied::Complete
+                    } else {
+                        Applied::Stale
+                    }
+                }
                 OutcomeKind::Failure(failure) => {
                     fail_attempt(tx, job, failure, outcome.started_at, outcome.finished_at)?
                 }
-                OutcomeKind::Cancelled => tx
-                    .prepare_cached(CANCEL_ATTEMPT)?
-                    .query_row(
-                        params![job.id, job.token, outcome.finished_at, outcome.started_at],
-                        |r| r.get(0),
-                    )
-                    .optional()?
-                    .map(|dependents| (Applied::Cancelled, dependents)),
-            };
-            applied.push(match ended {
-                Some((applied, dependents)) => {
-                    settled |= dependents > 0 && !matches!(applied, Applied::Retry(_));
-                    applied
+                OutcomeKind::Cancelled => {
+                    let changed = tx.prepare_cached(CANCEL_ATTEMPT)?.execute(params![
+                        job.id,
+                        job.token,
+                        outcome.finished_at,
+                        outcome.started_at
+                    ])?;
+                    if changed == 1 {
+                        Applied::Cancelled
+                    } else {
+                        Applied::Stale
+                    }
                 }
-                None => Applied::Stale,
             });
         }
-        Ok((applied, settled))
-    })?;
-    if settled_dependents {
-        storage.wakeups.settled();
-    }
-    Ok(applied)
+        Ok(applied)
+    })
 }
 
 /// Ends failed attempt `?2` of job `?1` at `?5` (started at `?6` when known):
@@ -106,7 +97,7 @@ pub(super) const FAIL_ATTEMPT: &str = concat!(
     " THEN ?5 ELSE NULL END, started_at = COALESCE(?6, started_at), lease_expires_at = NULL \
      WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2 RETURNING status, dependents"
+    " AND lease_token = ?2 RETURNING status"
 );
 
 pub(super) const RECORD_ERROR: &str = "INSERT INTO job_errors \
@@ -115,25 +106,24 @@ pub(super) const RECORD_ERROR: &str = "INSERT INTO job_errors \
 /// Ends a failed attempt: schedules the next run, or moves the job to the
 /// dead letters when it is out of attempts or the failure is not retryable.
 /// A job whose cancellation was requested ends cancelled instead. Fenced like
-/// every completion; returns `None` if the attempt no longer holds the job,
-/// else what became of it and how many dependents it has.
+/// every completion; returns `Stale` if the attempt no longer holds the job.
 pub(super) fn fail_attempt(
     tx: &Transaction,
     job: &AttemptRef,
     failure: &Failure,
     started_at: Option<Micros>,
     now: Micros,
-) -> Result<Option<(Applied, i64)>> {
+) -> Result<Applied> {
     let (next, due) = after_failure(job, failure, now);
-    let ended: Option<(i64, i64)> = tx
+    let ended: Option<i64> = tx
         .prepare_cached(FAIL_ATTEMPT)?
         .query_row(
             params![job.id, job.token, next as i64, due, now, started_at],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )
         .optional()?;
-    let Some((ended, dependents)) = ended else {
-        return Ok(None);
+    let Some(ended) = ended else {
+        return Ok(Applied::Stale);
     };
     tx.prepare_cached(RECORD_ERROR)?.execute(params![
         job.id,
@@ -143,12 +133,11 @@ pub(super) fn fail_attempt(
         failure.traceback,
         now
     ])?;
-    let applied = match State::from_i64(ended) {
+    Ok(match State::from_i64(ended) {
         Some(State::Cancelled) => Applied::Cancelled,
         Some(State::Dead) => Applied::Dead,
         _ => Applied::Retry(due),
-    };
-    Ok(Some((applied, dependents)))
+    })
 }
 
 /// Extends the lease of attempt `?2` of job `?1` (running or claimed) to `?3`.
@@ -210,11 +199,7 @@ pub(super) fn release(
 
 pub(super) fn cancel(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = storage.now();
-    let (cancelled, dependents) = storage.write(|tx| cancel_unstarted(tx, id, now))?;
-    if dependents {
-        storage.wakeups.settled();
-    }
-    Ok(cancelled)
+    storage.write(|tx| cancel_unstarted(tx, id, now))
 }
 
 pub(super) const STATE_OF_JOB: &str = "SELECT status FROM jobs WHERE id = ?1";
@@ -224,8 +209,7 @@ pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE
 
 pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
     let now = storage.now();
-    let mut dependents = false;
-    let request = storage.write(|tx| {
+    storage.write(|tx| {
         let state: Option<Option<State>> = tx
             .prepare_cached(STATE_OF_JOB)?
             .query_row([id], |r| Ok(Cells::new(r).state(0)))
@@ -241,16 +225,12 @@ pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelR
                 }
                 s if s.is_final() => CancelRequest::AlreadyFinal,
                 _ => {
-                    dependents = cancel_unstarted(tx, id, now)?.1;
+                    cancel_unstarted(tx, id, now)?;
                     CancelRequest::Cancelled
                 }
             },
         })
-    })?;
-    if dependents {
-        storage.wakeups.settled();
-    }
-    Ok(request)
+    })
 }
 
 /// Cancels job `?1` at `?2` unless it is running or final. A claimed job
@@ -260,19 +240,17 @@ pub(super) const CANCEL_UNSTARTED: &str = concat!(
     state_sql!(Cancelled),
     ", finished_at = ?2, lease_expires_at = NULL WHERE id = ?1 AND status IN (",
     state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
-    ") RETURNING dependents"
+    ")"
 );
 
 /// Cancels the job if it has not started (pending, delayed, waiting to retry
 /// or for its dependencies, or claimed by a worker that has not started
-/// it). Returns whether it did, and whether it has dependents (which the
-/// schema's trigger cancelled with it).
-fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<(bool, bool)> {
-    let dependents: Option<i64> = tx
+/// it).
+fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
+    let changed = tx
         .prepare_cached(CANCEL_UNSTARTED)?
-        .query_row(params![id, now], |r| r.get(0))
-        .optional()?;
-    Ok((dependents.is_some(), dependents.unwrap_or(0) > 0))
+        .execute(params![id, now])?;
+    Ok(changed == 1)
 }
 
 /// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its

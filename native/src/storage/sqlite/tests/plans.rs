@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use super::*;
 use crate::job::state_sql;
 use crate::storage::sqlite::{
-    claim, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
+    claim, dependencies, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
 };
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
@@ -125,6 +125,12 @@ fn hot_queries_use_their_indexes() {
             graph::LIVE_WITH_KEY.into(),
             vec![text("report:7")],
             "jobs_unique_live",
+        ),
+        (
+            "ended jobs with dependents, looked for by every write",
+            dependencies::UNSETTLED.into(),
+            vec![],
+            "jobs_unsettled",
         ),
         (
             "dependents",
@@ -331,6 +337,14 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             concat!(
                 "WHERE unique_key IS NOT NULL AND status IN (",
                 state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+                ")"
+            ),
+        ),
+        (
+            "jobs_unsettled",
+            concat!(
+                "WHERE dependents > 0 AND status IN (",
+                state_sql!(Complete, Dead, Cancelled, Expired),
                 ")"
             ),
         ),
