@@ -126,9 +126,18 @@ def expires_in(value: Any) -> float | None:
 
 
 def metadata_json(value: Any) -> str | None:
-    """``metadata``: a dict that JSON can hold, stored as its JSON text."""
+    """``metadata``: a dict that JSON can hold, stored as its JSON text. A
+    JSON string of an object is accepted too (the reference project's
+    form) and stored as the dict it holds."""
     if value is None:
         return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"metadata given as a string must be JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise InvalidArgumentError(f"metadata must be a JSON object, got {type(value).__name__}")
     if not isinstance(value, Mapping):
         raise InvalidArgumentError(f"metadata must be a dict, got {type(value).__name__}")
     try:

@@ -96,6 +96,9 @@ def test_metadata_is_stored_listed_and_seen_by_the_task(make_queue: MakeQueue) -
 
     job = tagged.apply_async(metadata={"tenant": "acme", "ids": [1, 2], "nested": {"ok": True}})
     plain = tagged.delay()
+    # The reference project's form, a JSON string of an object, is stored as its dict.
+    as_text = tagged.apply_async(metadata='{"tenant": "acme"}')
+    assert as_text.metadata == {"tenant": "acme"}
     assert job.metadata == {"tenant": "acme", "ids": [1, 2], "nested": {"ok": True}}
     assert plain.metadata == {}
     got = queue.get_job(job.id)
@@ -106,9 +109,12 @@ def test_metadata_is_stored_listed_and_seen_by_the_task(make_queue: MakeQueue) -
     queue.start_worker()
     assert job.result(timeout=10) == job.metadata
     assert plain.result(timeout=10) == {}
+    assert as_text.result(timeout=10) == {"tenant": "acme"}
 
 
-@pytest.mark.parametrize("bad", [{"when": datetime.datetime.now()}, {"x": float("nan")}, ["a"], "text"])
+@pytest.mark.parametrize(
+    "bad", [{"when": datetime.datetime.now()}, {"x": float("nan")}, ["a"], "text", '["a list"]', 5]
+)
 def test_metadata_that_json_cannot_hold_raises_and_stores_nothing(make_queue: MakeQueue, bad: Any) -> None:
     queue = make_queue()
 

@@ -283,6 +283,7 @@ def test_twenty_processes_starting_at_once_on_an_empty_database_migrate_once(pg:
         assert opener.returncode == 0 and out.strip() == "opened", err
     assert pg.sql(f'SELECT count(*) FROM "{pg.schema}".schema_version') == "1"
     tables = pg.sql(f"SELECT count(*) FROM pg_tables WHERE schemaname = '{pg.schema}'")
-    # jobs, job_errors, workers, known_tasks, periodic, rate_limits, schema_version
-    assert tables == "7"
+    # jobs, job_errors, workers, known_tasks, periodic, rate_limits, job_dependencies,
+    # schema_version
+    assert tables == "8"
     report("20 first starts", processes=20, errors=0)

@@ -90,6 +90,9 @@ pub(super) const QUARANTINE: &str = concat!(
 pub(super) fn quarantine(tx: &Transaction, id: i64, attempt: i64, problem: &str) -> Result<()> {
     let now: Micros = now_micros();
     tx.prepare_cached(QUARANTINE)?.execute(params![id, now])?;
+    // Its dependents, key and expiry, if it had any (a row this bad may not
+    // say: a row without them is passed over).
+    super::ends::job_ended(tx, id, now)?;
     tx.prepare_cached(RECORD_ERROR)?.execute(params![
         id,
         attempt,

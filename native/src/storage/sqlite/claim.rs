@@ -6,6 +6,7 @@
 use rusqlite::{params, Statement, Transaction};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
+use super::ends::job_ended;
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{micros, state_sql, AttemptRef, ClaimedJob, Feed, Micros, State};
@@ -66,8 +67,8 @@ fn bind_filters(
 
 /// Takes up to `?4` ready jobs in claim order for worker `?1` at `?2`,
 /// leased until `?3`, into state `?5` (running, started now, or claimed, not
-/// started), and returns them, with their `expires_at`: one past it is
-/// ended expired in the same transaction (`EXPIRE_CLAIMED`), never run.
+/// started), and returns them, with their expiry: one past it is ended
+/// expired in the same transaction (`EXPIRE_CLAIMED`), never run.
 /// Filtering expired jobs out in the subquery instead would make it read
 /// every candidate's row, where now it walks the index alone.
 pub(super) fn claim_sql(filters: Filters) -> String {
@@ -81,7 +82,7 @@ pub(super) fn claim_sql(filters: Filters) -> String {
             state_sql!(Ready),
             "{filters} ORDER BY priority DESC, scheduled_at, id LIMIT ?4) \
              RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, \
-             lease_token, max_retries, retry_backoff, timeout_ms, feed, expires_at"
+             lease_token, max_retries, retry_backoff, timeout_ms, feed, expiry"
         ),
         // A format string made by a macro cannot capture variables by name.
         filters = filters.sql()
@@ -128,7 +129,7 @@ pub(super) fn claim(storage: &SqliteStorage, request: &ClaimRequest) -> Result<V
         Ok((jobs, quarantined))
     })?;
     if expired {
-        // Their waiters (their dependents' hear from the settling).
+        // Their waiters, and their dependents' (settled by their ends).
         storage.wakeups.settled();
     }
     storage.quarantined.lock().extend(quarantined);
@@ -164,6 +165,7 @@ fn take(
         for (job, _) in past {
             tx.prepare_cached(EXPIRE_CLAIMED)?
                 .execute(params![job.id, now])?;
+            job_ended(tx, job.id, now)?;
             *expired = true;
         }
         for (id, attempt, problem) in bad {
@@ -241,7 +243,7 @@ fn take_once(
         let retry_backoff = cells.get(9, "retry_backoff");
         let timeout_ms = cells.get::<Option<i64>>(10, "timeout_ms");
         let feed = cells.get::<i64>(11, "feed");
-        let expires_at = cells.get::<Option<i64>>(12, "expires_at");
+        let expires_at = cells.get::<Option<i64>>(12, "expiry");
         let job = (|| {
             Some(ClaimedJob {
                 id,
@@ -279,7 +281,7 @@ pub(super) const START_CLAIMED: &str = concat!(
     state_sql!(Running),
     ", started_at = ?3 WHERE id = ?1 AND status = ",
     state_sql!(Claimed),
-    " AND lease_token = ?2 AND (expires_at IS NULL OR expires_at > ?3)"
+    " AND lease_token = ?2 AND (expiry IS NULL OR expiry > ?3)"
 );
 
 pub(super) fn start_claimed(storage: &SqliteStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {

@@ -3,13 +3,14 @@
 //! One transaction stores a whole graph (a chain, a chord, one job with
 //! `depends_on`); the plain enqueue in `enqueue.rs` stays the hot path.
 //!
-//! What happens when a dependency ends is `dependencies.rs`: every write
-//! transaction settles the dependents of the jobs it ended.
+//! What happens when such a job ends (its dependents settled, its key
+//! freed) is `ends.rs`.
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::cells::Cells;
-use super::dependencies::INHERITED_FAILURE;
+use super::ends::{DROP_EXPIRY, FREE_KEY, INHERITED_FAILURE};
+use super::outcomes::TAKE_KEY;
 use super::SqliteStorage;
 use crate::error::{Error, Result};
 use crate::job::{format_id, micros, state_sql, GraphNode, Micros, State, IDS};
@@ -18,26 +19,22 @@ use crate::storage::common::{
     initial_state, timeout_millis, DEPENDENCY_FAILED,
 };
 
-/// One job of a graph. Any uniqueness conflict inserts nothing: on the id
-/// (another process took it), or on the live-key index (`jobs_unique_live`).
+/// One job of a graph; `?13` is its expiry (also `expiry`, until it ends),
+/// `?17` its `on_end` bits. An id another process took in the same
+/// millisecond inserts nothing.
 pub(super) const INSERT_NODE: &str = "INSERT INTO jobs (id, payload, queue, task_name, status, \
     priority, created_at, scheduled_at, max_retries, retry_backoff, timeout_ms, unique_key, \
-    expires_at, metadata, feed, pending_deps, finished_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
-    ON CONFLICT DO NOTHING";
+    expires_at, expiry, metadata, feed, pending_deps, finished_at, on_end) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, ?18) \
+    ON CONFLICT (id) DO NOTHING";
 
-/// The live job holding key `?1`, if any (the states of `jobs_unique_live`).
-pub(super) const LIVE_WITH_KEY: &str = concat!(
-    "SELECT id FROM jobs WHERE unique_key = ?1 AND status IN (",
-    state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-    ")"
-);
+/// The live job holding key `?1`, if any.
+pub(super) const LIVE_WITH_KEY: &str = "SELECT job_id FROM unique_keys WHERE key = ?1";
 
-/// A dependency's state and task name, counting one more dependent on it
-/// when it is not final (only jobs with dependents are settled when they
-/// end).
+/// A dependency's state and task name; one that is not final settles its
+/// dependents when it ends.
 pub(super) const ADD_DEPENDENT: &str = concat!(
-    "UPDATE jobs SET dependents = dependents + CASE WHEN status IN (",
+    "UPDATE jobs SET on_end = on_end | CASE WHEN status IN (",
     state_sql!(Complete, Dead, Cancelled, Expired),
     ") THEN 0 ELSE 1 END WHERE id = ?1 RETURNING status, task_name"
 );
@@ -78,9 +75,9 @@ struct Parent {
 
 fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros) -> Result<i64> {
     // A live job with this key is the answer, and nothing is stored (not
-    // even a dependent on its dependencies). Looked for first so that the
-    // dependencies are not counted for a job that is never inserted; the
-    // insert below still settles a race with another process.
+    // even a dependent on its dependencies). Other processes' enqueues wait
+    // for this write transaction: the key cannot be taken between the look
+    // and the insert below.
     if let Some(key) = &node.unique_key {
         if let Some(id) = live_with_key(tx, key)? {
             return Ok(id);
@@ -98,6 +95,19 @@ fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros)
         None if pending > 0 => State::Waiting,
         None => initial_state(false, due, now),
     };
+    let on_end = if node.unique_key.is_some() && state != State::Cancelled {
+        FREE_KEY
+    } else {
+        0
+    } | if node.expires.is_some() && state != State::Cancelled {
+        DROP_EXPIRY
+    } else {
+        0
+    };
+    let expiry = node
+        .expires
+        .filter(|_| state != State::Cancelled)
+        .map(|e| now.saturating_add(micros(e)));
     let id = loop {
         let id = IDS.next();
         let options = &node.options;
@@ -114,25 +124,24 @@ fn insert_node(tx: &Transaction, node: &GraphNode, parents: &[i64], now: Micros)
             options.retry_backoff,
             options.timeout.map(timeout_millis),
             node.unique_key,
-            node.expires.map(|e| now.saturating_add(micros(e))),
+            expiry,
             node.metadata,
             node.feed as i64,
             pending as i64,
             (state == State::Cancelled).then_some(now),
+            on_end,
         ])?;
         if inserted == 1 {
             break id;
         }
-        if let Some(key) = &node.unique_key {
-            if let Some(live) = live_with_key(tx, key)? {
-                // Cannot happen inside one write transaction after the look
-                // above, unless an earlier node of this call took the key.
-                return Ok(live);
-            }
-        }
         // Another process took this id in the same millisecond.
         IDS.skip_past(id);
     };
+    if on_end & FREE_KEY != 0 {
+        if let Some(key) = &node.unique_key {
+            tx.prepare_cached(TAKE_KEY)?.execute(params![key, id])?;
+        }
+    }
     for (position, parent) in found.iter().enumerate() {
         tx.prepare_cached(INSERT_DEPENDENCY)?.execute(params![
             id,

@@ -10,10 +10,11 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
-use super::outcomes::{fail_attempt, RELEASE_ATTEMPT};
+use super::ends::job_ended;
+use super::outcomes::{fail_attempt, release_attempt};
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{micros, state_sql, Applied, AttemptRef, Micros, State};
@@ -29,15 +30,15 @@ pub(super) const PROMOTE_DUE: &str = concat!(
     ") AND scheduled_at <= ?1"
 );
 
-/// Ends jobs not started by their `expires_at` (`?1` or before) expired.
-/// Written to match the partial index jobs_expiry, so that jobs without
-/// an expiry cost it nothing.
+/// Ends jobs not started by their expiry (`?1` or before) expired, and
+/// returns them (their ends drop the expiry). Written to match the partial
+/// index jobs_expiry, so that jobs without an expiry cost it nothing.
 pub(super) const EXPIRE_DUE: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Expired),
-    ", finished_at = ?1 WHERE expires_at IS NOT NULL AND status IN (",
+    ", finished_at = ?1 WHERE expiry IS NOT NULL AND expiry <= ?1 AND status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at <= ?1"
+    ") RETURNING id"
 );
 
 /// When the next delayed job or retry falls due, or the next job expires
@@ -45,7 +46,7 @@ pub(super) const EXPIRE_DUE: &str = concat!(
 pub(super) const NEXT_DUE: &str = concat!(
     "SELECT MIN(t) FROM (SELECT MIN(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") UNION ALL SELECT MIN(expires_at) FROM jobs WHERE expires_at IS NOT NULL AND status IN (",
+    ") UNION ALL SELECT MIN(expiry) FROM jobs WHERE expiry IS NOT NULL AND status IN (",
     state_sql!(Ready, Scheduled, Waiting),
     "))"
 );
@@ -54,13 +55,19 @@ pub(super) fn promote_due(storage: &SqliteStorage) -> Result<Option<Micros>> {
     let now = storage.now();
     let (next, expired) = storage.write(|tx| {
         // Expired first: a job due and expired at once never runs.
-        let expired = tx.prepare_cached(EXPIRE_DUE)?.execute([now])?;
+        let expired: Vec<i64> = tx
+            .prepare_cached(EXPIRE_DUE)?
+            .query_map([now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for &id in &expired {
+            job_ended(tx, id, now)?;
+        }
         tx.prepare_cached(PROMOTE_DUE)?.execute([now])?;
         let next = tx.prepare_cached(NEXT_DUE)?.query_row([], |r| r.get(0))?;
-        Ok((next, expired))
+        Ok((next, !expired.is_empty()))
     })?;
-    if expired > 0 {
-        // Their waiters (their dependents' hear from the settling).
+    if expired {
+        // Their waiters, and their dependents' (settled by their ends).
         storage.wakeups.settled();
     }
     Ok(next)
@@ -79,7 +86,7 @@ pub(super) const EXPIRED_LEASES: &str = concat!(
 
 pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
     let now = storage.now();
-    let (reaped, quarantined) = storage.write(|tx| {
+    let (reaped, quarantined, ended) = storage.write(|tx| {
         // (the attempt, who held it, its state), or the row's id and what of
         // it cannot be read.
         type Expired = std::result::Result<(AttemptRef, Option<String>, i64), (i64, String)>;
@@ -121,6 +128,7 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             .collect::<rusqlite::Result<_>>()?;
         let mut reaped = Vec::with_capacity(expired.len());
         let mut quarantined = Vec::new();
+        let mut ended = false;
         for found in expired {
             let (job, worker, state) = match found {
                 Ok(found) => found,
@@ -132,20 +140,22 @@ pub(super) fn reap_expired(storage: &SqliteStorage) -> Result<Vec<ReapedJob>> {
             };
             let applied = if state == State::Claimed as i64 {
                 // Never started: ready again, the attempt not counted.
-                tx.prepare_cached(RELEASE_ATTEMPT)?
-                    .execute(params![job.id, job.token, 1, now])?;
+                release_attempt(tx, &job, true, now, &mut ended)?;
                 Applied::Retry(now)
             } else {
                 let failure = worker_lost(worker.as_deref(), job.attempt);
-                fail_attempt(tx, &job, &failure, None, now)?
+                fail_attempt(tx, &job, &failure, None, now, &mut ended)?
             };
             reaped.push(ReapedJob {
                 id: job.id,
                 applied,
             });
         }
-        Ok((reaped, quarantined))
+        Ok((reaped, quarantined, ended))
     })?;
+    if ended {
+        storage.wakeups.settled();
+    }
     storage.quarantined.lock().extend(quarantined);
     Ok(reaped)
 }

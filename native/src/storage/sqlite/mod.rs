@@ -24,8 +24,8 @@
 
 mod cells;
 mod claim;
-mod dependencies;
 mod diagnose;
+mod ends;
 mod enqueue;
 mod foreign;
 mod graph;
@@ -199,25 +199,16 @@ impl SqliteStorage {
             .fetch_add(crate::job::micros(by), Ordering::Relaxed);
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer
-    /// connection. Before it commits, the dependents of the jobs it ended
-    /// are settled (`dependencies`), and once it has, workers and waiters
-    /// are told if any were.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection.
     fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
         let out = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
-            let settled = dependencies::settle(&tx, self.now())?;
             tx.commit()?;
-            Ok((out, settled))
+            Ok(out)
         })();
-        drop(conn);
-        let (out, settled) = out.map_err(|e| self.name_database(e))?;
-        if settled {
-            self.wakeups.settled();
-        }
-        Ok(out)
+        out.map_err(|e| self.name_database(e))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::cells::Cells;
+use super::ends::job_ended;
 use super::SqliteStorage;
 use crate::error::Result;
 use crate::job::{
@@ -17,14 +18,25 @@ use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
 
 /// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`; it
-/// started at `?5` when that is known.
+/// started at `?5` when that is known. Plain jobs only (`on_end = 0`): the
+/// others take `COMPLETE_WATCHED_ATTEMPT`, then their end (`ends`).
 pub(super) const COMPLETE_ATTEMPT: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Complete),
     ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
      lease_expires_at = NULL WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2"
+    " AND lease_token = ?2 AND on_end = 0"
+);
+
+/// `COMPLETE_ATTEMPT` for a job whose end has work to do.
+pub(super) const COMPLETE_WATCHED_ATTEMPT: &str = concat!(
+    "UPDATE jobs SET status = ",
+    state_sql!(Complete),
+    ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
+     lease_expires_at = NULL WHERE id = ?1 AND status = ",
+    state_sql!(Running),
+    " AND lease_token = ?2 AND on_end <> 0"
 );
 
 /// Ends attempt `?2` of job `?1` cancelled at `?3` (started at `?4` when
@@ -35,52 +47,70 @@ pub(super) const CANCEL_ATTEMPT: &str = concat!(
     ", finished_at = ?3, started_at = COALESCE(?4, started_at), lease_expires_at = NULL \
      WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2"
+    " AND lease_token = ?2 RETURNING on_end"
 );
 
 pub(super) fn complete(storage: &SqliteStorage, outcomes: &[Outcome]) -> Result<Vec<Applied>> {
     if outcomes.is_empty() {
         return Ok(Vec::new());
     }
-    storage.write(|tx| {
+    let mut ended = false;
+    let applied = storage.write(|tx| {
         let mut applied = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let job = &outcome.job;
             applied.push(match &outcome.kind {
                 OutcomeKind::Success(result) => {
-                    let changed = tx.prepare_cached(COMPLETE_ATTEMPT)?.execute(params![
+                    let bind = params![
                         job.id,
                         job.token,
                         result,
                         outcome.finished_at,
                         outcome.started_at
-                    ])?;
-                    if changed == 1 {
+                    ];
+                    if tx.prepare_cached(COMPLETE_ATTEMPT)?.execute(bind)? == 1 {
+                        Applied::Complete
+                    } else if tx.prepare_cached(COMPLETE_WATCHED_ATTEMPT)?.execute(bind)? == 1 {
+                        ended |= job_ended(tx, job.id, outcome.finished_at)?;
                         Applied::Complete
                     } else {
                         Applied::Stale
                     }
                 }
-                OutcomeKind::Failure(failure) => {
-                    fail_attempt(tx, job, failure, outcome.started_at, outcome.finished_at)?
-                }
+                OutcomeKind::Failure(failure) => fail_attempt(
+                    tx,
+                    job,
+                    failure,
+                    outcome.started_at,
+                    outcome.finished_at,
+                    &mut ended,
+                )?,
                 OutcomeKind::Cancelled => {
-                    let changed = tx.prepare_cached(CANCEL_ATTEMPT)?.execute(params![
-                        job.id,
-                        job.token,
-                        outcome.finished_at,
-                        outcome.started_at
-                    ])?;
-                    if changed == 1 {
-                        Applied::Cancelled
-                    } else {
-                        Applied::Stale
+                    let on_end: Option<i64> = tx
+                        .prepare_cached(CANCEL_ATTEMPT)?
+                        .query_row(
+                            params![job.id, job.token, outcome.finished_at, outcome.started_at],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    match on_end {
+                        Some(on_end) => {
+                            if on_end != 0 {
+                                ended |= job_ended(tx, job.id, outcome.finished_at)?;
+                            }
+                            Applied::Cancelled
+                        }
+                        None => Applied::Stale,
                     }
                 }
             });
         }
         Ok(applied)
-    })
+    })?;
+    if ended {
+        storage.wakeups.settled();
+    }
+    Ok(applied)
 }
 
 /// Ends failed attempt `?2` of job `?1` at `?5` (started at `?6` when known):
@@ -97,7 +127,7 @@ pub(super) const FAIL_ATTEMPT: &str = concat!(
     " THEN ?5 ELSE NULL END, started_at = COALESCE(?6, started_at), lease_expires_at = NULL \
      WHERE id = ?1 AND status = ",
     state_sql!(Running),
-    " AND lease_token = ?2 RETURNING status"
+    " AND lease_token = ?2 RETURNING status, on_end"
 );
 
 pub(super) const RECORD_ERROR: &str = "INSERT INTO job_errors \
@@ -107,22 +137,24 @@ pub(super) const RECORD_ERROR: &str = "INSERT INTO job_errors \
 /// dead letters when it is out of attempts or the failure is not retryable.
 /// A job whose cancellation was requested ends cancelled instead. Fenced like
 /// every completion; returns `Stale` if the attempt no longer holds the job.
+/// A job that ended with work for its end gets it done (`ended` set).
 pub(super) fn fail_attempt(
     tx: &Transaction,
     job: &AttemptRef,
     failure: &Failure,
     started_at: Option<Micros>,
     now: Micros,
+    ended_any: &mut bool,
 ) -> Result<Applied> {
     let (next, due) = after_failure(job, failure, now);
-    let ended: Option<i64> = tx
+    let row: Option<(i64, i64)> = tx
         .prepare_cached(FAIL_ATTEMPT)?
         .query_row(
             params![job.id, job.token, next as i64, due, now, started_at],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some(ended) = ended else {
+    let Some((ended, on_end)) = row else {
         return Ok(Applied::Stale);
     };
     tx.prepare_cached(RECORD_ERROR)?.execute(params![
@@ -133,6 +165,9 @@ pub(super) fn fail_attempt(
         failure.traceback,
         now
     ])?;
+    if on_end != 0 {
+        *ended_any |= job_ended(tx, job.id, now)?;
+    }
     Ok(match State::from_i64(ended) {
         Some(State::Cancelled) => Applied::Cancelled,
         Some(State::Dead) => Applied::Dead,
@@ -175,7 +210,7 @@ pub(super) const RELEASE_ATTEMPT: &str = concat!(
      worker_id = NULL, lease_expires_at = NULL, started_at = NULL \
      WHERE id = ?1 AND status IN (",
     state_sql!(Running, Claimed),
-    ") AND lease_token = ?2"
+    ") AND lease_token = ?2 RETURNING on_end"
 );
 
 pub(super) fn release(
@@ -186,20 +221,50 @@ pub(super) fn release(
     if jobs.is_empty() {
         return Ok(0);
     }
-    storage.write(|tx| {
-        let mut stmt = tx.prepare_cached(RELEASE_ATTEMPT)?;
+    let mut ended = false;
+    let released = storage.write(|tx| {
         let now = storage.now();
         let mut released = 0;
         for job in jobs {
-            released += stmt.execute(params![job.id, job.token, refund_attempt as i64, now])?;
+            released += release_attempt(tx, job, refund_attempt, now, &mut ended)? as usize;
         }
         Ok(released)
-    })
+    })?;
+    if ended {
+        storage.wakeups.settled();
+    }
+    Ok(released)
+}
+
+/// Hands one attempt back (`RELEASE_ATTEMPT`); a job that ends cancelled
+/// instead gets its end done. False if the attempt no longer held the job.
+pub(super) fn release_attempt(
+    tx: &Transaction,
+    job: &AttemptRef,
+    refund_attempt: bool,
+    now: Micros,
+    ended: &mut bool,
+) -> Result<bool> {
+    let on_end: Option<i64> = tx
+        .prepare_cached(RELEASE_ATTEMPT)?
+        .query_row(
+            params![job.id, job.token, refund_attempt as i64, now],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if on_end.is_some_and(|bits| bits != 0) {
+        *ended |= job_ended(tx, job.id, now)?;
+    }
+    Ok(on_end.is_some())
 }
 
 pub(super) fn cancel(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = storage.now();
-    storage.write(|tx| cancel_unstarted(tx, id, now))
+    let (cancelled, ended) = storage.write(|tx| cancel_unstarted(tx, id, now))?;
+    if ended {
+        storage.wakeups.settled();
+    }
+    Ok(cancelled)
 }
 
 pub(super) const STATE_OF_JOB: &str = "SELECT status FROM jobs WHERE id = ?1";
@@ -209,7 +274,8 @@ pub(super) const ASK_TO_STOP: &str = "UPDATE jobs SET cancel_requested = 1 WHERE
 
 pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelRequest> {
     let now = storage.now();
-    storage.write(|tx| {
+    let mut ended = false;
+    let request = storage.write(|tx| {
         let state: Option<Option<State>> = tx
             .prepare_cached(STATE_OF_JOB)?
             .query_row([id], |r| Ok(Cells::new(r).state(0)))
@@ -225,12 +291,16 @@ pub(super) fn request_cancel(storage: &SqliteStorage, id: i64) -> Result<CancelR
                 }
                 s if s.is_final() => CancelRequest::AlreadyFinal,
                 _ => {
-                    cancel_unstarted(tx, id, now)?;
+                    ended = cancel_unstarted(tx, id, now)?.1;
                     CancelRequest::Cancelled
                 }
             },
         })
-    })
+    })?;
+    if ended {
+        storage.wakeups.settled();
+    }
+    Ok(request)
 }
 
 /// Cancels job `?1` at `?2` unless it is running or final. A claimed job
@@ -240,40 +310,62 @@ pub(super) const CANCEL_UNSTARTED: &str = concat!(
     state_sql!(Cancelled),
     ", finished_at = ?2, lease_expires_at = NULL WHERE id = ?1 AND status IN (",
     state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
-    ")"
+    ") RETURNING on_end"
 );
 
 /// Cancels the job if it has not started (pending, delayed, waiting to retry
 /// or for its dependencies, or claimed by a worker that has not started
-/// it).
-fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<bool> {
-    let changed = tx
+/// it). Returns whether it did, and whether its end had work to do.
+fn cancel_unstarted(tx: &Transaction, id: i64, now: Micros) -> Result<(bool, bool)> {
+    let on_end: Option<i64> = tx
         .prepare_cached(CANCEL_UNSTARTED)?
-        .execute(params![id, now])?;
-    Ok(changed == 1)
+        .query_row(params![id, now], |r| r.get(0))
+        .optional()?;
+    let ended = match on_end {
+        Some(bits) if bits != 0 => job_ended(tx, id, now)?,
+        _ => false,
+    };
+    Ok((on_end.is_some(), ended))
 }
 
 /// Makes dead job `?1` ready at `?2` with a fresh set of attempts; its
-/// payload, options and error history stay. Its unique key stays unless
-/// another live job took it meanwhile: then the revived job goes without.
+/// payload, options and error history stay. Returns its unique key.
 pub(super) const REVIVE_DEAD: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Ready),
     ", attempt = 0, scheduled_at = ?2, started_at = NULL, finished_at = NULL, \
-     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0, \
-     unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o WHERE o.unique_key = jobs.unique_key \
-     AND o.status IN (",
-    state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-    ")) THEN NULL ELSE unique_key END \
+     worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = 0 \
      WHERE id = ?1 AND status = ",
-    state_sql!(Dead)
+    state_sql!(Dead),
+    " RETURNING unique_key"
 );
+
+/// Takes unique key `?1` for job `?2` unless a live job holds it.
+pub(super) const TAKE_KEY: &str =
+    "INSERT INTO unique_keys (key, job_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+
+/// The revived job `?1` holds its key again (`?2`: it does), or goes without.
+pub(super) const KEEP_KEY: &str = "UPDATE jobs SET \
+    on_end = CASE WHEN ?2 THEN on_end | 2 ELSE on_end END, \
+    unique_key = CASE WHEN ?2 THEN unique_key END WHERE id = ?1";
 
 pub(super) fn retry_dead(storage: &SqliteStorage, id: i64) -> Result<bool> {
     let now = storage.now();
     storage.write(|tx| {
-        let changed = tx.prepare_cached(REVIVE_DEAD)?.execute(params![id, now])?;
-        Ok(changed == 1)
+        let revived: Option<Option<String>> = tx
+            .prepare_cached(REVIVE_DEAD)?
+            .query_row(params![id, now], |r| r.get(0))
+            .optional()?;
+        let Some(key) = revived else {
+            return Ok(false);
+        };
+        if let Some(key) = key {
+            // Its key is its own again, unless another live job took it
+            // while it was dead: then it goes without.
+            let took = tx.prepare_cached(TAKE_KEY)?.execute(params![key, id])? == 1;
+            tx.prepare_cached(KEEP_KEY)?.execute(params![id, took])?;
+        }
+        Ok(true)
     })
 }
 

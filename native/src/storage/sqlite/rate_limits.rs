@@ -76,7 +76,7 @@ pub(super) const TAKE: &str = concat!(
     ", attempt = attempt + 1, lease_token = lease_token + 1, worker_id = ?2, started_at = ?3, \
      lease_expires_at = ?4 WHERE id = ?1 AND status = ",
     state_sql!(Ready),
-    " AND (expires_at IS NULL OR expires_at > ?3) \
+    " AND (expiry IS NULL OR expiry > ?3) \
      RETURNING id, queue, task_name, payload, priority, scheduled_at, attempt, lease_token, \
      max_retries, retry_backoff, timeout_ms, feed"
 );

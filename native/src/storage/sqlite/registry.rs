@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::cells::{quarantine, Cells, QuarantinedJob};
+use super::ends::job_ended;
 use super::outcomes::RECORD_ERROR;
 use super::SqliteStorage;
 use crate::error::Result;
@@ -165,7 +166,8 @@ pub(super) const KILL_READY: &str = concat!(
     "UPDATE jobs SET status = ",
     state_sql!(Dead),
     ", finished_at = ?2 WHERE id = ?1 AND status = ",
-    state_sql!(Ready)
+    state_sql!(Ready),
+    " RETURNING on_end"
 );
 
 pub(super) fn fail_unknown_tasks(
@@ -200,8 +202,15 @@ pub(super) fn fail_unknown_tasks(
                     continue;
                 }
             };
-            if tx.prepare_cached(KILL_READY)?.execute(params![id, now])? == 0 {
+            let on_end: Option<i64> = tx
+                .prepare_cached(KILL_READY)?
+                .query_row(params![id, now], |r| r.get(0))
+                .optional()?;
+            let Some(on_end) = on_end else {
                 continue;
+            };
+            if on_end != 0 {
+                job_ended(tx, id, now)?;
             }
             let failure = unknown_task(&task_name);
             tx.prepare_cached(RECORD_ERROR)?.execute(params![

@@ -136,24 +136,31 @@ CREATE TABLE rate_limits (
 // migrations shipped, because `user_version` counts the entries applied.
 // A database at version 3 (V1, V2, V4) gets V3 as its fourth.
 pub(super) const V3: &str = r#"
-ALTER TABLE jobs ADD COLUMN unique_key TEXT;
-ALTER TABLE jobs ADD COLUMN expires_at INTEGER;       -- microseconds since the epoch
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;          -- as given at enqueue
+ALTER TABLE jobs ADD COLUMN expires_at INTEGER;       -- as given at enqueue (microseconds)
+ALTER TABLE jobs ADD COLUMN expiry INTEGER;           -- expires_at, until the job ends
 ALTER TABLE jobs ADD COLUMN metadata TEXT;            -- JSON given at enqueue
 ALTER TABLE jobs ADD COLUMN progress INTEGER;         -- 0..100, as the task reported
 ALTER TABLE jobs ADD COLUMN feed INTEGER NOT NULL DEFAULT 0;          -- job::Feed
 ALTER TABLE jobs ADD COLUMN pending_deps INTEGER NOT NULL DEFAULT 0;  -- dependencies not yet settled
-ALTER TABLE jobs ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;    -- dependents not yet settled
+-- What must happen when the job ends (ends.rs), as bits: 1 settle its
+-- dependents, 2 free its unique key, 4 drop its expiry. 0 for plain jobs,
+-- whose completion checks it and does nothing more.
+ALTER TABLE jobs ADD COLUMN on_end INTEGER NOT NULL DEFAULT 0;
 
--- One live job per key: pending, scheduled, running, retrying, claimed or
--- waiting (0, 1, 2, 4, 7, 8). Enqueue inserts with ON CONFLICT DO NOTHING and
--- reads the live job's id when nothing went in; a final job frees its key.
-CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN (0, 1, 2, 4, 7, 8);
+-- The unique key of each live job (pending, scheduled, waiting, claimed,
+-- running or retrying): an enqueue with a key inserts here first and takes
+-- the job it finds instead when the key is held; a job's end frees its key.
+-- A table of its own, not a partial index on jobs over live states: such an
+-- index would be looked at by every change of every job's status.
+CREATE TABLE unique_keys (
+    key    TEXT    PRIMARY KEY,
+    job_id INTEGER NOT NULL
+) WITHOUT ROWID;
 
--- Jobs that may still expire (not started: ready, scheduled, waiting), by
--- when. Jobs without expires_at are never in it.
-CREATE INDEX jobs_expiry ON jobs (expires_at)
-    WHERE expires_at IS NOT NULL AND status IN (0, 1, 8);
+-- Jobs that may still expire, by when. Partial on expiry alone (cleared when
+-- the job ends), so that status changes never touch it.
+CREATE INDEX jobs_expiry ON jobs (expiry) WHERE expiry IS NOT NULL;
 
 -- What each job waits for, in dependency order (position). mode is
 -- job::DependencyMode; satisfied turns 1 once the dependency settled, so a
@@ -167,12 +174,6 @@ CREATE TABLE job_dependencies (
     PRIMARY KEY (job_id, position)
 ) WITHOUT ROWID;
 CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on, satisfied);
-
--- Jobs that ended (complete, dead, cancelled, expired: 3, 5, 6, 9) with
--- dependents not yet settled. Every write transaction settles them before
--- it commits (dependencies.rs), whatever statement ended them; the index
--- is empty but for that moment, so the look costs a probe of nothing.
-CREATE INDEX jobs_unsettled ON jobs (id) WHERE dependents > 0 AND status IN (3, 5, 6, 9);
 "#;
 
 const MIGRATIONS: &[&str] = &[V1, V2, V4, V3];
@@ -181,7 +182,7 @@ const MIGRATIONS: &[&str] = &[V1, V2, V4, V3];
 /// already has one (`jobs` first: the one users recognise).
 const TAKEN_TABLE: &str = "SELECT name FROM sqlite_master WHERE type = 'table' \
      AND name IN ('jobs', 'job_errors', 'workers', 'known_tasks', 'periodic', 'rate_limits', \
-     'job_dependencies') \
+     'job_dependencies', 'unique_keys') \
      ORDER BY name <> 'jobs', name LIMIT 1";
 
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

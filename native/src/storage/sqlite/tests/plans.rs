@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use super::*;
 use crate::job::state_sql;
 use crate::storage::sqlite::{
-    claim, dependencies, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
+    claim, enqueue, graph, maintenance, outcomes, rate_limits, reads, registry,
 };
 
 /// How SQLite runs `sql` with `params` bound, one step a line.
@@ -119,18 +119,6 @@ fn hot_queries_use_their_indexes() {
             maintenance::EXPIRE_DUE.into(),
             vec![int(NOW)],
             "jobs_expiry",
-        ),
-        (
-            "live job with a key",
-            graph::LIVE_WITH_KEY.into(),
-            vec![text("report:7")],
-            "jobs_unique_live",
-        ),
-        (
-            "ended jobs with dependents, looked for by every write",
-            dependencies::UNSETTLED.into(),
-            vec![],
-            "jobs_unsettled",
         ),
         (
             "dependents",
@@ -281,6 +269,21 @@ fn statements_on_one_job_go_straight_to_it() {
         ),
         ("add a dependent", graph::ADD_DEPENDENT, vec![int(JOB)]),
         (
+            "complete a job whose end has work",
+            outcomes::COMPLETE_WATCHED_ATTEMPT,
+            vec![int(JOB), int(1), Value::Null, int(NOW), Value::Null],
+        ),
+        (
+            "take a claimed job's expiry",
+            claim::EXPIRE_CLAIMED,
+            vec![int(JOB), int(NOW)],
+        ),
+        (
+            "keep a revived job's key",
+            outcomes::KEEP_KEY,
+            vec![int(JOB), int(1)],
+        ),
+        (
             "record progress",
             outcomes::RECORD_PROGRESS,
             vec![int(JOB), int(50)],
@@ -332,30 +335,7 @@ fn the_partial_indexes_hold_the_states_the_statements_name() {
             "jobs_status",
             concat!("WHERE status <> ", state_sql!(Ready)),
         ),
-        (
-            "jobs_unique_live",
-            concat!(
-                "WHERE unique_key IS NOT NULL AND status IN (",
-                state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-                ")"
-            ),
-        ),
-        (
-            "jobs_unsettled",
-            concat!(
-                "WHERE dependents > 0 AND status IN (",
-                state_sql!(Complete, Dead, Cancelled, Expired),
-                ")"
-            ),
-        ),
-        (
-            "jobs_expiry",
-            concat!(
-                "WHERE expires_at IS NOT NULL AND status IN (",
-                state_sql!(Ready, Scheduled, Waiting),
-                ")"
-            ),
-        ),
+        ("jobs_expiry", "WHERE expiry IS NOT NULL"),
     ];
     let conn = s.writer.lock();
     for (index, predicate) in predicates {
@@ -385,4 +365,20 @@ fn a_fed_job_reads_its_dependencies_by_key() {
         Some("SEARCH j USING INTEGER PRIMARY KEY (rowid=?) LEFT-JOIN"),
         "{plan}"
     );
+}
+
+#[test]
+fn unique_keys_are_looked_up_by_key() {
+    let s = memory();
+    for sql in [graph::LIVE_WITH_KEY, outcomes::TAKE_KEY] {
+        let plan = plan(
+            &s,
+            sql,
+            &[text("report:7"), int(JOB)][..sql.matches('?').count()],
+        );
+        assert!(
+            plan.contains("PRIMARY KEY (key=?)") || !plan.contains("SCAN"),
+            "{sql}: {plan}"
+        );
+    }
 }

@@ -9,7 +9,10 @@ fn expirer(s: &SqliteStorage) -> impl Fn(i64) + '_ {
     move |id| {
         s.writer
             .lock()
-            .execute("UPDATE jobs SET expires_at = 1 WHERE id = ?1", [id])
+            .execute(
+                "UPDATE jobs SET expires_at = 1, expiry = 1 WHERE id = ?1",
+                [id],
+            )
             .unwrap();
     }
 }
