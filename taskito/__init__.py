@@ -14,6 +14,7 @@ job.result(timeout=10)     # 5
 
 from taskito._native import __version__
 from taskito.app import Queue
+from taskito.canvas import Signature, chain, chord, chunks, group, starmap
 from taskito.context import current_job
 from taskito.exceptions import (
     ForeignSQLiteError,
@@ -34,6 +35,7 @@ from taskito.exceptions import (
     TaskTimeoutError,
     UnknownTaskError,
 )
+from taskito.group_result import GroupResult
 from taskito.middleware import TaskMiddleware
 from taskito.result import JobResult
 from taskito.serializers import JsonSerializer, PickleSerializer, Serializer
@@ -41,6 +43,7 @@ from taskito.task import TaskWrapper
 
 __all__ = [
     "ForeignSQLiteError",
+    "GroupResult",
     "InvalidArgumentError",
     "JobCancelledError",
     "JobNotFoundError",
@@ -52,6 +55,7 @@ __all__ = [
     "QueueClosedError",
     "SerializationError",
     "Serializer",
+    "Signature",
     "SignatureError",
     "StorageConnectionError",
     "StorageError",
@@ -65,5 +69,10 @@ __all__ = [
     "TaskitoError",
     "UnknownTaskError",
     "__version__",
+    "chain",
+    "chord",
+    "chunks",
     "current_job",
+    "group",
+    "starmap",
 ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from taskito import _job_options, _options
 from taskito._job_options import NONE, JobExtras, UniqueKeyFunction
+from taskito.canvas import Signature
 
 if TYPE_CHECKING:
     import datetime
@@ -202,6 +203,17 @@ class TaskWrapper(Generic[P, R]):
             timeout=timeout,
             keys=keys,
         )
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task for a workflow (``taskito.chain`` and the
+        others): in a chain, the previous step's result is prepended to
+        ``args``."""
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: in a chain, it runs with exactly these
+        arguments, after the previous step completed."""
+        return Signature(self, args, kwargs, immutable=True)
 
     @property
     def options(self) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def test_readme_example_runs(code: str, tmp_path: Path) -> None:
             "cat.png resized to 640px",
             "['a.png resized to 100px', 'b.png resized to 200px']",
         ]
+    if 'report.s("rows")' in code:  # the workflows example: its comments hold
+        assert proc.stdout.splitlines() == ["106 rows: 24", "[3, 7] [6, 22, 17] [0, 2, 4, 6, 8, 10]"]
 
 
 def test_the_two_setup_commands_exist() -> None:

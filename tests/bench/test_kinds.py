@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import taskito
 from benchmarks import cli
 from benchmarks.cell import jobs_per_unit
 from benchmarks.grid import Cell
@@ -140,13 +139,8 @@ def test_chains_count_every_step_and_time_no_enqueue(tmp_path: Path) -> None:
         tmp_path, "--engines", "taskito,huey,celery,dramatiq", "--db", "file,redis", "--tasks", "chain",
         "--placement", "thread,process", "--workers", "2", "--jobs", "40",
     )  # fmt: skip
-    canvas = hasattr(taskito, "chain")
     for row in rows:
         assert (row["task"], row["jobs"]) == ("chain", "40")
-        if row["engine"] == "taskito" and not canvas:
-            assert row["status"] == "skipped"
-            assert "has no canvas API yet (`from taskito import chain`" in row["error"]
-            continue
         if assert_ran_or_skipped(row):
             # What a chain stores when enqueued differs by engine: not timed.
             assert (row["enqueue_delay_per_s"], row["enqueue_map_per_s"]) == ("", "")

@@ -85,6 +85,30 @@ def test_an_app_named_in_the_ini(project: pytest.Pytester) -> None:
         assert sum(real.stats().values()) == 0
 
 
+def test_an_apps_workflows_run_on_the_test_database(project: pytest.Pytester) -> None:
+    project.makepyfile(myapp=MYAPP)
+    project.makepyfile(
+        test_workflows="""
+        import myapp
+        import taskito
+
+        def test_a_chord_of_chains_runs_on_the_test_database(queue, worker):
+            doubled = taskito.chain(myapp.double.s(1), myapp.double.s(), myapp.double.s())
+            total = taskito.chord(taskito.group(doubled, myapp.double.s(5)), myapp.double.s())
+            last = total.delay()
+            worker.wait_idle()
+            # The JSON serializer: the chord's body doubles the list [8, 10].
+            assert last.result(timeout=0) == [8, 10, 8, 10]
+            assert queue.stats()["completed"] == 5
+        """
+    )
+    project.makeini(ini("taskito_app = myapp:queue", "pythonpath = ."))
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    with Queue(project.path / "appdata" / "app.db") as real:
+        assert sum(real.stats().values()) == 0
+
+
 def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pytester) -> None:
     project.makepyfile(myapp=MYAPP)
     project.makeconftest(
