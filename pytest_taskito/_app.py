@@ -83,13 +83,22 @@ def redirected(app: Queue, test_queue: Queue) -> Iterator[None]:
 
 
 def copy_tasks(app: Queue, test_queue: Queue) -> None:
-    """Registers on ``test_queue`` the app's tasks it does not have yet.
+    """Registers on ``test_queue`` the app's tasks and hook functions it does
+    not have yet. (Its middleware comes with its settings; its periodic
+    schedules are not copied: a test runs a periodic task by calling or
+    enqueueing it, never on the clock.)
 
     Called when the test queue is made and again when its worker starts, so
-    tasks the app registers in between (a module imported by a fixture) run
-    too."""
+    tasks and hooks the app registers in between (a module imported by a
+    fixture) run too."""
     have = test_queue.tasks
     for name, task in app.tasks.items():
         if name in have:
             continue
         test_queue.task(**task.options)(task.fn)
+    registered = test_queue.hooks()
+    for kind, functions in app.hooks().items():
+        register = getattr(test_queue, kind)
+        for fn in functions:
+            if not any(fn is known for known in registered[kind]):
+                register(fn)

@@ -130,6 +130,13 @@ class ScheduleAPI:
         self._hooks.add("on_dead", fn)
         return fn
 
+    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
+        """The hook functions registered with ``@queue.before_task`` ...
+        ``@queue.on_dead``, by kind, in registration order (a copy). For
+        tools and plugins: the pytest plugin registers them on its test
+        queue."""
+        return {kind: list(fns) for kind, fns in self._hooks.functions.items()}
+
     # ── what a worker records ────────────────────────────────────────────
 
     def _declared(self) -> tuple[list[Any], list[Any]]:

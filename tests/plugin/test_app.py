@@ -109,6 +109,34 @@ def test_an_apps_workflows_run_on_the_test_database(project: pytest.Pytester) ->
         assert sum(real.stats().values()) == 0
 
 
+def test_an_apps_hooks_run_around_its_tasks_on_the_test_database(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        myapp=MYAPP
+        + """
+seen = []
+
+@queue.before_task
+def before(task_name, args, kwargs):
+    seen.append(("before", task_name, args))
+
+@queue.on_success
+def succeeded(task_name, args, kwargs, result):
+    seen.append(("success", task_name, result))
+"""
+    )
+    project.makepyfile(
+        test_hooks="""
+        import myapp
+
+        def test_the_apps_hooks_run(worker):
+            assert worker.run_until_complete([myapp.double.delay(4)]) == [8]
+            assert myapp.seen == [("before", myapp.double.name, [4]), ("success", myapp.double.name, 8)]
+        """
+    )
+    project.makeini(ini("taskito_app = myapp:queue", "pythonpath = ."))
+    project.runpytest().assert_outcomes(passed=1)
+
+
 def test_an_app_and_options_given_by_overriding_fixtures(project: pytest.Pytester) -> None:
     project.makepyfile(myapp=MYAPP)
     project.makeconftest(
@@ -304,3 +332,17 @@ def test_every_task_option_is_copied(tmp_path: Path) -> None:
         with Queue(":memory:") as test_queue:
             copy_tasks(queue, test_queue)
             assert test_queue.tasks["t"].options == t.options
+
+
+def test_hook_functions_are_copied_once_each() -> None:
+    def before(*args: object) -> None: ...
+
+    def dead(*args: object) -> None: ...
+
+    with Queue(":memory:") as queue, Queue(":memory:") as test_queue:
+        queue.before_task(before)
+        queue.on_dead(dead)
+        copy_tasks(queue, test_queue)
+        copy_tasks(queue, test_queue)  # again when its worker starts: nothing twice
+        assert test_queue.hooks() == queue.hooks()
+        assert test_queue.hooks()["before_task"] == [before]
