@@ -66,7 +66,8 @@ pub(super) fn candidates_sql(queues: bool, tasks: bool) -> String {
     if tasks {
         sql += " AND task_name IN (SELECT value FROM json_each(?5))";
     }
-    sql + " ORDER BY priority DESC, scheduled_at, id LIMIT ?3"
+    // An expression, not a bare `LIMIT ?3`: see `claim::claim_sql`.
+    sql + " ORDER BY priority DESC, scheduled_at, id LIMIT CAST(?3 AS INTEGER)"
 }
 
 /// Starts job `?1` for worker `?2` at `?3`, leased until `?4`, if still ready.

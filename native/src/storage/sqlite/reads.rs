@@ -118,7 +118,7 @@ pub(super) fn list_jobs_query(filter: &JobFilter) -> (String, Vec<rusqlite::type
     values.push((filter.limit as i64).into());
     values.push((filter.offset as i64).into());
     let sql = format!(
-        "SELECT {} FROM jobs {where_clause} ORDER BY id DESC LIMIT ?{} OFFSET ?{}",
+        "SELECT {} FROM jobs {where_clause} ORDER BY id DESC LIMIT CAST(?{} AS INTEGER) OFFSET CAST(?{} AS INTEGER)",
         record_columns!(),
         values.len() - 1,
         values.len()

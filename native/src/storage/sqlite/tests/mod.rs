@@ -21,6 +21,7 @@ mod poison;
 mod prefetch;
 mod reads;
 mod registry;
+mod reprepare;
 mod schedule;
 mod workflow;
 
