@@ -1,7 +1,8 @@
 //! Jobs that carry more than their options: unique keys, dependencies,
 //! expiry and metadata, stored as one graph per transaction (see the SQLite
 //! backend's `graph.rs`). What happens when a dependency settles is the
-//! schema's trigger `jobs_settle_dependents`.
+//! schema's function `settle_dependents`, which every statement that ends
+//! jobs with dependents calls.
 
 use std::collections::HashMap;
 

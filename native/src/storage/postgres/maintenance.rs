@@ -14,8 +14,8 @@ use crate::job::{micros, now_micros, state_sql, Applied, AttemptRef, Micros, Out
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
-/// Ends jobs not started by their `expires_at` expired (the settle trigger
-/// cancels or releases their dependents and tells the listeners), then
+/// Ends jobs not started by their `expires_at` expired (and settles their
+/// dependents: cancels or releases them and tells the listeners), then
 /// makes delayed jobs and retries due by now ready (skipping rows another
 /// promoter has locked: it promotes them), notifies if any became ready or
 /// ended, and says in how many µs the next waiting job falls due or
@@ -26,7 +26,7 @@ const PROMOTE_DUE: &str = concat!(
     ", finished_at = now() WHERE id = ANY(ARRAY(SELECT id FROM jobs \
      WHERE expires_at IS NOT NULL AND status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING id), \
+    ") AND expires_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING id, status, dependents), \
      due AS (UPDATE jobs SET status = ",
     state_sql!(Ready),
     " WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status IN (",
@@ -42,7 +42,8 @@ const PROMOTE_DUE: &str = concat!(
      WHERE expires_at IS NOT NULL AND status IN (",
     state_sql!(Ready, Scheduled, Waiting),
     ") AND expires_at > now()) AS next) AS next_due_in, \
-     (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired"
+     (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired, ",
+    settle_ended!("expired")
 );
 
 pub(super) fn promote_due(storage: &PostgresStorage) -> Result<Option<Micros>> {

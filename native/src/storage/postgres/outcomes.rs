@@ -71,12 +71,14 @@ fn complete_sql(reaping: &str) -> String {
              WHERE j.id = o.id AND j.lease_token = o.token AND j.status + 0 = ",
             state_sql!(Running),
             "{reaping} RETURNING j.id, j.status, o.kind, o.attempt, o.error_type, o.message, \
-             o.traceback, o.finished_age), \
+             o.traceback, o.finished_age, j.dependents), \
              errs AS (INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, \
              failed_at) SELECT id, attempt, error_type, message, traceback, ",
             ago!("finished_age"),
             " FROM upd WHERE kind = 1) \
-             SELECT id, status, {notify} FROM upd"
+             SELECT id, status, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         reaping = reaping,
         notify = notify_sql(13, 14, 15)
@@ -286,8 +288,10 @@ fn release_sql(reaping: &str) -> String {
              started_at = NULL FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
              WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 IN (",
             state_sql!(Running, Claimed),
-            "){reaping} RETURNING j.id) \
-             SELECT id, {notify} FROM upd"
+            "){reaping} RETURNING j.id, j.status, j.dependents) \
+             SELECT id, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         reaping = reaping,
         notify = notify_sql(4, 5, 6)
@@ -346,7 +350,9 @@ static CANCEL_UNSTARTED: LazyLock<String> = LazyLock::new(|| {
             state_sql!(Cancelled),
             ", finished_at = now(), lease_expires_at = NULL WHERE id = $1::int8 AND status IN (",
             state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
-            ") RETURNING id) SELECT id, {notify} FROM upd"
+            ") RETURNING id, status, dependents) SELECT id, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         notify = notify_sql(2, 3, 4)
     )
