@@ -165,7 +165,8 @@ const START_CLAIMED: &str = concat!(
      FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
      WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 = ",
     state_sql!(Claimed),
-    " RETURNING j.id, j.status, j.dependents) SELECT id, status = ",
+    " RETURNING j.id, j.status, j.dependents, j.unique_key, j.expires_at) \
+     SELECT id, status = ",
     state_sql!(Running),
     ", ",
     settle_ended!("upd"),

@@ -23,10 +23,10 @@ use crate::storage::ReapedJob;
 const PROMOTE_DUE: &str = concat!(
     "WITH expired AS (UPDATE jobs SET status = ",
     state_sql!(Expired),
-    ", finished_at = now() WHERE id = ANY(ARRAY(SELECT id FROM jobs \
-     WHERE expires_at IS NOT NULL AND status IN (",
+    ", finished_at = now() WHERE id = ANY(ARRAY(SELECT j.id FROM job_expiry x \
+     JOIN jobs j ON j.id = x.job_id WHERE x.expires_at <= now() AND j.status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING id, status, dependents), \
+    ") FOR UPDATE OF j SKIP LOCKED)) RETURNING id, status, dependents, unique_key, expires_at), \
      due AS (UPDATE jobs SET status = ",
     state_sql!(Ready),
     " WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status IN (",
@@ -38,10 +38,10 @@ const PROMOTE_DUE: &str = concat!(
      (SELECT (EXTRACT(EPOCH FROM min(t) - now()) * 1000000)::int8 FROM \
      (SELECT min(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") AND scheduled_at > now() UNION ALL SELECT min(expires_at) FROM jobs \
-     WHERE expires_at IS NOT NULL AND status IN (",
+    ") AND scheduled_at > now() UNION ALL SELECT min(x.expires_at) FROM job_expiry x \
+     JOIN jobs j ON j.id = x.job_id WHERE x.expires_at > now() AND j.status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at > now()) AS next) AS next_due_in, \
+    ")) AS next) AS next_due_in, \
      (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired, ",
     settle_ended!("expired")
 );

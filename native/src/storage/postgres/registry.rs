@@ -127,7 +127,8 @@ const KILL_UNKNOWN: &str = concat!(
     state_sql!(Ready),
     " AND created_at < now() - $1::int8 * interval '1 microsecond' AND NOT EXISTS \
      (SELECT 1 FROM known_tasks k WHERE k.name = jobs.task_name) LIMIT 1000 \
-     FOR UPDATE SKIP LOCKED)) RETURNING id, attempt, task_name, status, dependents) \
+     FOR UPDATE SKIP LOCKED)) RETURNING id, attempt, task_name, status, dependents, \
+     unique_key, expires_at) \
      SELECT id, attempt, task_name, ",
     settle_ended!("upd"),
     " FROM upd"

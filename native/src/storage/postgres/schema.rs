@@ -129,14 +129,24 @@ ALTER TABLE jobs ADD COLUMN feed smallint NOT NULL DEFAULT 0;          -- job::F
 ALTER TABLE jobs ADD COLUMN pending_deps integer NOT NULL DEFAULT 0;   -- dependencies not yet settled
 ALTER TABLE jobs ADD COLUMN dependents integer NOT NULL DEFAULT 0;     -- dependency rows naming it
 
--- One live job per key (ready, scheduled, running, retrying, claimed,
--- waiting); a final job frees its key.
-CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN (0, 1, 2, 4, 7, 8);
+-- Keys and expiry are in tables of their own, not in indexes on jobs: a
+-- partial index costs every claim and completion its predicate (and one
+-- naming status, an entry per status change), even for jobs with neither.
 
--- Jobs that may still expire (not started), by when.
-CREATE INDEX jobs_expiry ON jobs (expires_at)
-    WHERE expires_at IS NOT NULL AND status IN (0, 1, 8);
+-- The live job (not final) holding each key; the job's end deletes it.
+CREATE TABLE unique_keys (
+    key    text   PRIMARY KEY,
+    job_id bigint NOT NULL
+);
+
+-- When each job that may expire does; the job's end deletes it. Only jobs
+-- not started (ready, scheduled, waiting) expire: the others' rows wait
+-- for their end.
+CREATE TABLE job_expiry (
+    job_id     bigint      PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX job_expiry_by_time ON job_expiry (expires_at);
 
 CREATE TABLE job_dependencies (
     job_id     bigint   NOT NULL,
@@ -149,11 +159,32 @@ CREATE TABLE job_dependencies (
 CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on) WHERE NOT satisfied;
 CREATE INDEX job_dependencies_dependents ON job_dependencies (depends_on, job_id);
 
--- Settles the dependents of job `ended`, which just reached final state
--- `state`, in the statement (and transaction) that put it there: every
--- statement that ends jobs calls it for those with dependents (see
+-- Does what the end of job `ended` (just put in final state `state`) must:
+-- frees its key, drops its expiry, settles its dependents; in the
+-- statement (and transaction) that ended it. Every statement that ends
+-- jobs calls it for those with a key, an expiry or dependents (see
 -- `settle_ended!`), so plain jobs pay nothing (a trigger, even one whose
--- WHEN is false, cost every claim and completion about 3 µs). Dependents
+-- WHEN is false, cost every claim and completion about 3 µs).
+CREATE FUNCTION job_ended(ended bigint, state smallint) RETURNS integer
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    job record;
+BEGIN
+    SELECT unique_key, expires_at, dependents INTO job FROM jobs WHERE id = ended;
+    IF job.unique_key IS NOT NULL THEN
+        DELETE FROM unique_keys WHERE key = job.unique_key AND job_id = ended;
+    END IF;
+    IF job.expires_at IS NOT NULL THEN
+        DELETE FROM job_expiry WHERE job_id = ended;
+    END IF;
+    IF job.dependents > 0 THEN
+        RETURN settle_dependents(ended, state);
+    END IF;
+    RETURN 0;
+END
+$fn$;
+
+-- Settles the dependents of job `ended`, for `job_ended`. Dependents
 -- it failed (mode success, not complete) are cancelled with an error
 -- naming the step that failed, and settled in turn; the others count one
 -- dependency fewer and are ready at none. Tells the listeners: work for the
@@ -185,11 +216,9 @@ BEGIN
         IF cancelled IS NOT NULL THEN
             FOR victim IN
                 UPDATE jobs SET status = 6, finished_at = now() WHERE id = ANY(cancelled)
-                RETURNING id, dependents
+                RETURNING id
             LOOP
-                IF victim.dependents > 0 THEN
-                    PERFORM settle_dependents(victim.id, 6::smallint);
-                END IF;
+                PERFORM job_ended(victim.id, 6::smallint);
             END LOOP;
             PERFORM pg_notify(channel, 'f' || array_to_string(cancelled, ','));
         END IF;
