@@ -284,6 +284,6 @@ def test_twenty_processes_starting_at_once_on_an_empty_database_migrate_once(pg:
     assert pg.sql(f'SELECT count(*) FROM "{pg.schema}".schema_version') == "1"
     tables = pg.sql(f"SELECT count(*) FROM pg_tables WHERE schemaname = '{pg.schema}'")
     # jobs, job_errors, workers, known_tasks, periodic, rate_limits, job_dependencies,
-    # schema_version
-    assert tables == "8"
+    # unique_keys, job_expiry, schema_version
+    assert tables == "10"
     report("20 first starts", processes=20, errors=0)

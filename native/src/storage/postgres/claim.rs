@@ -155,7 +155,7 @@ pub(super) fn claim(storage: &PostgresStorage, request: &ClaimRequest) -> Result
 ///
 /// One that expired while it was held ends expired instead (not started).
 const START_CLAIMED: &str = concat!(
-    "UPDATE jobs j SET status = CASE WHEN j.expires_at <= now() THEN ",
+    "WITH upd AS (UPDATE jobs j SET status = CASE WHEN j.expires_at <= now() THEN ",
     state_sql!(Expired),
     " ELSE ",
     state_sql!(Running),
@@ -165,8 +165,12 @@ const START_CLAIMED: &str = concat!(
      FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
      WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 = ",
     state_sql!(Claimed),
-    " RETURNING j.id, j.status = ",
-    state_sql!(Running)
+    " RETURNING j.id, j.status, j.dependents, j.unique_key, j.expires_at) \
+     SELECT id, status = ",
+    state_sql!(Running),
+    ", ",
+    settle_ended!("upd"),
+    " FROM upd"
 );
 
 pub(super) fn start_claimed(storage: &PostgresStorage, jobs: &[AttemptRef]) -> Result<Vec<bool>> {

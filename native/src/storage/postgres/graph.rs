@@ -1,7 +1,8 @@
 //! Jobs that carry more than their options: unique keys, dependencies,
 //! expiry and metadata, stored as one graph per transaction (see the SQLite
 //! backend's `graph.rs`). What happens when a dependency settles is the
-//! schema's trigger `jobs_settle_dependents`.
+//! schema's function `job_ended`, which every statement that ends jobs with
+//! dependents, a key or an expiry calls.
 
 use std::collections::HashMap;
 
@@ -24,14 +25,35 @@ const LOCK_PARENTS: &str = "SELECT id, status, task_name FROM jobs \
 /// The live job holding key `$1`, if any, locked and read like the
 /// dependencies: a later node of the call may depend on it.
 const LIVE_WITH_KEY: &str = concat!(
-    "SELECT id, status, task_name FROM jobs WHERE unique_key = $1::text AND status IN (",
+    "SELECT j.id, j.status, j.task_name FROM unique_keys k \
+     JOIN jobs j ON j.id = k.job_id WHERE k.key = $1::text AND j.status IN (",
     state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-    ") FOR UPDATE"
+    ") FOR UPDATE OF j"
 );
 
+/// Frees key `$1` if the job holding it is not live (it cannot be: every
+/// end frees its key; this keeps a stray row from blocking the key).
+const FREE_STALE_KEY: &str = concat!(
+    "DELETE FROM unique_keys k WHERE k.key = $1::text AND NOT EXISTS (SELECT 1 FROM jobs j \
+     WHERE j.id = k.job_id AND j.status IN (",
+    state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
+    "))"
+);
+
+/// Takes key `$1` for job `$2` unless a live job holds it (a concurrent
+/// taker's insert waits for the first to commit, then finds it taken).
+const TAKE_KEY: &str = "INSERT INTO unique_keys (key, job_id) VALUES ($1::text, $2::int8) \
+    ON CONFLICT DO NOTHING RETURNING 1";
+
+/// Moves key `$1` to job id `$2` (the id first tried was taken).
+const MOVE_KEY: &str = "UPDATE unique_keys SET job_id = $2::int8 WHERE key = $1::text";
+
+/// Keeps when job `$1` expires, for promote_due to find.
+const KEEP_EXPIRY: &str = "INSERT INTO job_expiry (job_id, expires_at) \
+    SELECT id, expires_at FROM jobs WHERE id = $1::int8";
+
 /// One job, due `$7` µs from now (never, from 285 years on), expiring `$13`
-/// µs from now. Any uniqueness conflict (the id, or a live key) inserts
-/// nothing.
+/// µs from now. An id another process took inserts nothing.
 const INSERT_NODE: &str = "INSERT INTO jobs (id, payload, queue, task_name, status, priority, \
     created_at, scheduled_at, max_retries, retry_backoff, timeout_ms, unique_key, expires_at, \
     metadata, feed, pending_deps, finished_at) \
@@ -152,8 +174,19 @@ fn insert_node(
         None => State::Ready,
     };
     let options = &node.options;
+    // A job stored final (cancelled) neither holds its key nor expires.
+    let key = node.unique_key.as_ref().filter(|_| !state.is_final());
+    let mut id = IDS.next();
+    if let Some(key) = key {
+        while tx.query_opt(TAKE_KEY, &[key, &id])?.is_none() {
+            // Another producer's job took the key since the look above.
+            if let Some(row) = tx.query_opt(LIVE_WITH_KEY, &[key])? {
+                return Ok(known_parent(&row, parents));
+            }
+            tx.execute(FREE_STALE_KEY, &[key])?;
+        }
+    }
     let id = loop {
-        let id = IDS.next();
         let inserted = tx.query_opt(
             INSERT_NODE,
             &[
@@ -177,15 +210,16 @@ fn insert_node(
         if inserted.is_some() {
             break id;
         }
-        if let Some(key) = &node.unique_key {
-            // Another producer's job took the key since the look above.
-            if let Some(row) = tx.query_opt(LIVE_WITH_KEY, &[key])? {
-                return Ok(known_parent(&row, parents));
-            }
-        }
         // Another process took this id in the same millisecond.
         IDS.skip_past(id);
+        id = IDS.next();
+        if let Some(key) = key {
+            tx.execute(MOVE_KEY, &[key, &id])?;
+        }
     };
+    if node.expires.is_some() && !state.is_final() {
+        tx.execute(KEEP_EXPIRY, &[&id])?;
+    }
     // Known to later nodes of this call as a possible dependency.
     parents.insert(id, (state, options.task_name.clone()));
     for (position, (parent, parent_state, _)) in found.iter().enumerate() {

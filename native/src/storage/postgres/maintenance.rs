@@ -14,8 +14,8 @@ use crate::job::{micros, now_micros, state_sql, Applied, AttemptRef, Micros, Out
 use crate::storage::common::worker_lost;
 use crate::storage::ReapedJob;
 
-/// Ends jobs not started by their `expires_at` expired (the settle trigger
-/// cancels or releases their dependents and tells the listeners), then
+/// Ends jobs not started by their `expires_at` expired (and settles their
+/// dependents: cancels or releases them and tells the listeners), then
 /// makes delayed jobs and retries due by now ready (skipping rows another
 /// promoter has locked: it promotes them), notifies if any became ready or
 /// ended, and says in how many µs the next waiting job falls due or
@@ -23,10 +23,10 @@ use crate::storage::ReapedJob;
 const PROMOTE_DUE: &str = concat!(
     "WITH expired AS (UPDATE jobs SET status = ",
     state_sql!(Expired),
-    ", finished_at = now() WHERE id = ANY(ARRAY(SELECT id FROM jobs \
-     WHERE expires_at IS NOT NULL AND status IN (",
+    ", finished_at = now() WHERE id = ANY(ARRAY(SELECT j.id FROM job_expiry x \
+     JOIN jobs j ON j.id = x.job_id WHERE x.expires_at <= now() AND j.status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at <= now() FOR UPDATE SKIP LOCKED)) RETURNING id), \
+    ") FOR UPDATE OF j SKIP LOCKED)) RETURNING id, status, dependents, unique_key, expires_at), \
      due AS (UPDATE jobs SET status = ",
     state_sql!(Ready),
     " WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status IN (",
@@ -38,11 +38,12 @@ const PROMOTE_DUE: &str = concat!(
      (SELECT (EXTRACT(EPOCH FROM min(t) - now()) * 1000000)::int8 FROM \
      (SELECT min(scheduled_at) AS t FROM jobs WHERE status IN (",
     state_sql!(Scheduled, Retrying),
-    ") AND scheduled_at > now() UNION ALL SELECT min(expires_at) FROM jobs \
-     WHERE expires_at IS NOT NULL AND status IN (",
+    ") AND scheduled_at > now() UNION ALL SELECT min(x.expires_at) FROM job_expiry x \
+     JOIN jobs j ON j.id = x.job_id WHERE x.expires_at > now() AND j.status IN (",
     state_sql!(Ready, Scheduled, Waiting),
-    ") AND expires_at > now()) AS next) AS next_due_in, \
-     (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired"
+    ")) AS next) AS next_due_in, \
+     (SELECT count(pg_notify($1::text, 'f' || id)) FROM expired) AS expired, ",
+    settle_ended!("expired")
 );
 
 pub(super) fn promote_due(storage: &PostgresStorage) -> Result<Option<Micros>> {

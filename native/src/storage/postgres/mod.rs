@@ -20,6 +20,25 @@
 //! timing, claim order, a lost worker's failure) are shared with SQLite in
 //! `storage::common`.
 
+/// A scalar subquery that does the ends of the jobs CTE `$cte` ended: `$cte`
+/// returns `id`, `status` (after), `dependents`, `unique_key` and
+/// `expires_at` of each row it changed, from a status that was not final.
+/// Only jobs with dependents, a key or an expiry call `job_ended` (the
+/// schema's V3); the sort reads the whole CTE first, so every row of the
+/// statement is written before any end runs.
+macro_rules! settle_ended {
+    ($cte:literal) => {
+        concat!(
+            "(SELECT count(job_ended(id, status)) FROM (SELECT id, status FROM ",
+            $cte,
+            " WHERE (dependents > 0 OR unique_key IS NOT NULL OR expires_at IS NOT NULL) \
+             AND status IN (",
+            state_sql!(Complete, Dead, Cancelled, Expired),
+            ") ORDER BY id) AS ended) AS settled"
+        )
+    };
+}
+
 mod claim;
 mod connect;
 mod enqueue;

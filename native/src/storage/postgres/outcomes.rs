@@ -71,12 +71,14 @@ fn complete_sql(reaping: &str) -> String {
              WHERE j.id = o.id AND j.lease_token = o.token AND j.status + 0 = ",
             state_sql!(Running),
             "{reaping} RETURNING j.id, j.status, o.kind, o.attempt, o.error_type, o.message, \
-             o.traceback, o.finished_age), \
+             o.traceback, o.finished_age, j.dependents, j.unique_key, j.expires_at), \
              errs AS (INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, \
              failed_at) SELECT id, attempt, error_type, message, traceback, ",
             ago!("finished_age"),
             " FROM upd WHERE kind = 1) \
-             SELECT id, status, {notify} FROM upd"
+             SELECT id, status, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         reaping = reaping,
         notify = notify_sql(13, 14, 15)
@@ -286,8 +288,11 @@ fn release_sql(reaping: &str) -> String {
              started_at = NULL FROM unnest($1::int8[], $2::int8[]) AS t(id, token) \
              WHERE j.id = t.id AND j.lease_token = t.token AND j.status + 0 IN (",
             state_sql!(Running, Claimed),
-            "){reaping} RETURNING j.id) \
-             SELECT id, {notify} FROM upd"
+            "){reaping} RETURNING j.id, j.status, j.dependents, j.unique_key, \
+             j.expires_at) \
+             SELECT id, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         reaping = reaping,
         notify = notify_sql(4, 5, 6)
@@ -346,7 +351,10 @@ static CANCEL_UNSTARTED: LazyLock<String> = LazyLock::new(|| {
             state_sql!(Cancelled),
             ", finished_at = now(), lease_expires_at = NULL WHERE id = $1::int8 AND status IN (",
             state_sql!(Ready, Scheduled, Retrying, Claimed, Waiting),
-            ") RETURNING id) SELECT id, {notify} FROM upd"
+            ") RETURNING id, status, dependents, unique_key, expires_at) \
+             SELECT id, {notify}, ",
+            settle_ended!("upd"),
+            " FROM upd"
         ),
         notify = notify_sql(2, 3, 4)
     )
@@ -395,21 +403,25 @@ pub(super) fn request_cancel(storage: &PostgresStorage, id: i64) -> Result<Cance
 
 /// Makes dead job `$1` ready now with a fresh set of attempts; its payload,
 /// options and error history stay. Its unique key stays unless another live
-/// job took it meanwhile: then the revived job goes without.
+/// job took it meanwhile: then the revived job goes without. Its expiry, which
+/// its death dropped, is kept again.
 static REVIVE_DEAD: LazyLock<String> = LazyLock::new(|| {
     format!(
         concat!(
-            "WITH upd AS (UPDATE jobs SET status = ",
+            "WITH dead AS (SELECT id, unique_key, expires_at FROM jobs WHERE id = $1::int8 \
+             AND status = ",
+            state_sql!(Dead),
+            " FOR UPDATE), \
+             kept AS (INSERT INTO unique_keys (key, job_id) SELECT unique_key, id FROM dead \
+             WHERE unique_key IS NOT NULL ON CONFLICT DO NOTHING RETURNING key), \
+             expiry AS (INSERT INTO job_expiry (job_id, expires_at) SELECT id, expires_at \
+             FROM dead WHERE expires_at IS NOT NULL ON CONFLICT DO NOTHING), \
+             upd AS (UPDATE jobs SET status = ",
             state_sql!(Ready),
             ", attempt = 0, scheduled_at = now(), started_at = NULL, finished_at = NULL, \
              worker_id = NULL, lease_expires_at = NULL, result = NULL, cancel_requested = false, \
-             unique_key = CASE WHEN EXISTS (SELECT 1 FROM jobs o \
-             WHERE o.unique_key = jobs.unique_key AND o.status IN (",
-            state_sql!(Ready, Scheduled, Running, Retrying, Claimed, Waiting),
-            ")) THEN NULL ELSE unique_key END \
-             WHERE id = $1::int8 AND status = ",
-            state_sql!(Dead),
-            " RETURNING id) SELECT id, {notify} FROM upd"
+             unique_key = (SELECT key FROM kept) WHERE id = (SELECT id FROM dead) RETURNING id) \
+             SELECT id, {notify} FROM upd"
         ),
         notify = notify_sql(2, 3, 4)
     )

@@ -118,15 +118,20 @@ pub(super) fn unserved_tasks(storage: &PostgresStorage) -> Result<Vec<(String, u
 }
 
 /// Dead-letters ready jobs enqueued more than `$1` µs ago whose task no
-/// worker has ever registered (a bounded batch, skipping rows others hold).
+/// worker has ever registered (a bounded batch, skipping rows others hold),
+/// and settles their dependents.
 const KILL_UNKNOWN: &str = concat!(
-    "UPDATE jobs SET status = ",
+    "WITH upd AS (UPDATE jobs SET status = ",
     state_sql!(Dead),
     ", finished_at = now() WHERE id = ANY(ARRAY(SELECT id FROM jobs WHERE status = ",
     state_sql!(Ready),
     " AND created_at < now() - $1::int8 * interval '1 microsecond' AND NOT EXISTS \
      (SELECT 1 FROM known_tasks k WHERE k.name = jobs.task_name) LIMIT 1000 \
-     FOR UPDATE SKIP LOCKED)) RETURNING id, attempt, task_name"
+     FOR UPDATE SKIP LOCKED)) RETURNING id, attempt, task_name, status, dependents, \
+     unique_key, expires_at) \
+     SELECT id, attempt, task_name, ",
+    settle_ended!("upd"),
+    " FROM upd"
 );
 
 /// Records the errors `$1`.. of the jobs just dead-lettered, and tells

@@ -129,14 +129,24 @@ ALTER TABLE jobs ADD COLUMN feed smallint NOT NULL DEFAULT 0;          -- job::F
 ALTER TABLE jobs ADD COLUMN pending_deps integer NOT NULL DEFAULT 0;   -- dependencies not yet settled
 ALTER TABLE jobs ADD COLUMN dependents integer NOT NULL DEFAULT 0;     -- dependency rows naming it
 
--- One live job per key (ready, scheduled, running, retrying, claimed,
--- waiting); a final job frees its key.
-CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN (0, 1, 2, 4, 7, 8);
+-- Keys and expiry are in tables of their own, not in indexes on jobs: a
+-- partial index costs every claim and completion its predicate (and one
+-- naming status, an entry per status change), even for jobs with neither.
 
--- Jobs that may still expire (not started), by when.
-CREATE INDEX jobs_expiry ON jobs (expires_at)
-    WHERE expires_at IS NOT NULL AND status IN (0, 1, 8);
+-- The live job (not final) holding each key; the job's end deletes it.
+CREATE TABLE unique_keys (
+    key    text   PRIMARY KEY,
+    job_id bigint NOT NULL
+);
+
+-- When each job that may expire does; the job's end deletes it. Only jobs
+-- not started (ready, scheduled, waiting) expire: the others' rows wait
+-- for their end.
+CREATE TABLE job_expiry (
+    job_id     bigint      PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX job_expiry_by_time ON job_expiry (expires_at);
 
 CREATE TABLE job_dependencies (
     job_id     bigint   NOT NULL,
@@ -149,37 +159,67 @@ CREATE TABLE job_dependencies (
 CREATE INDEX job_dependencies_by_parent ON job_dependencies (depends_on) WHERE NOT satisfied;
 CREATE INDEX job_dependencies_dependents ON job_dependencies (depends_on, job_id);
 
--- Settles the dependents of a job that reached a final state, in the
--- statement (and transaction) that put it there, as the SQLite trigger
--- does: dependents it failed (mode success, not complete) are cancelled
--- with an error naming the step that failed, which fires this again for
--- theirs; the others count one dependency fewer and are ready at none.
--- Tells the listeners: work for the released, finished for the cancelled.
--- It watches finished_at, which every statement that ends a job sets (and
--- claims do not).
-CREATE FUNCTION settle_dependents() RETURNS trigger LANGUAGE plpgsql AS $fn$
+-- Does what the end of job `ended` (just put in final state `state`) must:
+-- frees its key, drops its expiry, settles its dependents; in the
+-- statement (and transaction) that ended it. Every statement that ends
+-- jobs calls it for those with a key, an expiry or dependents (see
+-- `settle_ended!`), so plain jobs pay nothing (a trigger, even one whose
+-- WHEN is false, cost every claim and completion about 3 µs).
+CREATE FUNCTION job_ended(ended bigint, state smallint) RETURNS integer
+LANGUAGE plpgsql AS $fn$
 DECLARE
-    channel text := 'taskito:' || TG_TABLE_SCHEMA;
+    job record;
+BEGIN
+    SELECT unique_key, expires_at, dependents INTO job FROM jobs WHERE id = ended;
+    IF job.unique_key IS NOT NULL THEN
+        DELETE FROM unique_keys WHERE key = job.unique_key AND job_id = ended;
+    END IF;
+    IF job.expires_at IS NOT NULL THEN
+        DELETE FROM job_expiry WHERE job_id = ended;
+    END IF;
+    IF job.dependents > 0 THEN
+        RETURN settle_dependents(ended, state);
+    END IF;
+    RETURN 0;
+END
+$fn$;
+
+-- Settles the dependents of job `ended`, for `job_ended`. Dependents
+-- it failed (mode success, not complete) are cancelled with an error
+-- naming the step that failed, and settled in turn; the others count one
+-- dependency fewer and are ready at none. Tells the listeners: work for the
+-- released, finished for the cancelled. Returns the jobs it released.
+CREATE FUNCTION settle_dependents(ended bigint, state smallint) RETURNS integer
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    channel text := 'taskito:' || current_schema();
     failure text;
     cancelled bigint[];
+    victim record;
     released integer;
 BEGIN
-    IF NEW.status <> 3 THEN
+    IF state <> 3 THEN
         failure := COALESCE(
-            (SELECT e.message FROM job_errors e WHERE e.job_id = NEW.id
+            (SELECT e.message FROM job_errors e WHERE e.job_id = ended
              AND e.error_type = 'DependencyFailed' ORDER BY e.seq DESC LIMIT 1),
-            'dependency ' || lpad(to_hex(NEW.id), 16, '0') || ' (' || NEW.task_name || ') '
-            || CASE NEW.status WHEN 5 THEN 'died' WHEN 6 THEN 'was cancelled' ELSE 'expired' END);
+            (SELECT 'dependency ' || lpad(to_hex(ended), 16, '0') || ' (' || j.task_name || ') '
+             || CASE state WHEN 5 THEN 'died' WHEN 6 THEN 'was cancelled' ELSE 'expired' END
+             FROM jobs j WHERE j.id = ended));
         WITH victims AS (
             SELECT j.id, j.attempt FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
-            WHERE d.depends_on = NEW.id AND NOT d.satisfied AND d.mode = 0 AND j.status = 8
+            WHERE d.depends_on = ended AND NOT d.satisfied AND d.mode = 0 AND j.status = 8
             ORDER BY j.id FOR UPDATE OF j),
         errs AS (
             INSERT INTO job_errors (job_id, attempt, error_type, message, traceback, failed_at)
             SELECT id, attempt, 'DependencyFailed', failure, '', now() FROM victims)
         SELECT array_agg(id) INTO cancelled FROM victims;
         IF cancelled IS NOT NULL THEN
-            UPDATE jobs SET status = 6, finished_at = now() WHERE id = ANY(cancelled);
+            FOR victim IN
+                UPDATE jobs SET status = 6, finished_at = now() WHERE id = ANY(cancelled)
+                RETURNING id
+            LOOP
+                PERFORM job_ended(victim.id, 6::smallint);
+            END LOOP;
             PERFORM pg_notify(channel, 'f' || array_to_string(cancelled, ','));
         END IF;
     END IF;
@@ -188,21 +228,17 @@ BEGIN
                status = CASE WHEN j.pending_deps > 1 THEN 8
                              WHEN j.scheduled_at <= now() THEN 0 ELSE 1 END
         FROM job_dependencies d
-        WHERE d.depends_on = NEW.id AND NOT d.satisfied AND (d.mode = 1 OR NEW.status = 3)
+        WHERE d.depends_on = ended AND NOT d.satisfied AND (d.mode = 1 OR state = 3)
               AND j.id = d.job_id AND j.status = 8
         RETURNING j.status)
     SELECT count(*) FILTER (WHERE status <> 8) INTO released FROM freed;
-    UPDATE job_dependencies SET satisfied = true WHERE depends_on = NEW.id AND NOT satisfied;
+    UPDATE job_dependencies SET satisfied = true WHERE depends_on = ended AND NOT satisfied;
     IF released > 0 THEN
         PERFORM pg_notify(channel, 'w'), nextval('changes');
     END IF;
-    RETURN NULL;
+    RETURN released;
 END
 $fn$;
-
-CREATE TRIGGER jobs_settle_dependents AFTER UPDATE OF finished_at ON jobs FOR EACH ROW
-    WHEN (NEW.dependents > 0 AND NEW.status IN (3, 5, 6, 9) AND OLD.status NOT IN (3, 5, 6, 9))
-    EXECUTE FUNCTION settle_dependents();
 "#;
 
 const MIGRATIONS: &[&str] = &[V1, V4, V3];

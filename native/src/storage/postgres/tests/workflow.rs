@@ -10,13 +10,12 @@ fn expirer(scratch: &Scratch) -> impl Fn(i64) + '_ {
         let schema = &scratch.schema;
         scratch
             .client()
-            .execute(
-                &format!(
-                    "UPDATE \"{schema}\".jobs SET expires_at = now() - interval '1 second' \
-                     WHERE id = $1::int8"
-                ),
-                &[&id],
-            )
+            .batch_execute(&format!(
+                "UPDATE \"{schema}\".jobs SET expires_at = now() - interval '1 second' \
+                 WHERE id = {id}; \
+                 UPDATE \"{schema}\".job_expiry SET expires_at = now() - interval '1 second' \
+                 WHERE job_id = {id}"
+            ))
             .unwrap();
     }
 }
