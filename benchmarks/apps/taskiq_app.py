@@ -6,22 +6,20 @@ worker's comes from the settings the cell puts in its environment
 (``SETTINGS_ENV``).
 
 taskiq stores no completion times: in the worker processes, a middleware
-(``FinishNotes``) appends ``TASK_ID UNIX_TIME ok|error`` to a file of its
-own, ``taskiq-finished-<pid>.txt`` in the cell's folder (the worker's
-working directory), once each result is stored (one unbuffered write),
-which the cell reads once the workers have stopped.
+(``NoteFinishes``) notes them in ``taskiq-finished-<pid>.txt``
+(``finish_notes``), once each result is stored.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq_redis import ListQueueBroker, RedisAsyncResultBackend
 
+from benchmarks.apps.finish_notes import FinishNotes
 from benchmarks.tasks import ASYNC_TASKS
 
 SETTINGS_ENV = "BENCH_TASKIQ_SETTINGS"  # JSON: broker_url, results_url, task
@@ -29,27 +27,22 @@ FINISHED_FILES = "taskiq-finished-"
 QUEUE = "bench"
 
 
-class FinishNotes(TaskiqMiddleware):  # type: ignore[misc]  # taskiq is skipped by mypy
+class NoteFinishes(TaskiqMiddleware):  # type: ignore[misc]  # taskiq is skipped by mypy
     """Notes when each task's result was stored, in this worker process's file."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fd: int | None = None
+        self.notes = FinishNotes(FINISHED_FILES)
 
     def post_save(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
-        at = time.time()
-        if self.fd is None:
-            name = f"{FINISHED_FILES}{os.getpid()}.txt"
-            self.fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        outcome = "error" if result.is_err else "ok"
-        os.write(self.fd, f"{message.task_id} {at!r} {outcome}\n".encode())
+        self.notes.note(message.task_id, "error" if result.is_err else "ok")
 
 
 def declare(broker_url: str, results_url: str, kind: str) -> tuple[ListQueueBroker, Any]:
-    """The broker, with its result backend and FinishNotes, and its task."""
+    """The broker, with its result backend and NoteFinishes, and its task."""
     backend = RedisAsyncResultBackend(results_url)
     broker = ListQueueBroker(broker_url, queue_name=QUEUE).with_result_backend(backend)
-    broker.add_middlewares(FinishNotes())
+    broker.add_middlewares(NoteFinishes())
     task = broker.task(task_name=kind)(ASYNC_TASKS[kind])
     return broker, task
 

@@ -33,7 +33,7 @@ import huey
 from huey import MemoryHuey
 from huey.consumer import Consumer
 
-from benchmarks.apps import huey_app
+from benchmarks.apps import finish_notes, huey_app
 from benchmarks.engines import base
 from benchmarks.grid import Cell, placement_conflict
 from benchmarks.tasks import CHAIN_LENGTH, is_async, task_of
@@ -181,14 +181,7 @@ class HueyAdapter(base.ProcessWorkerAdapter):
 
     def noted(self) -> tuple[dict[str, float], int]:
         """What the worker processes noted: when each task finished, and how many failed."""
-        done_at: dict[str, float] = {}
-        errors = 0
-        for notes in self.workdir.glob(f"{huey_app.FINISHED_FILES}*.txt"):
-            for line in notes.read_text().splitlines():
-                task_id, at, outcome = line.split()
-                done_at[task_id] = float(at)
-                errors += outcome == "error"
-        return done_at, errors
+        return finish_notes.read(self.workdir, huey_app.FINISHED_FILES)
 
     def failures(self, handles: list[Any]) -> int:
         return self.errors if self.cell.placement == "thread" else self.noted()[1]

@@ -27,7 +27,7 @@ import redis
 import taskiq
 from taskiq.exceptions import TaskiqResultTimeoutError
 
-from benchmarks.apps import taskiq_app
+from benchmarks.apps import finish_notes, taskiq_app
 from benchmarks.engines import base
 from benchmarks.grid import Cell
 from benchmarks.tasks import is_async
@@ -105,15 +105,8 @@ class TaskiqAdapter(base.RedisWorkerAdapter):
         return outcome.return_value
 
     def noted(self) -> tuple[dict[str, float], int]:
-        """What the worker processes noted: when each task's result was stored, and how many failed."""
-        done_at: dict[str, float] = {}
-        errors = 0
-        for notes in self.workdir.glob(f"{taskiq_app.FINISHED_FILES}*.txt"):
-            for line in notes.read_text().splitlines():
-                task_id, at, outcome = line.split()
-                done_at[task_id] = float(at)
-                errors += outcome == "error"
-        return done_at, errors
+        """What the worker processes noted: when each task finished, and how many failed."""
+        return finish_notes.read(self.workdir, taskiq_app.FINISHED_FILES)
 
     def finished_at(self, handles: list[Any]) -> list[float | None]:
         done_at = self.noted()[0]
