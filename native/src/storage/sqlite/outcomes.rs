@@ -17,27 +17,28 @@ use crate::job::{
 use crate::storage::common::after_failure;
 use crate::storage::CancelRequest;
 
-/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4`; it
-/// started at `?5` when that is known. Plain jobs only (`on_end = 0`): the
-/// others take `COMPLETE_WATCHED_ATTEMPT`, then their end (`ends`).
-pub(super) const COMPLETE_ATTEMPT: &str = concat!(
-    "UPDATE jobs SET status = ",
-    state_sql!(Complete),
-    ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
-     lease_expires_at = NULL WHERE id = ?1 AND status = ",
-    state_sql!(Running),
-    " AND lease_token = ?2 AND on_end = 0"
-);
+/// Ends attempt `?2` of job `?1` complete with result `?3` at `?4` (it
+/// started at `?5` when that is known), if its `on_end` matches `$on_end`.
+macro_rules! complete_attempt {
+    ($on_end:literal) => {
+        concat!(
+            "UPDATE jobs SET status = ",
+            state_sql!(Complete),
+            ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
+             lease_expires_at = NULL WHERE id = ?1 AND status = ",
+            state_sql!(Running),
+            " AND lease_token = ?2 AND on_end ",
+            $on_end
+        )
+    };
+}
+
+/// Completes a plain job (`on_end = 0`): the others take
+/// `COMPLETE_WATCHED_ATTEMPT`, then their end (`ends`).
+pub(super) const COMPLETE_ATTEMPT: &str = complete_attempt!("= 0");
 
 /// `COMPLETE_ATTEMPT` for a job whose end has work to do.
-pub(super) const COMPLETE_WATCHED_ATTEMPT: &str = concat!(
-    "UPDATE jobs SET status = ",
-    state_sql!(Complete),
-    ", result = ?3, finished_at = ?4, started_at = COALESCE(?5, started_at), \
-     lease_expires_at = NULL WHERE id = ?1 AND status = ",
-    state_sql!(Running),
-    " AND lease_token = ?2 AND on_end <> 0"
-);
+pub(super) const COMPLETE_WATCHED_ATTEMPT: &str = complete_attempt!("<> 0");
 
 /// Ends attempt `?2` of job `?1` cancelled at `?3` (started at `?4` when
 /// known): the task stopped on request.
